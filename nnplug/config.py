@@ -1,0 +1,269 @@
+"""Model descriptions: a mapping (from a YAML/JSON/TOML file or Python) -> ``ModelSpec``.
+
+Validation runs in two steps per node: the ``type`` is looked up in the registry, then the
+layer's own config model validates the node. Every problem of a description is collected
+and reported at once, each line prefixed with its path (``layers[2] (conv2d) -> field``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from nnplug.data import DataConfig
+from nnplug.errors import ConfigError
+from nnplug.layer import Layer, LayerConfig, Loss, format_validation_error, parse_config
+from nnplug.registry import Registry
+from nnplug.train import TrainConfig
+
+INPUT_NAME = "input"
+TOP_LEVEL_KEYS = ("name", "input", "dtype", "seed", "layers", "loss", "data", "train")
+MAX_NODES = 10_000
+MAX_INPUT_ELEMENTS = 50_000_000
+
+#: Maps a path inside the description to a line number (YAML files provide one).
+Locator = Callable[[tuple[Any, ...]], int | None]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One validated layer node of a model description."""
+
+    name: str
+    cls: type[Layer]
+    config: LayerConfig
+    inputs: tuple[str, ...]
+    where: str  # "layers[2] 'conv1' (conv2d)", how messages name it
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    cls: type[Loss]
+    config: LayerConfig
+    input: str
+    where: str
+
+
+@dataclass
+class ModelSpec:
+    """A validated model description; ``nnplug.Model`` builds one into a runnable graph."""
+
+    input_shape: tuple[int, ...]
+    dtype: Literal["float32", "float64"]
+    seed: int
+    nodes: list[NodeSpec]
+    loss: LossSpec
+    data: DataConfig | None = None
+    train: TrainConfig | None = None
+    name: str = "model"
+    source: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class _Problems:
+    """Collects problem lines, each with its path and (when known) the source line."""
+
+    def __init__(self, locate: Locator | None) -> None:
+        self.lines: list[str] = []
+        self.locate = locate
+
+    def add(self, path: tuple[Any, ...], message: str) -> None:
+        line = self.locate(path) if self.locate else None
+        self.lines.append(f"{message} (line {line})" if line else message)
+
+
+def _section(
+    model: type[BaseModel], value: Any, key: str, problems: _Problems
+) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse_config(model, value, key)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        for line in exc.problems:
+            problems.add((key,), line)
+    except ValidationError as exc:  # pragma: no cover - parse_config converts these
+        for line in format_validation_error(exc, key):
+            problems.add((key,), line)
+    return None
+
+
+def _input_shape(value: Any, problems: _Problems) -> tuple[int, ...] | None:
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) >= 1
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    )
+    if not ok:
+        problems.add(("input",), f"input: expected a list of positive ints such as [1, 8, 8], got {value!r}")
+        return None
+    total = 1
+    for v in value:
+        total *= v
+    if total > MAX_INPUT_ELEMENTS:
+        problems.add(("input",), f"input: {total} elements per example is more than {MAX_INPUT_ELEMENTS}")
+        return None
+    return tuple(value)
+
+
+def parse_model(
+    data: Any,
+    registry: Registry,
+    *,
+    source: str | None = None,
+    locate: Locator | None = None,
+) -> ModelSpec:
+    """Validate a model description and resolve its node types and inputs.
+
+    Raises:
+        ConfigError: with one line per problem found, all of them.
+    """
+    problems = _Problems(locate)
+    prefix = f"{source}: " if source else ""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}a model description is a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            problems.add((key,), f"{key}: unknown section; expected one of {', '.join(TOP_LEVEL_KEYS)}")
+    input_shape = _input_shape(data["input"], problems) if "input" in data else None
+    if "input" not in data:
+        problems.add((), "input: missing (the shape of one example, e.g. [1, 8, 8])")
+    dtype = data.get("dtype", "float32")
+    if dtype not in ("float32", "float64"):
+        problems.add(("dtype",), f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        problems.add(("seed",), f"seed: expected a non-negative int, got {seed!r}")
+    name = data.get("name", "model")
+    if not isinstance(name, str) or not name:
+        problems.add(("name",), f"name: expected a non-empty string, got {name!r}")
+    nodes = _parse_nodes(data.get("layers"), registry, problems)
+    loss = _parse_loss(data.get("loss"), nodes, registry, problems)
+    data_section = _section(DataConfig, data.get("data"), "data", problems)
+    train_section = _section(TrainConfig, data.get("train"), "train", problems)
+    if problems.lines:
+        raise ConfigError(prefix + "\n".join(problems.lines), [prefix + p for p in problems.lines])
+    assert input_shape is not None and loss is not None and nodes is not None
+    return ModelSpec(
+        input_shape=input_shape,
+        dtype=dtype,
+        seed=seed,
+        nodes=nodes,
+        loss=loss,
+        data=data_section,
+        train=train_section,
+        name=name,
+        source=source,
+        raw=dict(data),
+    )
+
+
+def _type_of(raw: Any, path: str, kinds: list[str], registry: Registry, problems: _Problems,
+             loc: tuple[Any, ...]) -> str | None:
+    if not isinstance(raw, Mapping):
+        problems.add(loc, f"{path}: expected a mapping with a 'type', got {raw!r}")
+        return None
+    type_name = raw.get("type")
+    if type_name is None:
+        problems.add(loc, f"{path}: missing 'type'; available: {', '.join(sorted(kinds))}")
+        return None
+    if not isinstance(type_name, str) or type_name not in kinds:
+        if isinstance(type_name, str) and type_name in registry:
+            other = "a loss; put it under 'loss'" if type_name in registry.loss_types() else "a layer, not a loss"
+            problems.add(loc, f"{path}: type {type_name!r} is {other}")
+        else:
+            problems.add(loc, f"{path}: {registry.unknown_type_message(str(type_name), kinds)}")
+        return None
+    return type_name
+
+
+def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems) -> list[NodeSpec] | None:
+    if not isinstance(raw_layers, list) or not raw_layers:
+        problems.add(("layers",), f"layers: expected a non-empty list of nodes, got {raw_layers!r}")
+        return None
+    if len(raw_layers) > MAX_NODES:
+        problems.add(("layers",), f"layers: {len(raw_layers)} nodes is more than {MAX_NODES}")
+        return None
+    kinds = registry.layer_types()
+    parsed: list[tuple[int, str, type[Layer], LayerConfig, str]] = []
+    seen: dict[str, str] = {INPUT_NAME: "the model input"}
+    ok = True
+    for i, raw in enumerate(raw_layers):
+        path = f"layers[{i}]"
+        type_name = _type_of(raw, path, kinds, registry, problems, ("layers", i))
+        if type_name is None:
+            ok = False
+            continue
+        where = f"{path} ({type_name})"
+        cls = registry.get(type_name)
+        try:
+            config = parse_config(cls.Config, raw, where)
+        except ConfigError as exc:
+            for line in exc.problems:
+                problems.add(("layers", i), line)
+            ok = False
+            continue
+        name = config.name or f"{type_name}_{i}"
+        if name in seen:
+            problems.add(("layers", i), f"{where} -> name: {name!r} is already used by {seen[name]}")
+            ok = False
+            continue
+        seen[name] = path
+        parsed.append((i, name, cls, config, where))  # type: ignore[arg-type]
+    if not ok:
+        return None
+    nodes = []
+    previous = INPUT_NAME
+    for i, name, cls, config, where in parsed:
+        inputs = tuple(config.inputs) if config.inputs is not None else (previous,)
+        where = f"layers[{i}] {name!r} ({config.type})"
+        for ref in inputs:
+            if ref not in seen:
+                near = ", ".join(sorted(seen))
+                problems.add(("layers", i), f"{where} -> inputs: unknown node {ref!r}; nodes: {near}")
+                ok = False
+        if len(inputs) != cls.n_inputs:
+            problems.add(
+                ("layers", i),
+                f"{where} -> inputs: {config.type} takes {cls.n_inputs} input(s), got {len(inputs)}",
+            )
+            ok = False
+        nodes.append(NodeSpec(name, cls, config, inputs, where))
+        previous = name
+    return nodes if ok else None
+
+
+def _parse_loss(raw: Any, nodes: list[NodeSpec] | None, registry: Registry,
+                problems: _Problems) -> LossSpec | None:
+    if raw is None:
+        problems.add((), f"loss: missing; available: {', '.join(sorted(registry.loss_types()))}")
+        return None
+    type_name = _type_of(raw, "loss", registry.loss_types(), registry, problems, ("loss",))
+    if type_name is None:
+        return None
+    where = f"loss ({type_name})"
+    cls = registry.get(type_name)
+    try:
+        config = parse_config(cls.Config, raw, where)
+    except ConfigError as exc:
+        for line in exc.problems:
+            problems.add(("loss",), line)
+        return None
+    if nodes is None:
+        return None
+    names = [n.name for n in nodes]
+    if config.inputs is None:
+        target = names[-1]
+    elif len(config.inputs) != 1 or config.inputs[0] not in names:
+        problems.add(("loss",), f"{where} -> inputs: expected one node of {', '.join(names)}, got {list(config.inputs)}")
+        return None
+    else:
+        target = config.inputs[0]
+    return LossSpec(cls, config, target, where)  # type: ignore[arg-type]
+
+
+
+

@@ -1,0 +1,324 @@
+"""Finite-difference verification of layers, losses and whole models.
+
+For a layer the scalar checked is ``f = sum(R * forward(x))`` for a random ``R`` of the
+output's shape, whose analytic gradient is ``backward(R)``; for a loss or a model it is the
+loss itself. Every input and every parameter is checked, in float64 by default:
+
+* ``mode="full"``: every entry (or a random sample of ``max_entries`` per tensor) by central
+  differences ``(f(t + h e_i) - f(t - h e_i)) / 2h``;
+* ``mode="fast"``: a few random unit directions ``v`` per tensor, comparing
+  ``(f(t + h v) - f(t - h v)) / 2h`` with ``<grad, v>`` (O(1) evaluations per tensor); a
+  tensor that fails is then checked entry by entry to name the worst entry.
+
+Kinks (ReLU at 0, max-pool ties) are detected where the one-sided differences
+``(f(t+h) - f(t)) / h`` and ``(f(t) - f(t-h)) / h`` disagree, and are reported as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from nnplug.errors import GradientCheckError, ShapeError
+from nnplug.layer import Layer, Loss
+
+Mode = Literal["full", "fast"]
+
+#: (step h, rtol, atol) for the dtype the check runs in.
+TOLERANCES: dict[str, tuple[float, float, float]] = {
+    "float64": (1e-6, 1e-5, 1e-6),
+    "float32": (1e-2, 2e-2, 2e-3),
+}
+KINK_RATIO = 1e-2  # one-sided slopes differing by more than this (relative) mark a kink
+
+
+@dataclass
+class Entry:
+    """One compared value: an entry of a tensor, or a directional derivative."""
+
+    tensor: str
+    index: tuple[int, ...] | str
+    analytic: float
+    numeric: float
+    rel_error: float
+
+    def __str__(self) -> str:
+        return (f"{self.tensor}{list(self.index) if isinstance(self.index, tuple) else ' ' + self.index}: "
+                f"analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
+                f"relative error {self.rel_error:.3g}")
+
+
+@dataclass
+class Kink:
+    """A point where the function is not differentiable: the one-sided slopes differ."""
+
+    tensor: str
+    index: tuple[int, ...] | str
+    left: float
+    right: float
+
+    def __str__(self) -> str:
+        return f"{self.tensor}{self.index}: left slope {self.left:.6g}, right slope {self.right:.6g}"
+
+
+@dataclass
+class GradcheckReport:
+    """The outcome of one check; ``ok`` when nothing failed and no kink was met."""
+
+    subject: str
+    mode: str
+    dtype: str
+    eps: float
+    rtol: float
+    atol: float
+    n_forward: int = 0
+    worst: Entry | None = None
+    failures: list[Entry] = field(default_factory=list)
+    kinks: list[Kink] = field(default_factory=list)
+    worst_by_tensor: dict[str, float] = field(default_factory=dict)
+    worst_badness: float = field(default=-1.0, repr=False)  # |diff| / tolerance of ``worst``
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.kinks
+
+    @property
+    def max_rel_error(self) -> float:
+        return self.worst.rel_error if self.worst else 0.0
+
+    def __str__(self) -> str:
+        status = "passed" if self.ok else ("met a kink" if self.kinks and not self.failures else "FAILED")
+        lines = [f"gradient check of {self.subject} ({self.mode} mode, {self.dtype}): {status}",
+                 f"  tolerance: |analytic - numeric| <= {self.atol:g} + {self.rtol:g} * |numeric|, "
+                 f"step {self.eps:g}; {self.n_forward} forward evaluations"]
+        if self.worst:
+            lines.append(f"  worst entry: {self.worst}")
+        if self.failures:
+            lines.append(f"  {len(self.failures)} entries out of tolerance; tensors: "
+                         + ", ".join(sorted({f.tensor for f in self.failures})))
+        for kink in self.kinks[:3]:
+            lines.append(f"  non-differentiable point (kink) at {kink}; draw inputs away from it")
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> GradcheckReport:
+        if not self.ok:
+            raise GradientCheckError(str(self), self)
+        return self
+
+
+class _Counter:
+    def __init__(self, f: Callable[[dict[str, np.ndarray]], float]) -> None:
+        self.f = f
+        self.calls = 0
+
+    def __call__(self, tensors: dict[str, np.ndarray]) -> float:
+        self.calls += 1
+        return float(self.f(tensors))
+
+
+def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
+             analytic: float, f_plus: float, f_minus: float, f0: float, scale: float) -> None:
+    h = report.eps
+    numeric = (f_plus - f_minus) / (2 * h)
+    right, left = (f_plus - f0) / h, (f0 - f_minus) / h
+    if abs(right - left) > KINK_RATIO * max(abs(left), abs(right), scale) + 10 * report.atol:
+        report.kinks.append(Kink(tensor, index, left, right))
+        return
+    diff = abs(analytic - numeric)
+    rel = diff / max(abs(analytic), abs(numeric), 1e-300) if diff else 0.0
+    entry = Entry(tensor, index, analytic, numeric, rel)
+    bad = not np.isfinite(analytic) or diff > report.atol + report.rtol * abs(numeric)
+    # Rank entries by how far past tolerance they are, so noise on tiny values is not "worst".
+    badness = diff / (report.atol + report.rtol * abs(numeric)) if np.isfinite(diff) else np.inf
+    if report.worst is None or badness > report.worst_badness:
+        report.worst = entry
+        report.worst_badness = badness
+    report.worst_by_tensor[tensor] = max(report.worst_by_tensor.get(tensor, 0.0), rel)
+    if bad:
+        report.failures.append(entry)
+
+
+def _elementwise(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
+                 f0: float, report: GradcheckReport, rng: np.random.Generator, max_entries: int) -> None:
+    t = tensors[name]
+    if t.size <= max_entries:
+        flat = np.arange(t.size)
+    else:
+        flat = np.sort(rng.choice(t.size, size=max_entries, replace=False))
+    scale = float(np.max(np.abs(analytic))) if analytic.size else 0.0
+    view = t.reshape(-1)  # t is a private float copy, perturbed in place and restored
+    for i in flat:
+        original = view[i]
+        view[i] = original + report.eps
+        f_plus = f(tensors)
+        view[i] = original - report.eps
+        f_minus = f(tensors)
+        view[i] = original
+        index = tuple(int(k) for k in np.unravel_index(i, t.shape))
+        _compare(report, name, index, float(analytic.reshape(-1)[i]), f_plus, f_minus, f0, scale)
+
+
+def _directional(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
+                 f0: float, report: GradcheckReport, rng: np.random.Generator, n_directions: int) -> bool:
+    t = tensors[name]
+    original = t.copy()
+    failed_before = len(report.failures)
+    scale = float(np.linalg.norm(analytic))
+    for k in range(n_directions):
+        v = rng.standard_normal(t.shape)
+        v /= max(float(np.linalg.norm(v)), 1e-300)
+        np.add(original, report.eps * v, out=t)
+        f_plus = f(tensors)
+        np.subtract(original, report.eps * v, out=t)
+        f_minus = f(tensors)
+        t[...] = original
+        _compare(report, name, f"direction {k}", float(np.sum(analytic * v)), f_plus, f_minus, f0, scale)
+    return len(report.failures) > failed_before
+
+
+def _run(subject: str, f: Callable[[dict[str, np.ndarray]], float], tensors: dict[str, np.ndarray],
+         analytic: Mapping[str, np.ndarray], *, mode: Mode, dtype: str, eps: float | None,
+         rtol: float | None, atol: float | None, max_entries: int, n_directions: int,
+         seed: int | None) -> GradcheckReport:
+    if mode not in ("full", "fast"):
+        raise ValueError(f"mode must be 'full' or 'fast', got {mode!r}")
+    h, default_rtol, default_atol = TOLERANCES[dtype]
+    report = GradcheckReport(subject, mode, dtype, eps or h, rtol or default_rtol, atol or default_atol)
+    rng = np.random.default_rng(seed)
+    counter = _Counter(f)
+    f0 = counter(tensors)
+    for name, t in tensors.items():
+        grad = np.asarray(analytic[name], dtype=np.float64)
+        if grad.shape != t.shape:
+            report.failures.append(Entry(name, "shape", float("nan"), float("nan"), float("inf")))
+            report.worst = report.failures[-1]
+            continue
+        if mode == "full":
+            _elementwise(counter, tensors, name, grad, f0, report, rng, max_entries)
+        elif _directional(counter, tensors, name, grad, f0, report, rng, n_directions):
+            _elementwise(counter, tensors, name, grad, f0, report, rng, max_entries)
+    report.n_forward = counter.calls
+    return report
+
+
+def _private_copy(a: Any, dtype: str) -> np.ndarray:
+    return np.array(a, dtype=dtype, copy=True)
+
+
+def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = None, *,
+                    mode: Mode = "full", dtype: str = "float64", seed: int | None = 0,
+                    eps: float | None = None, rtol: float | None = None, atol: float | None = None,
+                    max_entries: int = 200, n_directions: int = 3,
+                    raise_on_failure: bool = True) -> GradcheckReport:
+    """Check ``layer.backward`` against finite differences on input(s) ``x`` and ``params``.
+
+    ``x`` carries the batch axis (at least two examples); a multi-input layer takes a tuple.
+    ``params`` defaults to ``layer.init_params`` drawn from ``seed``.
+    """
+    multi = layer.n_inputs > 1
+    xs = tuple(x) if multi else (x,)
+    rng = np.random.default_rng(seed)
+    for k, a in enumerate(xs):
+        if np.ndim(a) < 1 or np.shape(a)[0] < 2:
+            raise ShapeError(f"gradcheck of {layer!r}: input {k} needs a batch of at least 2 "
+                             f"examples (batch axis first), got shape {np.shape(a)}")
+    if params is None:
+        in_shape = tuple(np.shape(a)[1:] for a in xs)
+        params = layer.init_params(in_shape if multi else in_shape[0], rng)
+    names = [f"x[{k}]" for k in range(len(xs))] if multi else ["x"]
+    tensors = {n: _private_copy(a, dtype) for n, a in zip(names, xs)}
+    tensors.update({f"param {k}": _private_copy(v, dtype) for k, v in params.items()})
+
+    def split(ts: Mapping[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
+        inputs = tuple(ts[n] for n in names)
+        return (inputs if multi else inputs[0]), {k: ts[f"param {k}"] for k in params}
+
+    inp, p = split(tensors)
+    y, cache = layer.forward(p, inp, training=True)
+    r = rng.standard_normal(np.shape(y)).astype(dtype)
+    dx, grads = layer.backward(p, cache, r.copy())
+    analytic = dict(zip(names, tuple(dx) if multi else (dx,)))
+    analytic.update({f"param {k}": g for k, g in grads.items()})
+    missing = set(tensors) - set(analytic)
+    if missing:
+        raise GradientCheckError(f"gradcheck of {layer!r}: backward returned no gradient for "
+                                 f"{', '.join(sorted(missing))}")
+
+    def f(ts: dict[str, np.ndarray]) -> float:
+        inp_, p_ = split(ts)
+        out, _ = layer.forward(p_, inp_, training=True)
+        return float(np.sum(r * out))
+
+    report = _run(f"{layer!r}", f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
+                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
+    report.n_forward += 1
+    return report.raise_if_failed() if raise_on_failure else report
+
+
+def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
+                   dtype: str = "float64", seed: int | None = 0, eps: float | None = None,
+                   rtol: float | None = None, atol: float | None = None, max_entries: int = 200,
+                   n_directions: int = 3, raise_on_failure: bool = True) -> GradcheckReport:
+    """Check ``loss.backward`` (the gradient of the mean loss) against finite differences."""
+    if np.ndim(pred) < 1 or np.shape(pred)[0] < 2:
+        raise ShapeError(f"gradcheck of {loss!r}: needs a batch of at least 2 predictions, "
+                         f"got shape {np.shape(pred)}")
+    tensors = {"pred": _private_copy(pred, dtype)}
+    _, cache = loss.forward(tensors["pred"], target)
+    analytic = {"pred": loss.backward(cache)}
+
+    def f(ts: dict[str, np.ndarray]) -> float:
+        return float(loss.forward(ts["pred"], target)[0])
+
+    report = _run(f"{loss!r}", f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
+                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
+    report.n_forward += 1
+    return report.raise_if_failed() if raise_on_failure else report
+
+
+def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
+                    dtype: str = "float64", seed: int | None = 0, eps: float | None = None,
+                    rtol: float | None = None, atol: float | None = None, max_entries: int = 50,
+                    n_directions: int = 3, raise_on_failure: bool = True) -> GradcheckReport:
+    """Check a whole model's ``loss_and_grads`` (every parameter, and the input) end to end."""
+    model = model.astype(dtype)
+    tensors = {"input": _private_copy(x, dtype)}
+    for node, ps in model.params.items():
+        tensors.update({f"{node}/{k}": _private_copy(v, dtype) for k, v in ps.items()})
+
+    def params_of(ts: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        return {node: {k: ts[f"{node}/{k}"] for k in ps} for node, ps in model.params.items()}
+
+    _, grads, dx = model.loss_and_all_grads(tensors["input"], target, params_of(tensors))
+    analytic = {"input": dx}
+    for node, gs in grads.items():
+        analytic.update({f"{node}/{k}": g for k, g in gs.items()})
+
+    def f(ts: dict[str, np.ndarray]) -> float:
+        pred = model.forward(ts["input"], params_of(ts))
+        return float(model.loss.forward(pred, target)[0])
+
+    report = _run(repr(model), f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
+                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
+    report.n_forward += 1
+    return report.raise_if_failed() if raise_on_failure else report
+
+
+def gradcheck(subject: Any, *args: Any, **kwargs: Any) -> GradcheckReport:
+    """Check a layer (``gradcheck(layer, x, params=None)``), a loss (``gradcheck(loss, pred,
+    target)``) or a model (``gradcheck(model, x, target)``); see the module docstring.
+
+    Raises:
+        GradientCheckError: when an entry is out of tolerance or a kink was met (unless
+            ``raise_on_failure=False``); its ``report`` names the worst entry.
+    """
+    if isinstance(subject, Layer):
+        return gradcheck_layer(subject, *args, **kwargs)
+    if isinstance(subject, Loss):
+        return gradcheck_loss(subject, *args, **kwargs)
+    if hasattr(subject, "loss_and_all_grads"):
+        return gradcheck_model(subject, *args, **kwargs)
+    raise TypeError(f"gradcheck takes a Layer, a Loss or a Model, got {type(subject).__name__}")

@@ -1,0 +1,406 @@
+"""The graph executor: build (topological order, shape inference, parameters), forward,
+backward.
+
+``Model`` owns the parameters as ``params[node][name]``. Layers are called with the
+parameters and hand caches back; the executor checks every array a plugin returns (shape,
+dtype) so a misbehaving plugin is named at the node where it went wrong.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnplug.config import INPUT_NAME, ModelSpec, NodeSpec, parse_model
+from nnplug.errors import NnplugError, NumericalError, PluginError, ShapeError
+from nnplug.layer import Layer, Loss, Shape
+from nnplug.registry import Registry, load_registry
+
+MAX_PARAMETERS = 200_000_000  # a budget checked before any weight is allocated
+
+Params = dict[str, dict[str, np.ndarray]]
+
+
+@dataclass
+class Node:
+    """A built node: its layer, where its inputs come from, and the shapes it maps."""
+
+    name: str
+    layer: Layer
+    inputs: tuple[str, ...]
+    in_shapes: tuple[Shape, ...]
+    out_shape: Shape
+    where: str
+    plugin: str
+
+    @property
+    def type(self) -> str:
+        return self.layer.type_name()
+
+    def layer_input(self, values: Mapping[str, Any]) -> Any:
+        """The single array, or the tuple of arrays, this node's layer takes."""
+        arrays = tuple(values[name] for name in self.inputs)
+        return arrays if self.layer.n_inputs > 1 else arrays[0]
+
+    def layer_in_shape(self) -> Any:
+        return self.in_shapes if self.layer.n_inputs > 1 else self.in_shapes[0]
+
+    def describe(self) -> str:
+        return f"node {self.name!r} ({self.type}, {self.plugin})"
+
+
+def _topological_order(spec: ModelSpec) -> list[NodeSpec]:
+    """Kahn's algorithm in file order; a cycle is refused naming the nodes on it."""
+    by_name = {n.name: n for n in spec.nodes}
+    done: set[str] = {INPUT_NAME}
+    order: list[NodeSpec] = []
+    pending = list(spec.nodes)
+    while pending:
+        ready = [n for n in pending if all(i in done for i in n.inputs)]
+        if not ready:
+            cycle = _find_cycle(pending, by_name)
+            raise ShapeError(
+                f"the graph has a cycle: {' -> '.join(cycle)}; "
+                "a node's inputs must not depend on the node itself"
+            )
+        for node in ready:
+            order.append(node)
+            done.add(node.name)
+        pending = [n for n in pending if n.name not in done]
+    return order
+
+
+def _find_cycle(pending: list[NodeSpec], by_name: dict[str, NodeSpec]) -> list[str]:
+    path: list[str] = []
+    current = pending[0].name
+    while current not in path:
+        path.append(current)
+        current = next(i for i in by_name[current].inputs if i in {p.name for p in pending})
+    return path[path.index(current):] + [current]
+
+
+def _plugin_label(registry: Registry, type_name: str) -> str:
+    info = registry.plugin_of(type_name)
+    return f"plugin {info.name!r}" if info.distribution == "-" else f"plugin {info.distribution}"
+
+
+class Model:
+    """A built, runnable model graph.
+
+    Use :meth:`from_file` or :meth:`from_config`; ``params`` is ``{node: {name: array}}``.
+    """
+
+    def __init__(self, spec: ModelSpec, registry: Registry, *, init: bool = True) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.dtype = np.dtype(spec.dtype)
+        self.input_shape: Shape = spec.input_shape
+        self.nodes: list[Node] = self._build_nodes(spec)
+        loss_spec = spec.loss
+        self.loss: Loss = loss_spec.cls(loss_spec.config)
+        self.loss_input = loss_spec.input
+        self.loss_plugin = _plugin_label(registry, loss_spec.config.type)
+        pred_shape = self.node(self.loss_input).out_shape
+        try:
+            self.loss.check_pred_shape(pred_shape)
+        except ShapeError as exc:
+            raise ShapeError(f"{loss_spec.where}: {exc} (input from node {self.loss_input!r})") from None
+        self._check_budget()
+        self.params: Params = self.init_params(spec.seed) if init else {}
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | ModelSpec, registry: Registry | None = None) -> Model:
+        """Build from a model description given as a mapping (or an already parsed spec)."""
+        registry = registry or load_registry()
+        spec = config if isinstance(config, ModelSpec) else parse_model(config, registry)
+        return cls(spec, registry)
+
+    @classmethod
+    def from_file(cls, path: str | Path, registry: Registry | None = None) -> Model:
+        """Build from a YAML, JSON or TOML model file."""
+        from nnplug.modelfile import load_model_file
+
+        registry = registry or load_registry()
+        return cls(load_model_file(path, registry), registry)
+
+    def _build_nodes(self, spec: ModelSpec) -> list[Node]:
+        shapes: dict[str, Shape] = {INPUT_NAME: spec.input_shape}
+        nodes = []
+        for node_spec in _topological_order(spec):
+            layer = node_spec.cls(node_spec.config)
+            in_shapes = tuple(shapes[i] for i in node_spec.inputs)
+            in_shape: Any = in_shapes if layer.n_inputs > 1 else in_shapes[0]
+            plugin = _plugin_label(self.registry, node_spec.config.type)
+            received = ", ".join(f"{s} from {i!r}" for s, i in zip(in_shapes, node_spec.inputs))
+            try:
+                out = layer.output_shape(in_shape)
+            except ShapeError as exc:
+                raise ShapeError(f"{node_spec.where}: {exc}; received {received}") from None
+            except NnplugError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"{node_spec.where} ({plugin}): output_shape raised "
+                    f"{type(exc).__name__}: {exc}; received {received}"
+                ) from exc
+            if not (isinstance(out, tuple) and out and all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in out
+            )):
+                raise ShapeError(
+                    f"{node_spec.where} ({plugin}): output_shape returned {out!r} for {received}; "
+                    "expected a tuple of positive ints"
+                )
+            shapes[node_spec.name] = tuple(int(d) for d in out)
+            nodes.append(Node(node_spec.name, layer, node_spec.inputs, in_shapes,
+                              shapes[node_spec.name], node_spec.where, plugin))
+        return nodes
+
+    def _check_budget(self) -> None:
+        total = 0
+        for node in self.nodes:
+            shapes = node.layer.param_shapes(node.layer_in_shape())
+            if shapes:
+                total += sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
+        if total > MAX_PARAMETERS:
+            raise ShapeError(
+                f"the model would have {total:,} parameters, more than the budget of "
+                f"{MAX_PARAMETERS:,}; reduce filters or units"
+            )
+
+    def init_params(self, seed: int) -> Params:
+        """Fresh parameters for every node, each drawn from a generator derived from ``seed``
+        and the node's name (so adding a node leaves the others' initial weights unchanged)."""
+        params: Params = {}
+        for node in self.nodes:
+            key = zlib.crc32(node.name.encode())
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
+            try:
+                drawn = node.layer.init_params(node.layer_in_shape(), rng)
+            except NnplugError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"{node.describe()}: init_params raised {type(exc).__name__}: {exc}") from exc
+            expected = node.layer.param_shapes(node.layer_in_shape())
+            params[node.name] = self._checked_params(node, drawn, expected)
+        return params
+
+    def _checked_params(self, node: Node, drawn: Any, expected: dict[str, Shape] | None) -> dict[str, np.ndarray]:
+        if not isinstance(drawn, Mapping):
+            raise PluginError(f"{node.describe()}: init_params returned {type(drawn).__name__}, expected a dict")
+        out = {}
+        for name, value in drawn.items():
+            if not isinstance(name, str) or "/" in name or not name:
+                raise PluginError(f"{node.describe()}: parameter name {name!r} is not a plain name")
+            array = np.array(value, dtype=self.dtype)  # the one cast, into the model's dtype
+            if expected is not None and name in expected and array.shape != tuple(expected[name]):
+                raise PluginError(f"{node.describe()}: init_params gave {name} the shape "
+                                  f"{array.shape}, but param_shapes says {tuple(expected[name])}")
+            out[name] = array
+        return out
+
+    # -- running -------------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
+
+    def _cast_input(self, x: Any) -> np.ndarray:
+        array = np.asarray(x)
+        if array.dtype.kind not in "fiub":
+            raise ShapeError(f"model input: expected a numeric array, got dtype {array.dtype}")
+        if array.shape[1:] != self.input_shape or array.ndim != len(self.input_shape) + 1:
+            raise ShapeError(
+                f"model input: expected shape (N, {', '.join(map(str, self.input_shape))}), "
+                f"got {array.shape}"
+            )
+        return array.astype(self.dtype, copy=False)
+
+    def _call_forward(self, node: Node, params: Params, values: Mapping[str, Any],
+                      training: bool) -> tuple[np.ndarray, Any]:
+        x = node.layer_input(values)
+        try:
+            result = node.layer.forward(params.get(node.name, {}), x, training=training)
+            y, cache = result
+        except NnplugError as exc:
+            raise type(exc)(f"{node.describe()}: {exc}") from exc
+        except Exception as exc:
+            raise PluginError(f"{node.describe()}: forward raised {type(exc).__name__}: {exc}") from exc
+        batch = next(iter(values.values())).shape[0]
+        expected = (batch, *node.out_shape)
+        if not isinstance(y, np.ndarray) or y.shape != expected:
+            got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
+            raise PluginError(f"{node.describe()}: forward returned {got}, expected {expected} "
+                              f"(output_shape says {node.out_shape})")
+        if y.dtype != self.dtype:
+            raise PluginError(f"{node.describe()}: forward returned dtype {y.dtype} in a {self.dtype} model")
+        return y, cache
+
+    def forward(self, x: Any, params: Params | None = None) -> np.ndarray:
+        """Inference: the output of the loss's input node (no caches kept)."""
+        params = self.params if params is None else params
+        values: dict[str, Any] = {INPUT_NAME: self._cast_input(x)}
+        remaining = self._consumer_counts()
+        for node in self.nodes:
+            values[node.name], _ = self._call_forward(node, params, values, training=False)
+            for name in node.inputs:  # free what no later node needs
+                remaining[name] -= 1
+                if remaining[name] == 0 and name != self.loss_input:
+                    del values[name]
+        return values[self.loss_input]
+
+    def _consumer_counts(self) -> dict[str, int]:
+        counts = {INPUT_NAME: 0, **{n.name: 0 for n in self.nodes}}
+        for node in self.nodes:
+            for name in node.inputs:
+                counts[name] += 1
+        return counts
+
+    def loss_and_grads(self, x: Any, target: Any, params: Params | None = None) -> tuple[float, Params]:
+        """Mean loss over the batch and its gradient for every parameter, as ``params``."""
+        loss, grads, _ = self.loss_and_all_grads(x, target, params)
+        return loss, grads
+
+    def loss_and_all_grads(self, x: Any, target: Any, params: Params | None = None
+                           ) -> tuple[float, Params, np.ndarray]:
+        """As :meth:`loss_and_grads`, plus the gradient with respect to the input ``x``."""
+        params = self.params if params is None else params
+        x = self._cast_input(x)
+        values: dict[str, Any] = {INPUT_NAME: x}
+        caches: dict[str, Any] = {}
+        for node in self.nodes:
+            values[node.name], caches[node.name] = self._call_forward(node, params, values, training=True)
+        pred = values[self.loss_input]
+        loss, loss_cache = self._loss_forward(pred, target)
+        if not np.isfinite(loss):
+            raise NumericalError(self._first_non_finite(values, f"the loss is {loss}"))
+        del values
+        dpred = self._loss_backward(loss_cache, pred)
+        grads_out: dict[str, np.ndarray] = {self.loss_input: dpred}
+        owned: set[str] = set()
+        param_grads: Params = {}
+        for node in reversed(self.nodes):
+            if node.name not in grads_out:  # feeds nothing the loss depends on
+                param_grads[node.name] = {k: np.zeros_like(v) for k, v in params.get(node.name, {}).items()}
+                continue
+            dy = grads_out.pop(node.name)
+            dxs, grads = self._call_backward(node, params, caches.pop(node.name), dy)
+            param_grads[node.name] = grads
+            for source, dx in zip(node.inputs, dxs):
+                if source not in grads_out:
+                    grads_out[source] = dx
+                elif source in owned:
+                    grads_out[source] += dx
+                else:  # never add into an array a layer handed back: it may alias its cache
+                    grads_out[source] = grads_out[source] + dx
+                    owned.add(source)
+        dx_input = grads_out.get(INPUT_NAME, np.zeros_like(x))
+        return float(loss), {n.name: param_grads[n.name] for n in self.nodes}, dx_input
+
+    def _loss_forward(self, pred: np.ndarray, target: Any) -> tuple[float, Any]:
+        where = f"loss ({self.loss.type_name()}, {self.loss_plugin})"
+        try:
+            value, cache = self.loss.forward(pred, target)
+        except NnplugError as exc:
+            raise type(exc)(f"{where}: {exc}") from exc
+        except Exception as exc:
+            raise PluginError(f"{where}: forward raised {type(exc).__name__}: {exc}") from exc
+        return float(value), cache
+
+    def _loss_backward(self, cache: Any, pred: np.ndarray) -> np.ndarray:
+        where = f"loss ({self.loss.type_name()}, {self.loss_plugin})"
+        try:
+            dpred = self.loss.backward(cache)
+        except Exception as exc:
+            raise PluginError(f"{where}: backward raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape or dpred.dtype != pred.dtype:
+            got = (dpred.shape, dpred.dtype) if isinstance(dpred, np.ndarray) else type(dpred).__name__
+            raise PluginError(f"{where}: backward returned {got}, expected {(pred.shape, pred.dtype)}")
+        return dpred
+
+    def _call_backward(self, node: Node, params: Params, cache: Any, dy: np.ndarray
+                       ) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        own = params.get(node.name, {})
+        try:
+            dx, grads = node.layer.backward(own, cache, dy)
+        except NnplugError as exc:
+            raise type(exc)(f"{node.describe()}: {exc}") from exc
+        except Exception as exc:
+            raise PluginError(f"{node.describe()}: backward raised {type(exc).__name__}: {exc}") from exc
+        dxs = tuple(dx) if node.layer.n_inputs > 1 else (dx,)
+        batch = dy.shape[0]
+        if len(dxs) != len(node.inputs):
+            raise PluginError(f"{node.describe()}: backward returned {len(dxs)} input gradients, "
+                              f"expected {len(node.inputs)}")
+        for k, (g, shape) in enumerate(zip(dxs, node.in_shapes)):
+            self._check_grad(node, f"input gradient {k}", g, (batch, *shape))
+        if not isinstance(grads, Mapping) or set(grads) != set(own):
+            got = sorted(grads) if isinstance(grads, Mapping) else type(grads).__name__
+            raise PluginError(f"{node.describe()}: backward returned gradients for {got}, "
+                              f"expected {sorted(own)}")
+        for name, g in grads.items():
+            self._check_grad(node, f"gradient of {name}", g, own[name].shape)
+        return dxs, dict(grads)
+
+    def _check_grad(self, node: Node, what: str, g: Any, shape: tuple[int, ...]) -> None:
+        if not isinstance(g, np.ndarray) or g.shape != tuple(shape):
+            got = g.shape if isinstance(g, np.ndarray) else type(g).__name__
+            raise PluginError(f"{node.describe()}: backward returned {what} of shape {got}, expected {tuple(shape)}")
+        if g.dtype != self.dtype:
+            raise PluginError(f"{node.describe()}: backward returned {what} as {g.dtype} in a {self.dtype} model")
+
+    def _first_non_finite(self, values: Mapping[str, Any], what: str) -> str:
+        for node in self.nodes:
+            value = values.get(node.name)
+            if isinstance(value, np.ndarray) and not np.isfinite(value).all():
+                return f"{what}: the first non-finite output is at {node.describe()}"
+        if not np.isfinite(values[INPUT_NAME]).all():
+            return f"{what}: the model input holds NaN or infinite values"
+        return f"{what}: every node's output is finite, so the loss ({self.loss.type_name()}) overflowed"
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def astype(self, dtype: str | np.dtype) -> Model:
+        """A copy of this model (same graph, same weights cast) in another dtype."""
+        spec = ModelSpec(**{**self.spec.__dict__, "dtype": np.dtype(dtype).name})
+        other = Model(spec, self.registry, init=False)
+        other.params = {n: {k: v.astype(other.dtype) for k, v in p.items()} for n, p in self.params.items()}
+        return other
+
+    def parameter_count(self) -> int:
+        return sum(int(a.size) for p in self.params.values() for a in p.values())
+
+    def summary_rows(self) -> list[tuple[str, str, str, str, int]]:
+        """(node, type, inputs, output shape, parameter count) per node, in execution order."""
+        rows = []
+        for node in self.nodes:
+            count = sum(int(a.size) for a in self.params.get(node.name, {}).values())
+            rows.append((node.name, node.type, ", ".join(node.inputs), str(node.out_shape), count))
+        return rows
+
+    def summary(self) -> str:
+        """A plain-text table: node, type, inputs, output shape, parameters, and the total."""
+        header = ("node", "type", "inputs", "output shape", "params")
+        rows = [header] + [(a, b, c, d, f"{e:,}") for a, b, c, d, e in self.summary_rows()]
+        rows.append(("loss", self.loss.type_name(), self.loss_input, "()", "0"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = []
+        for k, row in enumerate(rows):
+            cells = [c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+            lines.append("  ".join(cells).rstrip())
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append(f"input {self.input_shape}, dtype {self.dtype}, "
+                     f"{self.parameter_count():,} parameters in total")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Model({self.spec.name!r}, {len(self.nodes)} nodes, {self.parameter_count():,} params, {self.dtype})"

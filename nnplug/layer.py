@@ -1,0 +1,222 @@
+"""The layer and loss contract: ``LayerConfig``, ``Layer`` and ``Loss``.
+
+A layer holds its validated configuration and nothing else. Parameters belong to the graph
+and are passed in; whatever ``backward`` needs travels in the cache that ``forward``
+returns. Shapes given to ``output_shape``/``init_params`` exclude the batch axis; arrays
+given to ``forward``/``backward`` carry it first.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nnplug.errors import ConfigError
+
+Shape = tuple[int, ...]
+Params = dict[str, np.ndarray]
+
+#: Node names key the weights file as ``node/param``, so they are plain identifiers.
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
+
+
+class LayerConfig(BaseModel):
+    """Base of every layer's and loss's configuration.
+
+    Subclasses set ``type: Literal["name"] = "name"``. Configs are frozen, forbid unknown
+    keys and validate strictly, as a JSON document would be: ``"3"`` is not 3, ``true`` is
+    not 1, NaN and infinities are not numbers, and arrays fill tuples.
+
+    ``name`` and ``inputs`` place the layer in a model graph; layers themselves ignore them.
+    """
+
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True
+    )
+
+    type: str
+    name: str | None = Field(None, pattern=NAME_PATTERN, max_length=128)
+    inputs: tuple[str, ...] | None = Field(None, min_length=1)
+
+
+def type_name_of(config_cls: type[LayerConfig]) -> str | None:
+    """The registered type name of a config class: the single value of its ``type`` Literal."""
+    field = config_cls.model_fields.get("type")
+    if field is None:
+        return None
+    annotation = field.annotation
+    if typing.get_origin(annotation) is not Literal:
+        return None
+    values = typing.get_args(annotation)
+    if len(values) != 1 or not isinstance(values[0], str) or field.default != values[0]:
+        return None
+    return values[0]
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays become plain values; anything else is left for JSON to refuse."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not a configuration value")
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
+    """One line per invalid field: ``prefix -> field: what was expected (got X)``.
+
+    pydantic reports each branch of a union separately; they are folded into one line.
+    """
+    by_field: dict[str, tuple[list[str], Any]] = {}
+    for item in error.errors(include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        # A union branch appears as a location part naming the branch type; drop it.
+        field_parts = [p for p in loc if not _looks_like_branch(p)]
+        field = ".".join(field_parts) or "(config)"
+        msgs, received = by_field.setdefault(field, ([], item.get("input")))
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        if msg not in msgs:
+            msgs.append(msg)
+    lines = []
+    for field, (msgs, received) in by_field.items():
+        text = msgs[0] if len(msgs) == 1 else "expected one of: " + "; ".join(msgs)
+        shown = repr(received)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        head = f"{prefix} -> {field}" if prefix else field
+        lines.append(f"{head}: {text} (got {shown})")
+    return lines
+
+
+def _looks_like_branch(part: str) -> bool:
+    return any(ch in part for ch in "[]'") or part in {"int", "str", "float", "bool", "none"}
+
+
+def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: str = "") -> Any:
+    """Validate ``data`` as ``config_cls`` the way a model file is validated (JSON semantics).
+
+    Raises:
+        ConfigError: listing every invalid field, prefixed with ``where``.
+    """
+    if isinstance(data, config_cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or config_cls.__name__}: expected a mapping, got {data!r}")
+    try:
+        text = json.dumps(dict(data), default=_jsonable, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or config_cls.__name__}: {exc}") from None
+    try:
+        return config_cls.model_validate_json(text)
+    except ValidationError as exc:
+        problems = format_validation_error(exc, where or config_cls.__name__)
+        raise ConfigError("\n".join(problems), problems) from None
+
+
+class _Configured:
+    """What layers and losses share: a validated config and the registered type name."""
+
+    Config: ClassVar[type[LayerConfig]]
+
+    def __init__(self, config: LayerConfig | Mapping[str, Any] | None = None) -> None:
+        if config is None:
+            config = {}
+        if isinstance(config, Mapping):
+            config = parse_config(self.Config, {"type": self.type_name(), **config})
+        if not isinstance(config, self.Config):
+            raise ConfigError(
+                f"{type(self).__name__} expects a {self.Config.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The registered type name: the literal default of ``Config.type``."""
+        name = type_name_of(cls.Config)
+        if name is None:
+            raise ConfigError(f"{cls.__name__}.Config.type is not a single string Literal")
+        return name
+
+    @classmethod
+    def gradcheck_cases(cls) -> Any:
+        """A hypothesis strategy of ``nnplug.testing.Case``; ``None`` when the class offers none."""
+        return None
+
+    def __repr__(self) -> str:
+        fields = self.config.model_dump(exclude_defaults=True, exclude={"type"})
+        inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return f"{type(self).__name__}({inner})"
+
+
+class Layer(_Configured):
+    """Base class of every layer plugin.
+
+    The contract (see DESIGN.md):
+
+    * ``output_shape(in_shape)`` is pure, allocates nothing and raises
+      :class:`nnplug.ShapeError` when the input does not fit.
+    * ``init_params(in_shape, rng)`` returns ``{name: array}`` drawn from ``rng``.
+    * ``forward(params, x, *, training) -> (y, cache)`` and
+      ``backward(params, cache, dy) -> (dx, {name: gradient})`` mutate neither their
+      arguments nor ``self``; ``backward`` returns one gradient per parameter.
+    * Arrays keep their input's dtype.
+    * With ``n_inputs > 1``, shapes and arrays come as tuples and ``dx`` is a tuple.
+    """
+
+    n_inputs: ClassVar[int] = 1
+
+    def output_shape(self, in_shape: Any) -> Shape:
+        raise NotImplementedError
+
+    def param_shapes(self, in_shape: Any) -> dict[str, Shape] | None:
+        """Optional: the parameter shapes ``init_params`` will return, without allocating.
+
+        Lets a model be summarised and budget-checked before any weight exists; ``None``
+        (the default) means unknown.
+        """
+        return None
+
+    def init_params(self, in_shape: Any, rng: np.random.Generator) -> Params:
+        return {}
+
+    def forward(self, params: Params, x: Any, *, training: bool) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[Any, Params]:
+        raise NotImplementedError
+
+
+class Loss(_Configured):
+    """Base class of losses, which end a model graph.
+
+    * ``forward(pred, target) -> (value, cache)``: ``value`` is the mean loss over the batch.
+    * ``backward(cache) -> dpred``: the gradient of ``value`` with respect to ``pred``.
+    * ``check_pred_shape(pred_shape)`` refuses a prediction shape (no batch axis) the loss
+      cannot take, with a :class:`nnplug.ShapeError`.
+    * ``example_target(pred_shape, rng)`` draws a valid target for predictions of shape
+      ``pred_shape`` (batch axis included).
+    * ``accuracy(pred, target)`` gives the fraction correct, or ``None`` if it has no meaning.
+    """
+
+    def check_pred_shape(self, pred_shape: Shape) -> None:
+        return None
+
+    def forward(self, pred: np.ndarray, target: Any) -> tuple[float, Any]:
+        raise NotImplementedError
+
+    def backward(self, cache: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def example_target(self, pred_shape: Shape, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float | None:
+        return None

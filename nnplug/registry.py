@@ -1,0 +1,247 @@
+"""Plugin discovery: entry points of the ``nnplug`` group -> type name -> class.
+
+Each plugin is imported and asked for its classes on its own; a plugin that fails in any
+way is recorded with its distribution, version and error and contributes nothing, so the
+others still load and nothing stays half-registered.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from nnplug import hookspecs
+from nnplug.errors import PluginError
+from nnplug.layer import Layer, LayerConfig, Loss, type_name_of
+
+DISABLE_AUTOLOAD_ENV = "NNPLUG_DISABLE_PLUGIN_AUTOLOAD"
+TYPE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+LayerClass = type[Layer] | type[Loss]
+
+
+@dataclass
+class PluginInfo:
+    """What the registry knows of one plugin, loaded or not."""
+
+    name: str  # the entry-point name, or the module name of an explicitly given plugin
+    distribution: str  # the installed distribution providing it ("-" for an in-process one)
+    version: str
+    target: str  # what the entry point points at ("module" or "module:attr")
+    status: str = "not loaded"  # loaded | failed | blocked | disabled
+    error: str | None = None
+    types: list[str] = field(default_factory=list)  # registered, or claimed when failed
+
+    @property
+    def label(self) -> str:
+        """``distribution version (plugin name)``, as error messages name a plugin."""
+        if self.distribution == "-":
+            return f"plugin {self.name!r}"
+        return f"distribution {self.distribution} {self.version} (plugin {self.name!r})"
+
+
+def autoload_disabled() -> bool:
+    return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0", "false", "False")
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    seen: dict[tuple[str, str], metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "-"
+        seen.setdefault((dist.lower(), ep.name), ep)  # a dist found twice on sys.path
+    return [seen[key] for key in sorted(seen)]
+
+
+class Registry:
+    """Layer and loss classes by type name, gathered from plugins.
+
+    Args:
+        plugins: extra plugins to load: entry-point or distribution names, importable module
+            names, or plugin objects (modules or objects with ``@hookimpl`` functions).
+        blocked: entry-point, distribution or module names never to load (``-p no:NAME``).
+        autoload: load every installed entry point. Default: true unless
+            ``NNPLUG_DISABLE_PLUGIN_AUTOLOAD`` is set, in which case only ``plugins`` load.
+    """
+
+    def __init__(
+        self,
+        plugins: Sequence[Any] = (),
+        *,
+        blocked: Iterable[str] = (),
+        autoload: bool | None = None,
+    ) -> None:
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.manager.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self._types: dict[str, LayerClass] = {}
+        self._owner: dict[str, PluginInfo] = {}
+        blocked_names = {name.lower() for name in blocked}
+        if autoload is None:
+            autoload = not autoload_disabled()
+        wanted = [p for p in plugins if isinstance(p, str)]
+        wanted_lower = {name.lower() for name in wanted}
+        matched: set[str] = set()
+        for ep in _entry_points():
+            info = _info_for(ep)
+            names = {info.name.lower(), info.distribution.lower()}
+            self.plugins.append(info)
+            if names & blocked_names:
+                info.status = "blocked"
+                continue
+            if not autoload and not names & wanted_lower:
+                info.status = "disabled"
+                continue
+            matched |= {n for n in wanted if n.lower() in names}
+            self._load(info, ep.load)
+        for plugin in plugins:
+            if isinstance(plugin, str):
+                if plugin in matched or plugin.lower() in blocked_names:
+                    continue
+                info = PluginInfo(plugin, "-", "-", plugin)
+                self.plugins.append(info)
+                self._load(info, lambda name=plugin: importlib.import_module(name))
+            else:
+                name = getattr(plugin, "__name__", None) or type(plugin).__name__
+                info = PluginInfo(name, "-", "-", name)
+                self.plugins.append(info)
+                self._load(info, lambda obj=plugin: obj)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load(self, info: PluginInfo, importer: Any) -> None:
+        """Import one plugin and register all of its classes, or none of them."""
+        try:
+            plugin = importer()
+        except (Exception, SystemExit) as exc:
+            return self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
+        try:
+            self.manager.register(plugin, name=f"{info.distribution}:{info.name}")
+        except (Exception, SystemExit) as exc:
+            return self._fail(info, f"invalid hook implementation: {exc}")
+        try:
+            others = [p for p in self.manager.get_plugins() if p is not plugin]
+            caller = self.manager.subset_hook_caller("nnplug_register_layers", others)
+            returned = [list(result) for result in caller()]
+        except (Exception, SystemExit) as exc:
+            self.manager.unregister(plugin)
+            return self._fail(info, f"nnplug_register_layers raised {type(exc).__name__}: {exc}")
+        classes = [cls for result in returned for cls in result]
+        staged: dict[str, LayerClass] = {}
+        problems = []
+        for cls in classes:
+            problem = contract_problem(cls)
+            if problem:
+                problems.append(problem)
+                continue
+            name = type_name_of(cls.Config)
+            assert name is not None  # contract_problem checked it
+            info.types.append(name)
+            if name in staged and staged[name] is not cls:
+                problems.append(f"type {name!r} is claimed twice within the plugin")
+            elif name in self._types and self._types[name] is not cls:
+                owner = self._owner[name]
+                problems.append(f"type {name!r} is already registered by {owner.label}")
+            staged[name] = cls
+        if problems:
+            self.manager.unregister(plugin)
+            return self._fail(info, "; ".join(problems))
+        self._types.update(staged)
+        for name in staged:
+            self._owner[name] = info
+        info.status = "loaded"
+
+    @staticmethod
+    def _fail(info: PluginInfo, error: str) -> None:
+        info.status = "failed"
+        info.error = error
+
+    # -- queries -------------------------------------------------------------------------
+
+    @property
+    def types(self) -> dict[str, LayerClass]:
+        """Every registered type name and its class, in registration order."""
+        return dict(self._types)
+
+    def layer_types(self) -> list[str]:
+        return [n for n, c in self._types.items() if issubclass(c, Layer)]
+
+    def loss_types(self) -> list[str]:
+        return [n for n, c in self._types.items() if issubclass(c, Loss)]
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types
+
+    def plugin_of(self, type_name: str) -> PluginInfo:
+        """The plugin that registered ``type_name``."""
+        self.get(type_name)
+        return self._owner[type_name]
+
+    def get(self, type_name: str) -> LayerClass:
+        """The class registered as ``type_name``.
+
+        Raises:
+            PluginError: naming the failed plugin that claimed it, or listing the available
+                types and the nearest match.
+        """
+        if type_name in self._types:
+            return self._types[type_name]
+        raise PluginError(self.unknown_type_message(type_name))
+
+    def unknown_type_message(self, type_name: str, kinds: Sequence[str] | None = None) -> str:
+        for info in self.plugins:
+            if info.status == "failed" and type_name in info.types:
+                return f"type {type_name!r} comes from {info.label}, which failed: {info.error}"
+        available = list(kinds) if kinds is not None else sorted(self._types)
+        message = f"unknown type {type_name!r}; available: {', '.join(sorted(available))}"
+        near = difflib.get_close_matches(str(type_name), available, n=1, cutoff=0.6)
+        if near:
+            message += f" (did you mean {near[0]!r}?)"
+        failed = [i.label for i in self.plugins if i.status == "failed"]
+        if failed:
+            message += f"; plugins that failed to load: {', '.join(failed)}"
+        return message
+
+
+def contract_problem(cls: Any) -> str | None:
+    """Why ``cls`` cannot be registered, or ``None`` when it keeps the layer contract."""
+    if not isinstance(cls, type):
+        return f"{cls!r} is not a class (expected a Layer or Loss subclass)"
+    label = f"class {cls.__module__}.{cls.__qualname__}"
+    if not issubclass(cls, (Layer, Loss)):
+        return f"{label} is not a subclass of nnplug.Layer or nnplug.Loss"
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, LayerConfig)):
+        return f"{label} has no Config subclassing nnplug.LayerConfig"
+    name = type_name_of(config)
+    if name is None:
+        return f"{label}: Config.type must be Literal['name'] with that name as its default"
+    if not TYPE_NAME_PATTERN.match(name):
+        return f"{label}: type name {name!r} is not an identifier"
+    if issubclass(cls, Layer):
+        n_inputs = getattr(cls, "n_inputs", 1)
+        if not isinstance(n_inputs, int) or isinstance(n_inputs, bool) or n_inputs < 1:
+            return f"{label}: n_inputs must be a positive int, got {n_inputs!r}"
+    return None
+
+
+def _info_for(ep: metadata.EntryPoint) -> PluginInfo:
+    dist = ep.dist
+    return PluginInfo(
+        name=ep.name,
+        distribution=dist.name if dist is not None else "-",
+        version=dist.version if dist is not None else "-",
+        target=ep.value,
+    )
+
+
+def load_registry(plugins: Sequence[Any] = (), blocked: Iterable[str] = ()) -> Registry:
+    """The installed plugins (all of them unless autoload is disabled), plus ``plugins``."""
+    return Registry(plugins, blocked=blocked)

@@ -1,0 +1,73 @@
+"""dense: a fully connected layer, laid out as PyTorch's Linear."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+import nnplug
+from nnplug_layers.init import Initializer, draw_weights
+
+
+class DenseConfig(nnplug.LayerConfig):
+    type: Literal["dense"] = "dense"
+    units: int = Field(..., ge=1, description="number of output features")
+    bias: bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+
+
+class Dense(nnplug.Layer):
+    """y = x wᵀ + b.  x: (N, in) -> y: (N, units); w: (units, in), b: (units,).
+
+    Backward: dx = δ w, ∂L/∂w = δᵀ x, ∂L/∂b = Σₙ δ.
+    """
+
+    Config = DenseConfig
+    config: DenseConfig
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 1:
+            raise nnplug.ShapeError(
+                f"dense expects flat features (in,), received {in_shape}; put a flatten before it"
+            )
+        return (self.config.units,)
+
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        shapes = {"w": (self.config.units, in_shape[0])}
+        if self.config.bias:
+            shapes["b"] = (self.config.units,)
+        return shapes
+
+    def init_params(self, in_shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        fan_in, units = in_shape[0], self.config.units
+        params = {"w": draw_weights(self.config.kernel_initializer, (units, fan_in), fan_in, units, rng)}
+        if self.config.bias:
+            params["b"] = np.zeros(units)
+        return params
+
+    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+        y = x @ params["w"].T  # (N, in) @ (in, units) -> (N, units)
+        if self.config.bias:
+            y += params["b"]
+        return y, x
+
+    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        x = cache
+        grads = {"w": dy.T @ x}  # (units, N) @ (N, in) -> (units, in)
+        if self.config.bias:
+            grads["b"] = dy.sum(axis=0)
+        return dy @ params["w"], grads  # (N, units) @ (units, in) -> (N, in)
+
+    @classmethod
+    def gradcheck_cases(cls) -> Any:
+        from hypothesis import strategies as st
+
+        from nnplug.testing import Case
+
+        return st.builds(
+            lambda units, n_in, bias: Case({"units": units, "bias": bias}, ((n_in,),)),
+            st.integers(1, 6), st.integers(1, 7), st.booleans(),
+        )
