@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nnplug.data import DataConfig
 from nnplug.errors import ConfigError
@@ -144,9 +144,9 @@ def parse_model(
     loss = _parse_loss(data.get("loss"), nodes, registry, problems)
     data_section = _section(DataConfig, data.get("data"), "data", problems)
     train_section = _section(TrainConfig, data.get("train"), "train", problems)
-    if problems.lines:
-        raise ConfigError(prefix + "\n".join(problems.lines), [prefix + p for p in problems.lines])
-    assert input_shape is not None and loss is not None and nodes is not None
+    if problems.lines or input_shape is None or loss is None or nodes is None:
+        lines = problems.lines or ["the description is incomplete"]
+        raise ConfigError(prefix + "\n".join(lines), [prefix + p for p in lines])
     return ModelSpec(
         input_shape=input_shape,
         dtype=dtype,
@@ -265,5 +265,36 @@ def _parse_loss(raw: Any, nodes: list[NodeSpec] | None, registry: Registry,
     return LossSpec(cls, config, target, where)  # type: ignore[arg-type]
 
 
+def model_json_schema(registry: Registry) -> dict[str, Any]:
+    """The JSON Schema of model files for the types registered in ``registry``.
 
+    ``layers`` items and ``loss`` are discriminated unions on ``type`` assembled from the
+    registered config classes, so an installed third-party layer is part of the schema.
+    """
+    from pydantic import Field, TypeAdapter, create_model
 
+    def union(classes: list[type[LayerConfig]]) -> Any:
+        if len(classes) == 1:
+            return classes[0]
+        return Annotated[Union[tuple(classes)], Field(discriminator="type")]  # noqa: UP007
+
+    layers = [registry.get(t).Config for t in sorted(registry.layer_types())]
+    losses = [registry.get(t).Config for t in sorted(registry.loss_types())]
+    if not layers or not losses:
+        raise ConfigError("no layer or loss types are registered; check `nnplug plugins`")
+    model = create_model(
+        "ModelFile",
+        __config__=ConfigDict(extra="forbid", title="nnplug model file"),
+        name=(str, Field("model", min_length=1)),
+        input=(list[Annotated[int, Field(ge=1)]], Field(..., min_length=1,
+                                                       description="one example's shape, no batch axis")),
+        dtype=(Literal["float32", "float64"], "float32"),
+        seed=(int, Field(0, ge=0)),
+        layers=(list[union(layers)], Field(..., min_length=1)),  # type: ignore[misc]
+        loss=(union(losses), ...),
+        data=(DataConfig | None, None),
+        train=(TrainConfig | None, None),
+    )
+    schema = TypeAdapter(model).json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,17 +1,180 @@
-"""Datasets: the embedded digits set and ``.npz`` files."""
+"""Datasets: the embedded digits set and ``.npz`` files, checked before training starts.
+
+Every array is refused with a message saying what and where when it could only train
+wrongly: a wrong dtype (object, strings, complex), NaN or infinite values, x and y of
+different lengths, examples of the wrong shape for the model's input, labels the loss
+refuses (outside the classes).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nnplug.errors import ConfigError, NnplugError
+
+if TYPE_CHECKING:
+    from nnplug.graph import Model
+
+#: The digits split is the same whatever the training seed, so validation scores compare.
+SPLIT_SEED = 20_240_601
+_BAD_KINDS = {"O": "object", "U": "string", "S": "bytes", "c": "complex", "V": "structured",
+              "M": "datetime", "m": "timedelta"}
 
 
 class DataConfig(BaseModel):
-    """The ``data`` section of a model file."""
+    """The ``data`` section of a model file.
+
+    ``source: digits`` is scikit-learn's 8×8 digits, ``(N, 1, 8, 8)`` in [0, 1];
+    ``source: npz`` reads ``x``, ``y`` and optionally ``x_val``, ``y_val`` from ``path``
+    (relative to the model file). Without ``x_val``, a ``validation`` fraction of the
+    examples is held out by a fixed permutation.
+    """
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
     source: Literal["digits", "npz"]
-    path: str | None = None
+    path: str | None = Field(None, min_length=1)
     validation: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _path_fits_source(self) -> DataConfig:
+        if self.source == "npz" and self.path is None:
+            raise ValueError("source npz needs a path to a .npz file")
+        if self.source == "digits" and self.path is not None:
+            raise ValueError("source digits takes no path")
+        return self
+
+
+@dataclass
+class Dataset:
+    """Training and validation arrays; ``x_val`` is ``None`` when nothing is held out."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    origin: str
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: x (1797, 1, 8, 8) in [0, 1] float64, y (1797,) int64."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ConfigError(
+            "data: source digits needs scikit-learn, which is not installed; "
+            'install it with: pip install "nnplug[examples]"'
+        ) from None
+    bunch = load_digits()
+    x = np.asarray(bunch.images, dtype=np.float64).reshape(-1, 1, 8, 8) / 16.0  # (N, C, H, W)
+    return x, np.asarray(bunch.target, dtype=np.int64)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    where = f"data: {path}"
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            wanted = [k for k in ("x", "y", "x_val", "y_val") if k in keys]
+            arrays = {k: archive[k] for k in wanted}
+    except ValueError as exc:  # object arrays need pickle, which is never allowed
+        raise ConfigError(f"{where}: cannot be read without unpickling ({exc}); "
+                          "store plain numeric arrays") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{where}: not a readable .npz file ({exc})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise ConfigError(f"{where}: missing array(s) {', '.join(missing)}; found {', '.join(sorted(keys))}")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise ConfigError(f"{where}: x_val and y_val go together; found only one of them")
+    return arrays
+
+
+def split(x: np.ndarray, y: np.ndarray, fraction: float
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Hold out ``round(fraction * N)`` examples, chosen by a permutation with a fixed seed."""
+    n_val = int(round(fraction * len(x)))
+    if n_val == 0:
+        return x, y, None, None
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    val, train = order[:n_val], order[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def load_dataset(config: DataConfig, model: Model, base_dir: Path | None = None) -> Dataset:
+    """Load and check the data ``config`` names for ``model``.
+
+    Raises:
+        ConfigError: the source cannot be read, or an array does not fit the model.
+    """
+    if config.source == "digits":
+        x, y = load_digits_arrays()
+        origin = "digits"
+        x_val = y_val = None
+    else:
+        assert config.path is not None  # the validator guarantees it
+        path = Path(config.path)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        arrays = _read_npz(path)
+        x, y = arrays["x"], arrays["y"]
+        x_val, y_val = arrays.get("x_val"), arrays.get("y_val")
+        origin = str(path)
+    check_arrays(x, y, model, f"{origin} (x, y)")
+    if x_val is None:
+        x, y, x_val, y_val = split(x, y, config.validation)
+    x = x.astype(model.dtype)
+    if x_val is not None and y_val is not None:
+        check_arrays(x_val, y_val, model, f"{origin} (x_val, y_val)")
+        x_val = x_val.astype(model.dtype)
+    if len(x) == 0:
+        raise ConfigError(f"data: {origin}: no training examples left after holding out "
+                          f"{config.validation:.0%} for validation")
+    return Dataset(x, y, x_val, y_val, origin)
+
+
+def check_arrays(x: Any, y: Any, model: Model, where: str) -> None:
+    """Refuse arrays that cannot train ``model``, naming the array and what is wrong."""
+    for name, array in (("x", x), ("y", y)):
+        if not isinstance(array, np.ndarray):
+            raise ConfigError(f"data {where}: {name} is a {type(array).__name__}, expected a numpy array")
+        if array.dtype.kind in _BAD_KINDS:
+            raise ConfigError(f"data {where}: {name} has dtype {array.dtype} "
+                              f"({_BAD_KINDS[array.dtype.kind]}); expected numbers")
+        if array.ndim == 0:
+            raise ConfigError(f"data {where}: {name} is a scalar, expected one row per example")
+    if len(x) != len(y):
+        raise ConfigError(f"data {where}: x has {len(x)} examples but y has {len(y)}")
+    if x.shape[1:] != model.input_shape:
+        raise ConfigError(
+            f"data {where}: x has examples of shape {x.shape[1:]}, but the model's input is "
+            f"{model.input_shape} (x is {x.shape})"
+        )
+    for name, array in (("x", x), ("y", y)):
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            first = np.argwhere(~np.isfinite(array))[0]
+            raise ConfigError(f"data {where}: {name} holds NaN or infinite values "
+                              f"(first at index {tuple(int(i) for i in first)})")
+    cast = x.astype(model.dtype)
+    if not np.isfinite(cast).all():
+        raise ConfigError(f"data {where}: x overflows {model.dtype} (values up to {np.abs(x).max():.3g})")
+    # The loss knows what targets it takes (labels inside the classes, one-hot rows, ...):
+    # ask it with zero predictions, which costs one small forward.
+    pred_shape = model.node(model.loss_input).out_shape
+    for start in range(0, len(y), 4096):
+        chunk = y[start:start + 4096]
+        try:
+            model.loss.forward(np.zeros((len(chunk), *pred_shape), dtype=model.dtype), chunk)
+        except NnplugError as exc:
+            raise ConfigError(f"data {where}: y does not fit the loss: {exc}") from None
+        except Exception as exc:
+            raise ConfigError(f"data {where}: y does not fit the loss "
+                              f"({model.loss.type_name()}): {type(exc).__name__}: {exc}") from None

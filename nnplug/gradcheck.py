@@ -79,7 +79,8 @@ class GradcheckReport:
     failures: list[Entry] = field(default_factory=list)
     kinks: list[Kink] = field(default_factory=list)
     worst_by_tensor: dict[str, float] = field(default_factory=dict)
-    worst_badness: float = field(default=-1.0, repr=False)  # |diff| / tolerance of ``worst``
+    # How ``worst`` was ranked: (out of tolerance, entry rather than direction, |diff| / tolerance).
+    worst_key: tuple[bool, bool, float] = field(default=(False, False, -1.0), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -131,11 +132,13 @@ def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
     rel = diff / max(abs(analytic), abs(numeric), 1e-300) if diff else 0.0
     entry = Entry(tensor, index, analytic, numeric, rel)
     bad = not np.isfinite(analytic) or diff > report.atol + report.rtol * abs(numeric)
-    # Rank entries by how far past tolerance they are, so noise on tiny values is not "worst".
+    # Rank by how far past tolerance an entry is (so noise on tiny values is not "worst"),
+    # preferring failures, and a named entry over a random direction.
     badness = diff / (report.atol + report.rtol * abs(numeric)) if np.isfinite(diff) else np.inf
-    if report.worst is None or badness > report.worst_badness:
+    key = (bool(bad), isinstance(index, tuple), float(badness))
+    if report.worst is None or key > report.worst_key:
         report.worst = entry
-        report.worst_badness = badness
+        report.worst_key = key
     report.worst_by_tensor[tensor] = max(report.worst_by_tensor.get(tensor, 0.0), rel)
     if bad:
         report.failures.append(entry)
@@ -144,10 +147,7 @@ def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
 def _elementwise(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
                  f0: float, report: GradcheckReport, rng: np.random.Generator, max_entries: int) -> None:
     t = tensors[name]
-    if t.size <= max_entries:
-        flat = np.arange(t.size)
-    else:
-        flat = np.sort(rng.choice(t.size, size=max_entries, replace=False))
+    flat = np.arange(t.size) if t.size <= max_entries else np.sort(rng.choice(t.size, size=max_entries, replace=False))
     scale = float(np.max(np.abs(analytic))) if analytic.size else 0.0
     view = t.reshape(-1)  # t is a private float copy, perturbed in place and restored
     for i in flat:
@@ -196,9 +196,7 @@ def _run(subject: str, f: Callable[[dict[str, np.ndarray]], float], tensors: dic
             report.failures.append(Entry(name, "shape", float("nan"), float("nan"), float("inf")))
             report.worst = report.failures[-1]
             continue
-        if mode == "full":
-            _elementwise(counter, tensors, name, grad, f0, report, rng, max_entries)
-        elif _directional(counter, tensors, name, grad, f0, report, rng, n_directions):
+        if mode == "full" or _directional(counter, tensors, name, grad, f0, report, rng, n_directions):
             _elementwise(counter, tensors, name, grad, f0, report, rng, max_entries)
     report.n_forward = counter.calls
     return report

@@ -81,7 +81,7 @@ def _find_cycle(pending: list[NodeSpec], by_name: dict[str, NodeSpec]) -> list[s
     while current not in path:
         path.append(current)
         current = next(i for i in by_name[current].inputs if i in {p.name for p in pending})
-    return path[path.index(current):] + [current]
+    return [*path[path.index(current):], current]
 
 
 def _plugin_label(registry: Registry, type_name: str) -> str:

@@ -83,6 +83,8 @@ class Registry:
         self.plugins: list[PluginInfo] = []
         self._types: dict[str, LayerClass] = {}
         self._owner: dict[str, PluginInfo] = {}
+        self._claims: dict[str, list[tuple[PluginInfo, LayerClass]]] = {}
+        self._conflicts: dict[str, str] = {}
         blocked_names = {name.lower() for name in blocked}
         if autoload is None:
             autoload = not autoload_disabled()
@@ -113,6 +115,7 @@ class Registry:
                 info = PluginInfo(name, "-", "-", name)
                 self.plugins.append(info)
                 self._load(info, lambda obj=plugin: obj)
+        self._resolve_claims()
 
     # -- loading -------------------------------------------------------------------------
 
@@ -141,22 +144,33 @@ class Registry:
             if problem:
                 problems.append(problem)
                 continue
-            name = type_name_of(cls.Config)
-            assert name is not None  # contract_problem checked it
-            info.types.append(name)
+            name = cls.type_name()  # contract_problem checked it is a single Literal
             if name in staged and staged[name] is not cls:
                 problems.append(f"type {name!r} is claimed twice within the plugin")
-            elif name in self._types and self._types[name] is not cls:
-                owner = self._owner[name]
-                problems.append(f"type {name!r} is already registered by {owner.label}")
             staged[name] = cls
+        info.types = list(staged)
         if problems:
             self.manager.unregister(plugin)
             return self._fail(info, "; ".join(problems))
-        self._types.update(staged)
-        for name in staged:
-            self._owner[name] = info
         info.status = "loaded"
+        for name, cls in staged.items():
+            self._claims.setdefault(name, []).append((info, cls))
+
+    def _resolve_claims(self) -> None:
+        """Register each type claimed by one class; a name two classes claim is refused for both,
+        whatever the load order, so no plugin silently shadows another."""
+        for name, claims in self._claims.items():
+            classes = {cls for _, cls in claims}
+            if len(classes) == 1:
+                self._types[name] = claims[0][1]
+                self._owner[name] = claims[0][0]
+                continue
+            labels = " and ".join(info.label for info, _ in claims)
+            message = (f"type {name!r} is claimed by both {labels}; neither is registered "
+                       f"(block one with -p no:NAME)")
+            self._conflicts[name] = message
+            for info, _ in claims:
+                info.error = "; ".join(filter(None, [info.error, message]))
 
     @staticmethod
     def _fail(info: PluginInfo, error: str) -> None:
@@ -196,6 +210,8 @@ class Registry:
         raise PluginError(self.unknown_type_message(type_name))
 
     def unknown_type_message(self, type_name: str, kinds: Sequence[str] | None = None) -> str:
+        if type_name in self._conflicts:
+            return self._conflicts[type_name]
         for info in self.plugins:
             if info.status == "failed" and type_name in info.types:
                 return f"type {type_name!r} comes from {info.label}, which failed: {info.error}"

@@ -1,74 +1,147 @@
-"""Hypothesis strategies and helpers for testing layers (public API).
+"""Testing layers (public API): cases and strategies, the conformance harness, pytest helpers.
 
-A layer's ``gradcheck_cases()`` returns a strategy of :class:`Case`: a config and the input
-shapes (no batch axis). The checker draws the batch and the values; ``Case.values`` names
-how values are drawn so that they stay off the layer's kinks.
+A layer's ``gradcheck_cases()`` returns a hypothesis strategy of :class:`Case`: a config and
+the input shapes (no batch axis); the checker draws the batch and the values, kept off the
+layer's kinks as ``Case.values`` names. A plugin author's whole test file::
+
+    import nnplug.testing
+    test_swish = nnplug.testing.layer_test("swish")
+    test_all_installed = nnplug.testing.all_layers_test()
+
+``check_layer`` / ``check_loss`` run every property of the layer contract on one case and
+raise :class:`ConformanceError` (an ``AssertionError``) naming the property that broke.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
+from hypothesis import given
 from hypothesis import strategies as st
 
-Shape = tuple[int, ...]
+from nnplug._harness import (
+    MAX_REDRAWS,
+    CheckResult,
+    ConformanceError,
+    check,
+    check_layer,
+    check_loss,
+    resolve,
+)
+from nnplug._strategies import (
+    KINK_MARGIN,
+    VALUE_KINDS,
+    Case,
+    Geometry,
+    arrays,
+    cases_for,
+    conv_geometry,
+    draw_values,
+    image_shapes,
+    is_checkable,
+    labels,
+    one_hot,
+    pool_geometry,
+    shapes,
+)
+from nnplug.gradcheck import Mode
+from nnplug.registry import Registry, load_registry
 
-#: How a case's input values are drawn, by name (see :func:`draw_values`).
-VALUE_KINDS: dict[str, Callable[[Shape, np.random.Generator], np.ndarray]] = {}
+__all__ = [
+    "KINK_MARGIN",
+    "MAX_REDRAWS",
+    "VALUE_KINDS",
+    "Case",
+    "CheckResult",
+    "ConformanceError",
+    "Geometry",
+    "all_layers_test",
+    "arrays",
+    "cases_for",
+    "check",
+    "check_layer",
+    "check_loss",
+    "checkable_types",
+    "conv_geometry",
+    "draw_values",
+    "image_shapes",
+    "labels",
+    "layer_test",
+    "one_hot",
+    "pool_geometry",
+    "seeds",
+    "shapes",
+]
 
 
-def _value_kind(name: str) -> Callable[[Callable[[Shape, np.random.Generator], np.ndarray]],
-                                       Callable[[Shape, np.random.Generator], np.ndarray]]:
-    def register(fn: Callable[[Shape, np.random.Generator], np.ndarray]) -> Callable[[Shape, np.random.Generator], np.ndarray]:
-        VALUE_KINDS[name] = fn
-        return fn
-    return register
+def seeds() -> st.SearchStrategy[int]:
+    """Seeds for :func:`check_layer` (batch size, parameters, values, the random ``R``)."""
+    return st.integers(0, 2**32 - 1)
 
 
-@_value_kind("normal")
-def _normal(shape: Shape, rng: np.random.Generator) -> np.ndarray:
-    """Standard normal values: for smooth layers."""
-    return rng.standard_normal(shape)
+def checkable_types(registry: Registry | None = None,
+                    types: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
+    """``(types offering gradcheck_cases(), types offering none)`` among ``types`` (default: all
+    registered ones, layers then losses, in registration order)."""
+    registry = registry if registry is not None else load_registry()
+    names = list(types) if types is not None else list(registry.types)
+    with_cases = [n for n in names if is_checkable(registry.get(n))]
+    return with_cases, [n for n in names if n not in with_cases]
 
 
-@_value_kind("off_zero")
-def _off_zero(shape: Shape, rng: np.random.Generator) -> np.ndarray:
-    """Normal values pushed at least 0.1 away from 0: for ReLU-like kinks at 0."""
-    z = rng.standard_normal(shape)
-    return np.sign(z) * (np.abs(z) + 0.1) + (z == 0) * 0.1
+def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | None = None,
+               plugins: Iterable[Any] = ()) -> Callable[[], None]:
+    """A hypothesis test of one layer or loss type, for a test module: one line per type.
+
+    ``test_swish = nnplug.testing.layer_test("swish")`` draws cases from the type's
+    ``gradcheck_cases()`` and seeds, and runs :func:`check` on each. Hypothesis settings (the
+    number of examples, derandomization, deadline) come from the caller's loaded profile or
+    an ``@settings`` decorator put on the returned function. The registry is looked up when
+    the test runs, not at import: ``plugins`` are loaded beside the installed ones.
+    """
+    plugin_list = list(plugins)
+    cache: dict[str, Registry] = {}
+
+    def get_registry() -> Registry | None:
+        if registry is not None or not plugin_list:
+            return registry
+        if "r" not in cache:
+            cache["r"] = load_registry(plugin_list)
+        return cache["r"]
+
+    @given(case=st.deferred(lambda: cases_for(cls_or_type, get_registry())), seed=seeds())
+    def test(case: Case, seed: int) -> None:
+        check(cls_or_type, case, seed=seed, mode=mode, registry=get_registry())
+
+    label = cls_or_type if isinstance(cls_or_type, str) else getattr(cls_or_type, "__name__", "layer")
+    test.__name__ = test.__qualname__ = f"test_{label}_keeps_layer_contract"
+    test.__doc__ = f"{label}: every case of gradcheck_cases() keeps the layer contract and its gradients."
+    return test
 
 
-@_value_kind("distinct")
-def _distinct(shape: Shape, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation of evenly spaced values in [-2, 2): every pair differs by at least
-    4 / size, far more than the finite-difference step, so max-like windows have no near-ties."""
-    size = int(np.prod(shape, dtype=np.int64))
-    spacing = 4.0 / max(size, 1)
-    return (rng.permutation(size) * spacing - 2.0).reshape(shape)
+def all_layers_test(registry: Registry | None = None, *, mode: Mode = "full",
+                    types: Iterable[str] | None = None) -> Callable[..., None]:
+    """A pytest test parametrised over every registered type that offers ``gradcheck_cases()``.
+
+    ``test_every_layer = nnplug.testing.all_layers_test()`` in a test module checks all the
+    installed layers and losses, one test id per type. Needs pytest (imported here only).
+    """
+    import pytest
+
+    registry = registry if registry is not None else load_registry()
+    names, _ = checkable_types(registry, types)
+
+    @pytest.mark.parametrize("layer_type", names)
+    @given(data=st.data())
+    def test(layer_type: str, data: Any) -> None:
+        case = data.draw(cases_for(layer_type, registry), label="case")
+        seed = data.draw(seeds(), label="seed")
+        check(layer_type, case, seed=seed, mode=mode, registry=registry)
+
+    test.__name__ = test.__qualname__ = "test_every_layer_keeps_layer_contract"
+    return test
 
 
-def draw_values(kind: str, shape: Shape, rng: np.random.Generator) -> np.ndarray:
-    """Values of ``shape`` drawn the way ``kind`` names (``normal``, ``off_zero``, ``distinct``)."""
-    try:
-        fn = VALUE_KINDS[kind]
-    except KeyError:
-        raise ValueError(f"unknown value kind {kind!r}; available: {', '.join(sorted(VALUE_KINDS))}") from None
-    return fn(shape, rng)
-
-
-@dataclass(frozen=True)
-class Case:
-    """One gradient-check case: a layer config (a dict, without ``type``), the input shapes
-    without the batch axis (one per input), and how values are drawn."""
-
-    config: dict[str, Any]
-    in_shapes: tuple[Shape, ...]
-    values: str = field(default="normal")
-
-
-def shapes(min_dims: int = 1, max_dims: int = 3, min_side: int = 1, max_side: int = 5) -> st.SearchStrategy[Shape]:
-    """Small array shapes (no batch axis)."""
-    return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(tuple)
+# ``resolve`` is public for tools built on the harness (``nnplug gradcheck``).
+__all__ += ["resolve"]

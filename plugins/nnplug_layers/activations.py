@@ -10,6 +10,8 @@ from scipy.special import expit
 
 import nnplug
 
+Params = dict[str, np.ndarray]
+
 
 def _same_shape_cases(values: str) -> Any:
     from hypothesis import strategies as st
@@ -35,11 +37,11 @@ class ReLU(_Elementwise):
 
     Config = ReLUConfig
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         y = np.maximum(x, 0)
         return y, y
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
         return dy * (cache > 0), {}
 
     @classmethod
@@ -58,11 +60,11 @@ class LeakyReLU(_Elementwise):
     Config = LeakyReLUConfig
     config: LeakyReLUConfig
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         positive = x > 0
         return np.where(positive, x, self.config.alpha * x), positive
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
         return np.where(cache, dy, self.config.alpha * dy), {}
 
     @classmethod
@@ -86,11 +88,11 @@ class Sigmoid(_Elementwise):
 
     Config = SigmoidConfig
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         y = expit(x)  # stable for large |x|, keeps float32
         return y, y
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
         y = cache
         return dy * y * (1 - y), {}
 
@@ -108,11 +110,11 @@ class Tanh(_Elementwise):
 
     Config = TanhConfig
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         y = np.tanh(x)
         return y, y
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
         y = cache
         return dy * (1 - y * y), {}
 

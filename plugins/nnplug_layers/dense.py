@@ -10,6 +10,8 @@ from pydantic import Field
 import nnplug
 from nnplug_layers.init import Initializer, draw_weights
 
+Params = dict[str, np.ndarray]
+
 
 class DenseConfig(nnplug.LayerConfig):
     type: Literal["dense"] = "dense"
@@ -40,21 +42,21 @@ class Dense(nnplug.Layer):
             shapes["b"] = (self.config.units,)
         return shapes
 
-    def init_params(self, in_shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def init_params(self, in_shape: tuple[int, ...], rng: np.random.Generator) -> Params:
         fan_in, units = in_shape[0], self.config.units
         params = {"w": draw_weights(self.config.kernel_initializer, (units, fan_in), fan_in, units, rng)}
         if self.config.bias:
             params["b"] = np.zeros(units)
         return params
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         y = x @ params["w"].T  # (N, in) @ (in, units) -> (N, units)
         if self.config.bias:
             y += params["b"]
         return y, x
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray
+                 ) -> tuple[np.ndarray, Params]:
         x = cache
         grads = {"w": dy.T @ x}  # (units, N) @ (N, in) -> (units, in)
         if self.config.bias:

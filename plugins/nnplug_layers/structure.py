@@ -10,6 +10,8 @@ from pydantic import Field
 
 import nnplug
 
+Params = dict[str, np.ndarray]
+
 
 class FlattenConfig(nnplug.LayerConfig):
     type: Literal["flatten"] = "flatten"
@@ -23,10 +25,10 @@ class Flatten(nnplug.Layer):
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(in_shape),)
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         return x.reshape(x.shape[0], -1), x.shape
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
         return dy.reshape(cache).copy(), {}  # a copy: gradients never alias δ
 
     @classmethod
@@ -54,11 +56,11 @@ class Add(nnplug.Layer):
             raise nnplug.ShapeError(f"add expects two inputs of one shape, received {a} and {b}")
         return a
 
-    def forward(self, params: dict[str, np.ndarray], x: tuple[np.ndarray, ...], *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: tuple[np.ndarray, ...], *, training: bool) -> tuple[np.ndarray, Any]:
         a, b = x
         return a + b, None
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[Any, Params]:
         return (dy.copy(), dy.copy()), {}
 
     @classmethod
@@ -95,13 +97,13 @@ class Concat(nnplug.Layer):
                 f"concat along axis {self.config.axis} expects inputs equal on every other axis, "
                 f"received {a} and {b}"
             )
-        return a[:k] + (a[k] + b[k],) + a[k + 1:]
+        return (*a[:k], a[k] + b[k], *a[k + 1:])
 
-    def forward(self, params: dict[str, np.ndarray], x: tuple[np.ndarray, ...], *, training: bool) -> tuple[np.ndarray, Any]:
+    def forward(self, params: Params, x: tuple[np.ndarray, ...], *, training: bool) -> tuple[np.ndarray, Any]:
         a, b = x
         return np.concatenate((a, b), axis=self.config.axis), a.shape[self.config.axis]
 
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+    def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[Any, Params]:
         da, db = np.split(dy, [cache], axis=self.config.axis)
         return (da.copy(), db.copy()), {}
 

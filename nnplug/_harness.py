@@ -1,0 +1,336 @@
+"""The conformance harness every layer and loss passes: ``check_layer`` and ``check_loss``.
+
+Given a class (or a registered type name) and one :class:`~nnplug.testing.Case`, it builds the
+layer, draws a batch of 2-3 examples and the values from ``seed``, and checks the contract of
+DESIGN.md property by property, in float64 and float32, then the float64 gradient of every
+input and parameter against finite differences. A case that meets a kink is redrawn (and
+counted); anything else that breaks raises :class:`ConformanceError` naming the property.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from nnplug._strategies import Case, draw_values
+from nnplug.errors import ConfigError, GradientCheckError, PluginError
+from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
+from nnplug.layer import Layer, Loss, parse_config
+from nnplug.registry import Registry, load_registry
+
+#: How many times a case whose values met a kink is redrawn before the check gives up.
+MAX_REDRAWS = 5
+
+
+class ConformanceError(GradientCheckError):
+    """A layer or loss broke its contract on one case.
+
+    Attributes:
+        check: the property that broke (``"output_shape"``, ``"mutation"``, ``"gradient"``, ...).
+        type_name, case, seed: what reproduces it with ``check_layer``/``check_loss``.
+        report: the :class:`~nnplug.GradcheckReport` when the gradient check failed.
+    """
+
+    def __init__(self, message: str, *, check: str, type_name: str, case: Case, seed: int,
+                 report: GradcheckReport | None = None) -> None:
+        super().__init__(message, report)
+        self.check = check
+        self.type_name = type_name
+        self.case = case
+        self.seed = seed
+
+
+@dataclass
+class CheckResult:
+    """A passed check: the gradient report of the last draw and how many draws met a kink."""
+
+    type_name: str
+    case: Case
+    seed: int
+    batch: int
+    report: GradcheckReport
+    redraws: int
+    n_forward: int  # forward evaluations of the gradient checks, all draws together
+
+
+def resolve(cls_or_type: Any, registry: Registry | None = None) -> tuple[str, type[Layer] | type[Loss]]:
+    """``(type name, class)`` for a registered type name or a Layer/Loss class."""
+    if isinstance(cls_or_type, str):
+        cls = (registry if registry is not None else load_registry()).get(cls_or_type)
+    elif isinstance(cls_or_type, type) and issubclass(cls_or_type, (Layer, Loss)):
+        cls = cls_or_type
+    else:
+        raise PluginError(f"expected a registered type name or a Layer/Loss class, got {cls_or_type!r}")
+    return cls.type_name(), cls
+
+
+@dataclass
+class _Context:
+    """What a failure message names: the type, the case, the batch and the seed."""
+
+    type_name: str
+    case: Case
+    seed: int
+    batch: int
+
+    def fail(self, check: str, detail: str, report: GradcheckReport | None = None) -> NoReturn:
+        where = (f"  config {self.case.config!r}, input shapes {self.case.in_shapes} "
+                 f"(batch {self.batch}), values {self.case.values!r}, seed {self.seed}")
+        raise ConformanceError(f"{self.type_name}: {check} broken: {detail}\n{where}", check=check,
+                               type_name=self.type_name, case=self.case, seed=self.seed, report=report)
+
+
+def _build(cls: Any, name: str, ctx: _Context) -> Any:
+    """The layer for the case's config, after checking that the config survives a round trip."""
+    if not isinstance(ctx.case, Case):
+        raise ConfigError(f"{name}: expected a nnplug.testing.Case, got {ctx.case!r}")
+    try:
+        config = parse_config(cls.Config, {"type": name, **ctx.case.config}, where=f"{name} case config")
+    except ConfigError as exc:
+        ctx.fail("case config", f"gradcheck_cases() drew a config the layer refuses: {exc}")
+    try:
+        text = json.dumps(config.model_dump(mode="json"))
+        again = parse_config(cls.Config, json.loads(text))
+    except (ConfigError, TypeError, ValueError) as exc:
+        ctx.fail("config round trip", f"model_dump -> parse_config failed: {exc}")
+    if again != config:
+        ctx.fail("config round trip", f"{config!r} came back as {again!r}")
+    return cls(config)
+
+
+def _call(ctx: _Context, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ConformanceError:
+        raise
+    except Exception as exc:
+        ctx.fail(what, f"{what} raised {type(exc).__name__}: {exc}")
+
+
+def _snapshot(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}
+
+
+def _unchanged(ctx: _Context, stage: str, before: dict[str, np.ndarray], now: dict[str, Any]) -> None:
+    for key, old in before.items():
+        new = now[key]
+        if np.shape(new) != old.shape or not np.array_equal(new, old, equal_nan=True):
+            ctx.fail("mutation", f"{stage} modified {key} in place")
+
+
+def _same_attrs(ctx: _Context, stage: str, layer: Any, before: dict[str, Any]) -> None:
+    now = vars(layer)
+    changed = sorted(set(now) ^ set(before) | {k for k in before if k in now and now[k] is not before[k]})
+    if changed:
+        ctx.fail("layer state", f"{stage} changed the layer's attributes {changed}; "
+                                "whatever backward needs belongs in the returned cache")
+
+
+def _no_aliasing(ctx: _Context, grads: dict[str, np.ndarray], dy: np.ndarray | None) -> None:
+    items = list(grads.items())
+    for i, (name, g) in enumerate(items):
+        if dy is not None and np.shares_memory(g, dy):
+            ctx.fail("aliasing", f"{name} shares memory with dy; return a new array")
+        for other, h in items[i + 1:]:
+            if np.shares_memory(g, h):
+                ctx.fail("aliasing", f"{name} and {other} share memory")
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
+    return [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
+
+
+def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs: tuple[np.ndarray, ...],
+                    out_shape: tuple[int, ...], dtype: type, rng: np.random.Generator) -> None:
+    """One forward and backward in ``dtype``: shapes, dtypes, mutation, aliasing, determinism."""
+    multi = layer.n_inputs > 1
+    p = {k: v.astype(dtype) for k, v in params.items()}
+    x_arrays = tuple(a.astype(dtype) for a in xs)
+    x = x_arrays if multi else x_arrays[0]
+    inputs = {f"input {k}" if multi else "the input": a for k, a in enumerate(x_arrays)}
+    before = {**_snapshot({f"param {k}": v for k, v in p.items()}), **_snapshot(inputs)}
+    attrs = dict(vars(layer))
+    current = {**{f"param {k}": v for k, v in p.items()}, **inputs}
+    label = np.dtype(dtype).name
+
+    y, cache = _call(ctx, "forward", layer.forward, p, x, training=True)
+    if not isinstance(y, np.ndarray):
+        ctx.fail("forward", f"forward returned {type(y).__name__}, expected a numpy array")
+    if y.shape != (ctx.batch, *out_shape):
+        ctx.fail("output_shape", f"forward gave {y.shape}, output_shape promised {(ctx.batch, *out_shape)}")
+    if y.dtype != dtype:
+        ctx.fail("dtype", f"{label} in gave {y.dtype} out of forward")
+    if not np.isfinite(y).all():
+        ctx.fail("forward", "forward returned non-finite values on finite inputs")
+    _unchanged(ctx, "forward", before, current)
+
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy_before = dy.copy()
+    returned = _call(ctx, "backward", layer.backward, p, cache, dy)
+    if not (isinstance(returned, tuple) and len(returned) == 2 and isinstance(returned[1], dict)):
+        ctx.fail("backward", "backward must return (dx, {name: gradient})")
+    dx, grads = returned
+    _unchanged(ctx, "backward", {**before, "dy": dy_before}, {**current, "dy": dy})
+    _same_attrs(ctx, "forward/backward", layer, attrs)
+    dxs = tuple(dx) if multi and isinstance(dx, (tuple, list)) else (dx,)
+    if len(dxs) != len(x_arrays):
+        ctx.fail("input gradients", f"backward returned {len(dxs)} input gradients for {len(x_arrays)} inputs")
+    if set(grads) != set(p):
+        ctx.fail("gradient names", f"backward returned gradients {sorted(grads)}, parameters are {sorted(p)}")
+    named = {f"d{k}": g for k, g in zip(inputs, dxs)} | {f"gradient {k!r}": grads[k] for k in p}
+    wanted = [a.shape for a in x_arrays] + [p[k].shape for k in p]
+    for (name, g), shape in zip(named.items(), wanted):
+        if not isinstance(g, np.ndarray):
+            ctx.fail("gradient shapes", f"{name} is {type(g).__name__}, expected a numpy array")
+        if g.shape != shape:
+            ctx.fail("gradient shapes", f"{name} has shape {g.shape}, expected {shape}")
+        if g.dtype != dtype:
+            ctx.fail("dtype", f"{label} in gave {name} of dtype {g.dtype}")
+    _no_aliasing(ctx, named, dy)
+
+    # The same cache twice, and a fresh forward pass, give the same numbers.
+    dx2, grads2 = _call(ctx, "backward", layer.backward, p, cache, dy)
+    again = {f"d{k}": g for k, g in zip(inputs, tuple(dx2) if multi else (dx2,))}
+    again |= {f"gradient {k!r}": grads2[k] for k in p}
+    if _same(named, again):
+        ctx.fail("determinism", f"a second backward on the same cache changed {_same(named, again)}")
+    y3, cache3 = _call(ctx, "forward", layer.forward, p, x, training=True)
+    if not np.array_equal(y, y3, equal_nan=True):
+        ctx.fail("determinism", "two forward passes on the same input differ")
+
+
+def _gradient(ctx: _Context, run: Any, redraw: Any) -> tuple[GradcheckReport, int, int]:
+    """Run the gradient check, redrawing values that met a kink; (report, redraws, forwards)."""
+    redraws = forwards = 0
+    while True:
+        report: GradcheckReport = run()
+        forwards += report.n_forward
+        if report.failures:
+            ctx.fail("gradient", str(report), report)
+        if not report.kinks:
+            return report, redraws, forwards
+        if redraws == MAX_REDRAWS:
+            ctx.fail("gradient", f"every one of {redraws + 1} draws met a kink; gradcheck_cases() should "
+                                 f"draw values off the kinks (Case.values)\n{report}", report)
+        redraws += 1
+        redraw()
+
+
+def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "full",
+                dtype: str = "float64", registry: Registry | None = None) -> CheckResult:
+    """Check a layer on one case: every property of the layer contract, then its gradients.
+
+    Args:
+        cls_or_type: a Layer subclass or a registered type name (looked up in ``registry``,
+            by default the installed plugins).
+        case: the config and input shapes (no batch axis), as ``gradcheck_cases()`` draws them.
+        seed: draws the batch size (2 or 3), the parameters, the values and ``R``.
+        mode: ``"full"`` (every entry) or ``"fast"`` (directional derivatives first).
+        dtype: the dtype of the finite-difference check.
+
+    Raises:
+        ConformanceError: (an AssertionError) naming the property that broke, the config and
+            shapes.
+    """
+    name, cls = resolve(cls_or_type, registry)
+    if not issubclass(cls, Layer):
+        raise PluginError(f"{name} is a loss; check it with check_loss")
+    rng = np.random.default_rng(seed)
+    ctx = _Context(name, case, seed, int(rng.integers(2, 4)))
+    layer = _build(cls, name, ctx)
+    if len(case.in_shapes) != cls.n_inputs:
+        ctx.fail("case shapes", f"{name} takes {cls.n_inputs} input(s), the case gives {len(case.in_shapes)}")
+    multi = cls.n_inputs > 1
+    in_shape = case.in_shapes if multi else case.in_shapes[0]
+    out_shape = _call(ctx, "output_shape", layer.output_shape, in_shape)
+    if not (isinstance(out_shape, tuple) and all(isinstance(d, int) and d >= 0 for d in out_shape)):
+        ctx.fail("output_shape", f"output_shape returned {out_shape!r}, expected a tuple of ints")
+    declared = _call(ctx, "param_shapes", layer.param_shapes, in_shape)
+
+    def draw() -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]:
+        params = _call(ctx, "init_params", layer.init_params, in_shape, rng)
+        if not isinstance(params, dict) or not all(isinstance(v, np.ndarray) for v in params.values()):
+            ctx.fail("init_params", f"init_params must return {{name: array}}, got {params!r}")
+        xs = tuple(draw_values(case.values, (ctx.batch, *s), rng) for s in case.in_shapes)
+        return {k: v.astype(np.float64) for k, v in params.items()}, xs
+
+    params, xs = draw()
+    if declared is not None and declared != {k: v.shape for k, v in params.items()}:
+        ctx.fail("param_shapes", f"param_shapes says {declared}, init_params gave "
+                                 f"{ {k: v.shape for k, v in params.items()} }")
+    for dt in (np.float64, np.float32):
+        _layer_contract(layer, ctx, params, xs, out_shape, dt, rng)
+
+    state = {"params": params, "xs": xs}
+
+    def run() -> GradcheckReport:
+        xs_ = state["xs"]
+        return gradcheck_layer(layer, xs_ if multi else xs_[0], state["params"], mode=mode, dtype=dtype,
+                               seed=seed, raise_on_failure=False)
+
+    def redraw() -> None:
+        state["params"], state["xs"] = draw()
+
+    report, redraws, forwards = _gradient(ctx, run, redraw)
+    return CheckResult(name, case, seed, ctx.batch, report, redraws, forwards)
+
+
+def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "full",
+               dtype: str = "float64", registry: Registry | None = None) -> CheckResult:
+    """Check a loss on one case: a finite scalar value, ``dpred`` of the prediction's shape and
+    dtype, no mutation, determinism, the config round trip, and the gradient; targets come from
+    ``example_target``. Arguments and errors as :func:`check_layer`.
+    """
+    name, cls = resolve(cls_or_type, registry)
+    if not issubclass(cls, Loss):
+        raise PluginError(f"{name} is a layer; check it with check_layer")
+    rng = np.random.default_rng(seed)
+    ctx = _Context(name, case, seed, int(rng.integers(2, 4)))
+    loss = _build(cls, name, ctx)
+    if len(case.in_shapes) != 1:
+        ctx.fail("case shapes", f"a loss takes one prediction shape, the case gives {len(case.in_shapes)}")
+    shape = case.in_shapes[0]
+    _call(ctx, "check_pred_shape", loss.check_pred_shape, shape)
+
+    def draw() -> tuple[np.ndarray, Any]:
+        pred = draw_values(case.values, (ctx.batch, *shape), rng)
+        return pred, _call(ctx, "example_target", loss.example_target, pred.shape, rng)
+
+    pred, target = draw()
+    for dt in (np.float64, np.float32):
+        p = pred.astype(dt)
+        before = _snapshot({"pred": p, "target": target})
+        value, cache = _call(ctx, "forward", loss.forward, p, target)
+        if not (np.ndim(value) == 0 and np.isrealobj(value) and np.isfinite(value)):
+            ctx.fail("forward", f"the loss value must be a finite real scalar, got {value!r}")
+        dpred = _call(ctx, "backward", loss.backward, cache)
+        _unchanged(ctx, "forward/backward", before, {"pred": p, "target": target})
+        if not isinstance(dpred, np.ndarray) or dpred.shape != p.shape:
+            ctx.fail("gradient shapes", f"dpred has shape {np.shape(dpred)}, expected {p.shape}")
+        if dpred.dtype != dt:
+            ctx.fail("dtype", f"{np.dtype(dt).name} predictions gave dpred of dtype {dpred.dtype}")
+        if np.shares_memory(dpred, p):
+            ctx.fail("aliasing", "dpred shares memory with pred")
+        if not np.array_equal(dpred, loss.backward(cache)) or loss.forward(p, target)[0] != value:
+            ctx.fail("determinism", "a second forward or backward gave different numbers")
+
+    state = {"pred": pred, "target": target}
+
+    def run() -> GradcheckReport:
+        return gradcheck_loss(loss, state["pred"], state["target"], mode=mode, dtype=dtype, seed=seed,
+                              raise_on_failure=False)
+
+    def redraw() -> None:
+        state["pred"], state["target"] = draw()
+
+    report, redraws, forwards = _gradient(ctx, run, redraw)
+    return CheckResult(name, case, seed, ctx.batch, report, redraws, forwards)
+
+
+def check(cls_or_type: Any, case: Case, **kwargs: Any) -> CheckResult:
+    """``check_layer`` or ``check_loss``, whichever fits the class."""
+    _, cls = resolve(cls_or_type, kwargs.get("registry"))
+    return (check_loss if issubclass(cls, Loss) else check_layer)(cls, case, **kwargs)

@@ -1,0 +1,238 @@
+"""Run directories: saving and loading trained models, atomically and verifiably.
+
+A run directory holds::
+
+    model.json          the resolved model file (command-line overrides applied, paths absolute)
+    weights-<step>.npz  the weights, keyed ``node/param``
+    optim-<step>.npz    the optimizer state, keyed ``node/param/slot``
+    metrics.jsonl       one JSON line of metrics per epoch
+    manifest.json       versions, layer types, file names and SHA-256s, training progress
+
+Every file is written to a temporary name in the same directory, fsynced, renamed, and the
+directory fsynced. ``manifest.json`` is renamed last and is the commit point: it names the
+weights and optimizer files of its checkpoint, and older files are deleted only after it
+lands. A run killed at any moment therefore leaves a manifest naming complete files.
+Loading verifies every checksum and never unpickles (``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from nnplug.errors import ConfigError
+from nnplug.graph import Model
+from nnplug.registry import Registry
+
+MODEL_FILE = "model.json"
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+FORMAT = 1
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms that cannot open directories (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> str:
+    """Write ``path`` through ``write(file)`` atomically; return the SHA-256 of its bytes.
+
+    The bytes go to a temporary file in the same directory, are fsynced, and replace
+    ``path`` with one rename, so readers see the old file or the new one, never a part.
+    """
+    buffer = io.BytesIO()
+    write(buffer)
+    data = buffer.getvalue()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_bytes(value: Any) -> Callable[[IO[bytes]], None]:
+    return lambda f: f.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions(model: Model) -> tuple[dict[str, str], dict[str, str]]:
+    """({distribution: version}, {layer type: distribution}) of what the model uses."""
+    plugins: dict[str, str] = {}
+    types: dict[str, str] = {}
+    for type_name in sorted({n.type for n in model.nodes} | {model.loss.type_name()}):
+        info = model.registry.plugin_of(type_name)
+        plugins[info.distribution if info.distribution != "-" else info.name] = info.version
+        types[type_name] = info.distribution if info.distribution != "-" else info.name
+    return plugins, types
+
+
+def nnplug_version() -> str:
+    try:
+        return metadata.version("nnplug")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def write_model_file(run_dir: Path, resolved: dict[str, Any]) -> str:
+    """Write the resolved model description; return its SHA-256."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return atomic_write(run_dir / MODEL_FILE, _json_bytes(resolved))
+
+
+def save_checkpoint(run_dir: Path, model: Model, optim_arrays: dict[str, np.ndarray],
+                    optim_scalars: dict[str, Any], progress: dict[str, Any]) -> Path:
+    """Save weights, optimizer state and progress as one checkpoint; return the manifest path."""
+    step = int(optim_scalars.get("step", 0))
+    weights_name, optim_name = f"weights-{step:08d}.npz", f"optim-{step:08d}.npz"
+    weights = {f"{node}/{name}": value for node, group in model.params.items()
+               for name, value in group.items()}
+    weights_sha = atomic_write(run_dir / weights_name, lambda f: np.savez(f, **weights))
+    optim_sha = atomic_write(run_dir / optim_name, lambda f: np.savez(f, **optim_arrays))
+    plugins, types = _versions(model)
+    manifest = {
+        "format": FORMAT,
+        "nnplug": nnplug_version(),
+        "plugins": plugins,
+        "layer_types": types,
+        "model": {"file": MODEL_FILE, "sha256": sha256_of(run_dir / MODEL_FILE)},
+        "weights": {"file": weights_name, "sha256": weights_sha},
+        "optimizer": {"file": optim_name, "sha256": optim_sha, **optim_scalars},
+        "progress": progress,
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = run_dir / MANIFEST
+    atomic_write(path, _json_bytes(manifest))  # the commit point
+    for old in run_dir.iterdir():  # earlier checkpoints and temporaries of killed saves
+        stale = old.name.startswith((".weights-", ".optim-", ".manifest.json.", ".model.json."))
+        if old.name not in (weights_name, optim_name) and (
+            stale or (old.name.startswith(("weights-", "optim-")) and old.suffix == ".npz")
+        ):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return path
+
+
+@dataclass
+class Checkpoint:
+    """A loaded run: the model with its weights, optimizer state and training progress."""
+
+    run_dir: Path
+    model: Model
+    optim_arrays: dict[str, np.ndarray]
+    optim_scalars: dict[str, Any]
+    progress: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def _read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {MANIFEST}; was the run saved?)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid manifest ({exc})") from None
+    ok = isinstance(manifest, dict) and all(
+        isinstance(manifest.get(k), dict) for k in ("layer_types", "model", "weights", "optimizer", "progress")
+    )
+    if not ok or manifest.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not an nnplug manifest of format {FORMAT}")
+    return manifest
+
+
+def _verified(run_dir: Path, entry: dict[str, Any], what: str) -> Path:
+    name = entry.get("file")
+    if not isinstance(name, str) or Path(name).name != name:
+        raise ConfigError(f"{run_dir / MANIFEST}: bad {what} file name {name!r}")
+    path = run_dir / name
+    if not path.is_file():
+        raise ConfigError(f"{path}: the {what} file named by the manifest is missing")
+    if sha256_of(path) != entry.get("sha256"):
+        raise ConfigError(f"{path}: the {what} file does not match the SHA-256 in {MANIFEST} "
+                          "(truncated, corrupted, or from another run); refusing to load it")
+    return path
+
+
+def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ValueError as exc:
+        raise ConfigError(f"{path}: the {what} hold pickled objects, which are never loaded ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def load_checkpoint(run_dir: str | Path, registry: Registry) -> Checkpoint:
+    """Load a run directory, verifying the manifest, checksums, layer types and weight shapes.
+
+    Raises:
+        ConfigError: naming what does not fit: uninstalled layer types, a checksum
+            mismatch, weights whose names or shapes differ from the model's.
+    """
+    from nnplug.modelfile import load_model_file
+
+    run_dir = Path(run_dir)
+    manifest = _read_manifest(run_dir)
+    missing = {t: d for t, d in manifest["layer_types"].items() if t not in registry}
+    if missing:
+        listed = ", ".join(f"{t} (from {d} {manifest.get('plugins', {}).get(d, '?')})"
+                           for t, d in sorted(missing.items()))
+        raise ConfigError(f"{run_dir}: the run uses layer types that are not installed: {listed}")
+    model_path = _verified(run_dir, manifest["model"], "model")
+    spec = load_model_file(model_path, registry)
+    model = Model(spec, registry)
+    weights = _load_npz(_verified(run_dir, manifest["weights"], "weights"), "weights")
+    expected = {f"{n}/{k}": v for n, group in model.params.items() for k, v in group.items()}
+    problems = [f"unexpected weight {k!r}" for k in sorted(set(weights) - set(expected))]
+    problems += [f"missing weight {k!r}" for k in sorted(set(expected) - set(weights))]
+    problems += [f"weight {k!r} has shape {weights[k].shape}, the model expects {v.shape}"
+                 for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    problems += [f"weight {k!r} has dtype {weights[k].dtype}, expected floats"
+                 for k in expected if k in weights and weights[k].dtype.kind != "f"]
+    if problems:
+        raise ConfigError(f"{run_dir}: the weights do not fit the model:\n  " + "\n  ".join(problems))
+    model.params = {n: {k: weights[f"{n}/{k}"].astype(model.dtype) for k in group}
+                    for n, group in model.params.items()}
+    optim_arrays = _load_npz(_verified(run_dir, manifest["optimizer"], "optimizer"), "optimizer state")
+    scalars = {k: v for k, v in manifest["optimizer"].items() if k not in ("file", "sha256")}
+    return Checkpoint(run_dir, model, optim_arrays, scalars, manifest["progress"], manifest)

@@ -1,0 +1,190 @@
+"""Reading model files: YAML, JSON or TOML by extension, then ``nnplug.config.parse_model``.
+
+YAML is read with PyYAML's safe loader only (no tags that construct Python objects). A
+subclass records the line of every node so each problem names its line, refuses duplicate
+keys, and refuses anchors/aliases that would expand the document past ``MAX_NODES``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nnplug.config import ModelSpec, parse_model
+from nnplug.errors import ConfigError
+from nnplug.registry import Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+MAX_FILE_BYTES = 10_000_000
+#: Nodes of the document once aliases are expanded; a model file has a few hundred.
+MAX_NODES = 100_000
+FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
+
+Path_ = tuple[str, ...]
+
+
+class LineLoader(yaml.SafeLoader):
+    """A SafeLoader that maps each node's path to its line and checks the node graph."""
+
+    def __init__(self, stream: str, source: str) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+        self.problems: list[str] = []
+
+    def walk(self, root: yaml.Node) -> None:
+        """Record lines, find duplicate keys, and bound the size after alias expansion.
+
+        Iterative, so deep nesting cannot exhaust the stack; every visit of a node reached
+        through an alias counts, which is what a consumer of the data would pay.
+        """
+        stack: list[tuple[yaml.Node, Path_, tuple[int, ...]]] = [(root, (), ())]
+        visits = 0
+        while stack:
+            node, path, ancestors = stack.pop()
+            visits += 1
+            if visits > MAX_NODES:
+                raise ConfigError(
+                    f"{self.source}: the document expands past {MAX_NODES:,} nodes "
+                    "(anchors and aliases repeated too often?); refusing to read it"
+                )
+            if id(node) in ancestors:
+                raise ConfigError(f"{self.source}: an alias refers to a node containing it "
+                                  f"(line {node.start_mark.line + 1}); recursive documents are refused")
+            self.lines.setdefault(path, node.start_mark.line + 1)
+            inner = (*ancestors, id(node))
+            if isinstance(node, yaml.SequenceNode):
+                for i, item in enumerate(node.value):
+                    stack.append((item, (*path, str(i)), inner))
+            elif isinstance(node, yaml.MappingNode):
+                seen: dict[str, int] = {}
+                for key, value in node.value:
+                    line = key.start_mark.line + 1
+                    if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                        if key.value in seen:
+                            where = ".".join(path) or "the top level"
+                            self.problems.append(
+                                f"duplicate key {key.value!r} in {where} (line {line}); "
+                                f"first given on line {seen[key.value]}"
+                            )
+                        seen.setdefault(key.value, line)
+                        self.lines.setdefault((*path, key.value), line)
+                    stack.append((value, (*path, str(getattr(key, "value", "?"))), inner))
+
+    def locate(self, path: tuple[Any, ...]) -> int | None:
+        return self.lines.get(tuple(str(p) for p in path)) if path else None
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:
+    loader = LineLoader(text, source)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise ConfigError(f"{source}: the file is empty")
+        loader.walk(root)
+        if loader.problems:
+            problems = [f"{source}: {p}" for p in loader.problems]
+            raise ConfigError("\n".join(problems), problems)
+        data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{source}: YAML syntax error{at}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return data, loader
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
+def _load_json(text: str, source: str) -> Any:
+    def no_constant(name: str) -> Any:
+        raise ConfigError(f"{source}: {name} is not a JSON number; write a finite number")
+
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: JSON syntax error (line {exc.lineno}, column {exc.colno}): "
+                          f"{exc.msg}") from None
+    except ConfigError as exc:
+        message = str(exc) if str(exc).startswith(source) else f"{source}: {exc}"
+        raise ConfigError(message) from None
+
+
+def _load_toml(text: str, source: str) -> Any:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The message carries "(at line L, column C)".
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+
+
+def read_document(path: str | Path) -> tuple[Any, Any]:
+    """Read ``path`` into plain data; returns ``(data, locate)`` where ``locate`` maps a
+    path inside the data to a line (YAML only; otherwise ``None``).
+
+    Raises:
+        ConfigError: unknown extension, missing or unreadable file, syntax error, duplicate
+            keys, a document too large or too deeply nested.
+    """
+    path = Path(path)
+    source = str(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"{source}: unknown model file extension {path.suffix!r}; "
+                          f"expected one of {', '.join(FORMATS)}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{source}: {size:,} bytes is more than a model file may hold "
+                              f"({MAX_FILE_BYTES:,})")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such model file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, not a model file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    try:
+        if kind == "yaml":
+            data, loader = _load_yaml(text, source)
+            return data, loader.locate
+        if kind == "json":
+            return _load_json(text, source), None
+        return _load_toml(text, source), None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a model file") from None
+
+
+def load_model_file(path: str | Path, registry: Registry) -> ModelSpec:
+    """Read and validate a model file.
+
+    Raises:
+        ConfigError: every problem of the file, one line each, with its path in the file
+            (``layers[2] (conv2d) -> kernel_size: ...``) and, for YAML, ``(line N)``.
+    """
+    data, locate = read_document(path)
+    try:
+        return parse_model(data, registry, source=str(path), locate=locate)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a model file") from None

@@ -1,0 +1,145 @@
+"""The finite-difference checker: it passes correct gradients, flags wrong ones by name,
+detects kinks, and its fast mode costs O(1) evaluations per tensor."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pytest
+from nnplug_layers.dense import Dense, DenseConfig
+from nnplug_layers.losses import MSE
+
+import nnplug
+
+
+class ScaledDense(Dense):
+    """Dense whose weight gradient is off by a factor of 2."""
+
+    def backward(self, params, cache, dy):
+        dx, grads = super().backward(params, cache, dy)
+        return dx, {**grads, "w": 2 * grads["w"]}
+
+
+class TransposedDense(Dense):
+    """Dense whose input gradient uses w's transpose reshaped into place (a classic slip)."""
+
+    def backward(self, params, cache, dy):
+        _dx, grads = super().backward(params, cache, dy)
+        w = params["w"]
+        return dy @ w.T.reshape(w.shape), grads
+
+
+class UnsummedBiasDense(Dense):
+    """Dense whose bias gradient takes only the first example instead of the batch sum."""
+
+    def backward(self, params, cache, dy):
+        dx, grads = super().backward(params, cache, dy)
+        return dx, {**grads, "b": dy[0].copy()}
+
+
+def _layer(cls, units=3):
+    return cls(DenseConfig(units=units))
+
+
+def _data(n=4, features=3, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, features))
+
+
+def test_correct_dense_passes_with_a_report():
+    report = nnplug.gradcheck(_layer(Dense), _data())
+    assert report.ok
+    assert report.max_rel_error < 1e-6
+    assert report.n_forward == 1 + 1 + 2 * (4 * 3 + 3 * 3 + 3)  # analytic, f0, two per entry
+
+
+@pytest.mark.parametrize(
+    "cls,tensor",
+    [(ScaledDense, "param w"), (TransposedDense, "x"), (UnsummedBiasDense, "param b")],
+)
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_wrong_backward_is_caught_and_the_tensor_named(cls, tensor, mode):
+    with pytest.raises(nnplug.GradientCheckError) as err:
+        nnplug.gradcheck(_layer(cls), _data(), mode=mode)
+    report = err.value.report
+    assert report.worst.tensor == tensor
+    assert tensor in str(err.value)
+    assert "analytic" in str(err.value) and "numeric" in str(err.value)
+    if mode == "fast":
+        assert isinstance(report.worst.index, tuple)  # the failed tensor was checked entry by entry
+
+
+def test_report_names_worst_entry_index_analytic_numeric_and_tolerance():
+    report = nnplug.gradcheck(_layer(ScaledDense), _data(), raise_on_failure=False)
+    worst = report.worst
+    assert worst.tensor == "param w" and len(worst.index) == 2
+    assert worst.analytic == pytest.approx(2 * worst.numeric, rel=1e-5)
+    assert "tolerance" in str(report)
+
+
+def test_relu_kink_is_detected_and_not_passed():
+    relu = nnplug.load_registry().get("relu")()
+    x = np.array([[0.0, 1.0], [-1.0, 2.0]])
+    report = nnplug.gradcheck(relu, x, raise_on_failure=False)
+    assert not report.ok
+    assert report.kinks and report.kinks[0].index == (0, 0)
+    assert "kink" in str(report)
+
+
+def test_fast_mode_costs_a_constant_number_of_evaluations_whatever_the_size():
+    small = nnplug.gradcheck(_layer(Dense, 3), _data(4, 3), mode="fast")
+    large = nnplug.gradcheck(_layer(Dense, 40), _data(64, 50), mode="fast")
+    assert small.n_forward == large.n_forward == 2 + 3 * 2 * 3  # 3 tensors, 3 directions
+
+
+def test_full_mode_samples_entries_of_large_tensors():
+    report = nnplug.gradcheck(_layer(Dense, 40), _data(8, 50), max_entries=20)
+    assert report.n_forward == 2 + 3 * 2 * 20
+
+
+def test_batch_of_one_is_refused():
+    with pytest.raises(nnplug.ShapeError, match="at least 2"):
+        nnplug.gradcheck(_layer(Dense), _data(1))
+
+
+def test_loss_gradient_is_checked():
+    mse = MSE()
+    pred, target = _data(3, 2), _data(3, 2, seed=1)
+    assert nnplug.gradcheck(mse, pred, target).ok
+
+
+class HalfMSEConfig(nnplug.LayerConfig):
+    type: Literal["half_mse"] = "half_mse"
+
+
+class WrongMSE(MSE):
+    """MSE whose gradient forgets the factor 2."""
+
+    Config = HalfMSEConfig
+
+    def backward(self, cache):
+        return super().backward(cache) / 2
+
+
+def test_wrong_loss_gradient_is_caught():
+    with pytest.raises(nnplug.GradientCheckError, match="pred"):
+        nnplug.gradcheck(WrongMSE(), _data(3, 2), _data(3, 2, seed=1))
+
+
+def test_model_check_covers_every_parameter_and_the_input():
+    model = nnplug.Model.from_config({
+        "input": [3], "dtype": "float32",
+        "layers": [{"type": "dense", "units": 4, "name": "a"}, {"type": "sigmoid"},
+                   {"type": "dense", "units": 2, "name": "b"}],
+        "loss": {"type": "mse"},
+    })
+    x, t = _data(5, 3), _data(5, 2, seed=2)
+    report = nnplug.gradcheck(model, x, t)
+    assert set(report.worst_by_tensor) == {"input", "a/w", "a/b", "b/w", "b/b"}
+    assert report.dtype == "float64"  # a float32 model is checked in float64
+    assert model.params["a"]["w"].dtype == np.float32  # and left untouched
+
+
+def test_float32_check_uses_looser_tolerances():
+    report = nnplug.gradcheck(_layer(Dense), _data(), dtype="float32")
+    assert report.ok and report.rtol > 1e-3

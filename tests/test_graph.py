@@ -1,0 +1,220 @@
+"""The graph executor: ordering, shape inference, fan-out gradients, and plugins caught misbehaving."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from fakedist import good_plugin_source
+
+import nnplug
+
+
+def mlp(**overrides):
+    config = {
+        "input": [4],
+        "dtype": "float64",
+        "seed": 3,
+        "layers": [
+            {"type": "dense", "units": 5, "name": "hidden"},
+            {"type": "tanh"},
+            {"type": "dense", "units": 3, "name": "out"},
+        ],
+        "loss": {"type": "softmax_cross_entropy"},
+    }
+    config.update(overrides)
+    return config
+
+
+def residual():
+    return {
+        "input": [6],
+        "dtype": "float64",
+        "layers": [
+            {"type": "dense", "units": 6, "name": "stem"},
+            {"type": "tanh", "name": "branch"},
+            {"type": "add", "name": "sum", "inputs": ["stem", "branch"]},
+            {"type": "dense", "units": 3, "name": "head"},
+        ],
+        "loss": {"type": "softmax_cross_entropy"},
+    }
+
+
+def plugin_module(source: str, name: str):
+    module = types.ModuleType(name)
+    exec(compile(source, name, "exec", dont_inherit=True), module.__dict__)
+    return module
+
+
+def test_summary_lists_nodes_shapes_and_parameter_counts():
+    model = nnplug.Model.from_config(mlp())
+    rows = model.summary_rows()
+    assert rows == [
+        ("hidden", "dense", "input", "(5,)", 4 * 5 + 5),
+        ("tanh_1", "tanh", "hidden", "(5,)", 0),
+        ("out", "dense", "tanh_1", "(3,)", 5 * 3 + 3),
+    ]
+    text = model.summary()
+    assert "43 parameters in total" in text and "softmax_cross_entropy" in text
+
+
+def test_one_seed_gives_the_same_parameters_and_another_seed_different_ones():
+    a = nnplug.Model.from_config(mlp())
+    b = nnplug.Model.from_config(mlp())
+    c = nnplug.Model.from_config(mlp(seed=4))
+    np.testing.assert_array_equal(a.params["hidden"]["w"], b.params["hidden"]["w"])
+    assert not np.allclose(a.params["hidden"]["w"], c.params["hidden"]["w"])
+
+
+def test_params_are_cast_once_into_the_model_dtype():
+    model = nnplug.Model.from_config(mlp(dtype="float32"))
+    assert all(a.dtype == np.float32 for p in model.params.values() for a in p.values())
+    _loss, grads = model.loss_and_grads(np.ones((2, 4)), np.array([0, 1]))
+    assert all(g.dtype == np.float32 for p in grads.values() for g in p.values())
+
+
+def test_nodes_listed_out_of_order_are_sorted_topologically():
+    config = residual()
+    config["layers"] = [config["layers"][i] for i in (0, 2, 1, 3)]  # "sum" before "branch"
+    config["layers"][2]["inputs"] = ["stem"]  # "branch" now follows "sum" in the file
+    config["layers"][3]["inputs"] = ["sum"]
+    model = nnplug.Model.from_config(config)
+    order = [n.name for n in model.nodes]
+    assert order.index("branch") < order.index("sum")
+
+
+def test_fan_out_gradients_are_summed():
+    model = nnplug.Model.from_config(residual())
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((3, 6)), np.array([0, 2, 1])
+    nnplug.gradcheck_model(model, x, t)  # stem feeds both branch and sum
+
+    # Hand derivation: d(sum)/d(stem) = I + diag(1 - tanh²), so dstem = dsum * (2 - tanh²(stem)).
+    stem = x @ model.params["stem"]["w"].T + model.params["stem"]["b"]
+    dsum = np.ones((3, 6))
+    head_w = model.params["head"]["w"]
+    expected_dstem = dsum * (1 + (1 - np.tanh(stem) ** 2))
+    _, grads = model.loss_and_grads(x, t)
+    h = stem + np.tanh(stem)
+    logits = h @ head_w.T + model.params["head"]["b"]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dlogits = (p - np.eye(3)[t]) / 3
+    dstem = (dlogits @ head_w) * (expected_dstem / dsum)
+    np.testing.assert_allclose(grads["stem"]["w"], dstem.T @ x, rtol=1e-10)
+
+
+def test_cycle_is_refused_naming_its_nodes():
+    config = residual()
+    config["layers"][0]["inputs"] = ["sum"]
+    with pytest.raises(nnplug.ShapeError, match=r"cycle: .*stem.*sum"):
+        nnplug.Model.from_config(config)
+
+
+def test_unknown_input_is_refused_listing_the_nodes():
+    config = residual()
+    config["layers"][2]["inputs"] = ["stem", "brnach"]
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config)
+    assert "layers[2] 'sum' (add) -> inputs: unknown node 'brnach'" in str(err.value)
+    assert "branch" in str(err.value)
+
+
+def test_wrong_number_of_inputs_names_the_node():
+    config = residual()
+    config["layers"][2]["inputs"] = ["stem"]
+    with pytest.raises(nnplug.ConfigError, match=r"layers\[2\] 'sum' \(add\) -> inputs: add takes 2"):
+        nnplug.Model.from_config(config)
+
+
+def test_shape_error_names_node_and_the_node_that_produced_its_input():
+    config = residual()
+    config["layers"][1] = {"type": "dense", "units": 5, "name": "branch"}
+    with pytest.raises(nnplug.ShapeError) as err:
+        nnplug.Model.from_config(config)
+    message = str(err.value)
+    assert "layers[2] 'sum' (add)" in message
+    assert "(6,) from 'stem'" in message and "(5,) from 'branch'" in message
+
+
+def test_all_config_errors_are_reported_at_once():
+    config = mlp()
+    config["layers"][0]["units"] = "5"
+    config["layers"][2]["bias"] = 1
+    config["layers"].append({"type": "dnse"})
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config)
+    problems = err.value.problems
+    assert any(p.startswith("layers[0] (dense) -> units:") for p in problems)
+    assert any(p.startswith("layers[2] (dense) -> bias:") for p in problems)
+    assert any("layers[3]" in p and "did you mean 'dense'" in p for p in problems)
+
+
+def test_inference_keeps_no_caches_and_matches_training_forward():
+    model = nnplug.Model.from_config(mlp())
+    x = np.random.default_rng(1).standard_normal((5, 4))
+    y = model.forward(x)
+    assert y.shape == (5, 3)
+    loss, _ = model.loss_and_grads(x, np.zeros(5, dtype=int))
+    value, _ = model.loss.forward(y, np.zeros(5, dtype=int))
+    assert loss == pytest.approx(value)
+
+
+def test_input_of_the_wrong_shape_is_a_shape_error():
+    model = nnplug.Model.from_config(mlp())
+    with pytest.raises(nnplug.ShapeError, match=r"expected shape \(N, 4\), got \(2, 5\)"):
+        model.forward(np.zeros((2, 5)))
+
+
+SHAPE_LIAR = good_plugin_source("liar").replace("return 2 * x, None", "return 2 * x[:, :1], None")
+BACKWARD_LIAR = good_plugin_source("backliar").replace("return 2 * dy, {}", "return 2 * dy[:, :1], {}")
+UPCASTER = good_plugin_source("upcaster").replace("return 2 * x, None", "return 2.0 * x.astype('float64'), None")
+RAISER = good_plugin_source("raiser").replace("return 2 * x, None", "raise IndexError('oops')")
+
+
+@pytest.mark.parametrize(
+    "source,type_name,phrase",
+    [
+        (SHAPE_LIAR, "liar", "forward returned (2, 1), expected (2, 4)"),
+        (BACKWARD_LIAR, "backliar", "input gradient 0 of shape (2, 1), expected (2, 4)"),
+        (UPCASTER, "upcaster", "forward returned dtype float64 in a float32 model"),
+        (RAISER, "raiser", "forward raised IndexError: oops"),
+    ],
+)
+def test_misbehaving_plugin_is_named_with_its_node(source, type_name, phrase):
+    module = plugin_module(source, f"plugin_{type_name}")
+    registry = nnplug.Registry(plugins=[module])
+    config = {
+        "input": [4],
+        "layers": [{"type": type_name, "name": "suspect"}, {"type": "dense", "units": 2}],
+        "loss": {"type": "softmax_cross_entropy"},
+    }
+    model = nnplug.Model.from_config(config, registry)
+    with pytest.raises(nnplug.PluginError) as err:
+        model.loss_and_grads(np.ones((2, 4)), np.array([0, 1]))
+    message = str(err.value)
+    assert f"node 'suspect' ({type_name}, plugin 'plugin_{type_name}')" in message
+    assert phrase in message
+
+
+def test_non_finite_loss_names_the_first_node_that_went_non_finite():
+    model = nnplug.Model.from_config(mlp())
+    model.params["out"]["w"][0, 0] = np.inf
+    with pytest.raises(nnplug.NumericalError, match="node 'out'"):
+        model.loss_and_grads(np.ones((2, 4)), np.array([0, 1]))
+
+
+def test_parameter_budget_is_checked_before_allocation():
+    config = mlp()
+    config["layers"][0]["units"] = 10**9
+    with pytest.raises(nnplug.ShapeError, match="parameters, more than the budget"):
+        nnplug.Model.from_config(config)
+
+
+def test_astype_copies_weights_into_another_dtype():
+    model = nnplug.Model.from_config(mlp())
+    single = model.astype("float32")
+    assert single.params["out"]["w"].dtype == np.float32
+    np.testing.assert_allclose(single.params["out"]["w"], model.params["out"]["w"], rtol=1e-6)
+    assert model.params["out"]["w"].dtype == np.float64

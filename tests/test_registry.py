@@ -1,0 +1,217 @@
+"""The registry: discovery through entry points, broken plugins set aside, conflicts refused."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import pytest
+from fakedist import forget_modules, good_plugin_source, install_fake_dist
+
+import nnplug
+from nnplug.registry import contract_problem
+
+BROKEN_SOURCES = {
+    "import_fails": "raise ImportError('missing dependency frobnicate')\n",
+    "hook_raises": (
+        "import nnplug\n"
+        "@nnplug.hookimpl\n"
+        "def nnplug_register_layers():\n"
+        "    raise RuntimeError('hook exploded')\n"
+    ),
+    "returns_non_class": (
+        "import nnplug\n"
+        "@nnplug.hookimpl\n"
+        "def nnplug_register_layers():\n"
+        "    return [42]\n"
+    ),
+    "no_config": (
+        "import nnplug\n"
+        "class NoConfig(nnplug.Layer):\n"
+        "    pass\n"
+        "@nnplug.hookimpl\n"
+        "def nnplug_register_layers():\n"
+        "    return [NoConfig]\n"
+    ),
+    "type_not_literal": (
+        "import nnplug\n"
+        "class C(nnplug.LayerConfig):\n"
+        "    type: str = 'loose'\n"
+        "class Loose(nnplug.Layer):\n"
+        "    Config = C\n"
+        "@nnplug.hookimpl\n"
+        "def nnplug_register_layers():\n"
+        "    return [Loose]\n"
+    ),
+    "not_a_layer": (
+        "import nnplug\n"
+        "class Stranger:\n"
+        "    pass\n"
+        "@nnplug.hookimpl\n"
+        "def nnplug_register_layers():\n"
+        "    return [Stranger]\n"
+    ),
+}
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh directory on sys.path to install fake distributions into."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    created: list[str] = []
+    yield root, created
+    forget_modules(*created)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def test_builtin_layers_are_discovered_through_the_entry_point_group():
+    registry = nnplug.load_registry()
+    info = registry.plugin_of("dense")
+    assert info.name == "nnplug_layers"
+    assert info.distribution == "nnplug"
+    assert info.status == "loaded"
+    assert {"dense", "relu", "add", "concat"} <= set(registry.layer_types())
+    assert {"softmax_cross_entropy", "mse"} <= set(registry.loss_types())
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_SOURCES))
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_broken_plugin_is_set_aside_and_healthy_ones_still_load(site, kind, position):
+    root, created = site
+    # Distribution names sort in load order; place the broken one first, between, or last.
+    order = {"first": ("a", "m", "z"), "middle": ("m", "a", "z"), "last": ("z", "a", "m")}[position]
+    broken_dist = f"{order[0]}broken-{kind.replace('_', '-')}"
+    broken_mod = _unique("broken")
+    install_fake_dist(root, broken_dist, broken_mod, BROKEN_SOURCES[kind], version="3.1")
+    good_types = []
+    for letter in order[1:]:
+        mod = _unique("good")
+        type_name = _unique("double")
+        install_fake_dist(root, f"{letter}good-{mod}", mod, good_plugin_source(type_name))
+        created.append(mod)
+        good_types.append(type_name)
+    created.append(broken_mod)
+
+    registry = nnplug.Registry()
+
+    for type_name in good_types:
+        assert registry.get(type_name).type_name() == type_name
+    assert registry.get("dense") is not None  # the built-ins survive a clash
+    info = next(p for p in registry.plugins if p.name == broken_mod)
+    assert info.status == "failed"
+    assert info.distribution == broken_dist and info.version == "3.1"
+    assert info.error
+    assert broken_dist in info.label and "3.1" in info.label
+    registered_by_broken = [t for t, c in registry.types.items() if registry.plugin_of(t) is info]
+    assert registered_by_broken == []  # nothing half-registered
+
+
+@pytest.mark.parametrize("clasher_dist", ["aa-clasher", "zz-clasher"])
+def test_type_claimed_twice_is_refused_for_both_whatever_the_load_order(site, clasher_dist):
+    root, created = site
+    mod = _unique("clash")
+    own_type = _unique("own")
+    source = good_plugin_source("relu") + good_plugin_source(own_type).replace(
+        "@nnplug.hookimpl\ndef nnplug_register_layers():", "def _unused():"
+    ).replace("import nnplug", "")
+    source = source.replace("return [Relu]", f"return [Relu, {own_type.title().replace('_', '')}]")
+    install_fake_dist(root, clasher_dist, mod, source, version="0.9")
+    created.append(mod)
+    registry = nnplug.Registry()
+    with pytest.raises(nnplug.PluginError) as err:
+        registry.get("relu")
+    assert clasher_dist in str(err.value) and "distribution nnplug" in str(err.value)
+    assert "dense" in registry  # the rest of both plugins still load
+    assert own_type in registry
+    info = next(p for p in registry.plugins if p.name == mod)
+    assert "'relu'" in info.error
+
+
+def test_a_plugin_with_one_bad_class_registers_none_of_its_classes(site):
+    root, created = site
+    mod = _unique("mixed")
+    good_type = _unique("fine")
+    source = good_plugin_source(good_type).replace(
+        "return [", "return [int, "
+    )
+    install_fake_dist(root, "mixed-dist", mod, source)
+    created.append(mod)
+    registry = nnplug.Registry()
+    assert good_type not in registry
+    with pytest.raises(nnplug.PluginError, match="mixed-dist"):
+        registry.get(good_type)
+
+
+def test_contract_problems_name_the_class():
+    class NotALayer:
+        pass
+
+    assert "NotALayer" in contract_problem(NotALayer)
+    assert "not a class" in contract_problem(3)
+
+    class Orphan(nnplug.Layer):
+        pass
+
+    assert "no Config" in contract_problem(Orphan)
+
+
+def test_unknown_type_lists_available_and_nearest_match():
+    registry = nnplug.load_registry()
+    with pytest.raises(nnplug.PluginError) as err:
+        registry.get("dnese")
+    message = str(err.value)
+    assert "did you mean 'dense'" in message
+    assert "relu" in message and "softmax_cross_entropy" in message
+
+
+def test_disabled_autoload_loads_only_named_plugins(site, monkeypatch):
+    root, created = site
+    mod = _unique("optin")
+    type_name = _unique("optin")
+    install_fake_dist(root, "optin-dist", mod, good_plugin_source(type_name))
+    created.append(mod)
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+    nothing = nnplug.load_registry()
+    assert nothing.types == {}
+    assert {p.status for p in nothing.plugins} == {"disabled"}
+
+    named = nnplug.load_registry(plugins=["nnplug_layers", "optin-dist"])
+    assert "dense" in named and type_name in named
+    assert len([p for p in named.plugins if p.status == "loaded"]) == 2
+
+
+def test_blocked_plugin_is_not_loaded():
+    registry = nnplug.Registry(blocked=["nnplug_layers"])
+    assert "dense" not in registry
+    assert next(p for p in registry.plugins if p.name == "nnplug_layers").status == "blocked"
+
+
+def test_in_process_plugin_object_registers_like_an_installed_one():
+    import types
+
+    source = good_plugin_source("tripler").replace("2 * ", "3 * ")
+    module = types.ModuleType("inproc_tripler")
+    exec(compile(source, "inproc_tripler", "exec", dont_inherit=True), module.__dict__)
+    registry = nnplug.Registry(plugins=[module])
+    assert registry.get("tripler").__name__ == "Tripler"
+    assert registry.plugin_of("tripler").distribution == "-"
+
+
+def test_plugin_load_order_does_not_change_the_outcome(site):
+    root, created = site
+    names = []
+    for letter in "abc":
+        mod = _unique("ordered")
+        type_name = _unique("t")
+        install_fake_dist(root, f"{letter}-ordered", mod, good_plugin_source(type_name))
+        created.append(mod)
+        names.append(type_name)
+    for _ in itertools.repeat(None, 2):  # loading twice in one process is stable too
+        registry = nnplug.Registry()
+        assert all(name in registry for name in names)
