@@ -12,9 +12,9 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+from nets import _batch, lenet_config, nnplug_step
 
 import nnplug
-from nets import _batch, lenet_config, nnplug_step
 
 
 def walk(model: nnplug.Model, x: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -23,13 +23,15 @@ def walk(model: nnplug.Model, x: np.ndarray, labels: np.ndarray) -> dict[str, An
     node_names = {node.name for node in model.nodes}
     # The model input is whatever a node reads that no node produces.
     values: dict[str, Any] = {i: x for node in model.nodes for i in node.inputs if i not in node_names}
-    caches, dtypes, act_bytes = {}, {}, 0
+    caches, dtypes, act_bytes, cache_bytes = {}, {}, 0, {}
     for node in model.nodes:
-        y, caches[node.name] = node.layer.forward(model.params[node.name], node.layer_input(values),
-                                                  training=True)
+        x_in = node.layer_input(values)
+        y, caches[node.name] = node.layer.forward(model.params[node.name], x_in, training=True)
         values[node.name] = y
         dtypes[f"{node.name} activation"] = y.dtype.name
         act_bytes += y.nbytes
+        known = [*_arrays(x_in), y, *model.params[node.name].values()]
+        cache_bytes[node.name] = _owned_bytes(caches[node.name], known)
     value, loss_cache = model.loss.forward(values[model.loss_input], labels)
     grads: dict[str, np.ndarray] = {model.loss_input: model.loss.backward(loss_cache)}
     dtypes["loss gradient"] = grads[model.loss_input].dtype.name
@@ -46,7 +48,25 @@ def walk(model: nnplug.Model, x: np.ndarray, labels: np.ndarray) -> dict[str, An
         for name, p in ps.items():
             dtypes[f"{node_name}.{name} parameter"] = p.dtype.name
     return {"dtypes": dtypes, "activation_bytes": act_bytes, "param_grad_bytes": grad_bytes,
-            "loss": float(value)}
+            "cache_bytes": cache_bytes, "loss": float(value)}
+
+
+def _base(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _owned_bytes(cache: Any, known: list[np.ndarray]) -> int:
+    """Bytes of the buffers a cache keeps beyond the layer's input, output and parameters."""
+    seen = {id(_base(a)) for a in known}
+    total = 0
+    for a in _arrays(cache):
+        base = _base(a)
+        if id(base) not in seen:
+            seen.add(id(base))
+            total += base.nbytes
+    return total
 
 
 def float32_end_to_end() -> dict[str, Any]:
@@ -79,6 +99,7 @@ def lenet_peak(dtype: str = "float32", batch: int = 64) -> dict[str, Any]:
     return {"dtype": dtype, "batch": batch, "peak_bytes": peak, "lower_bound_bytes": bound,
             "param_bytes": param_bytes, "activation_bytes": sizes["activation_bytes"],
             "param_grad_bytes": sizes["param_grad_bytes"], "input_bytes": x.nbytes,
+            "cache_bytes_beyond_activations": sizes["cache_bytes"],
             "ratio": peak / bound}
 
 
@@ -98,12 +119,12 @@ def maxpool_cache(dtype: str = "float32", shape: tuple[int, int, int, int] = (64
     Met when it keeps an integer index per window in the smallest integer dtype that holds
     the window's positions, and no array of the input's size beyond (a view of) the input.
     """
-    layer = nnplug.load_registry().get("maxpool2d")({"pool_size": 2})
+    layer: Any = nnplug.load_registry().get("maxpool2d")({"pool_size": 2})
     x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     y, cache = layer.forward({}, x, training=True)
     windows = y.size
     smallest = np.min_scalar_type(4 - 1)  # 2×2 = 4 positions per window
-    arrays = []
+    arrays: list[dict[str, Any]] = []
     for a in _arrays(cache):
         arrays.append({"shape": list(a.shape), "dtype": a.dtype.name, "bytes": int(a.nbytes),
                        "views_input": bool(np.shares_memory(a, x))})

@@ -8,14 +8,16 @@ softmax-CE loss, backward, and a plain SGD update of every parameter.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cases import Case, Target
 
 import nnplug
-from cases import Case, Target
 
 LR = 0.01
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,7 @@ def net_flops(model: nnplug.Model, batch: int) -> float:
     for k, node in enumerate(model.nodes):
         if node.type == "conv2d":
             kernel, _, _ = conv_geometry(node)
-            fwd = 2.0 * batch * np.prod(node.out_shape) * node.in_shapes[0][0] * kernel[0] * kernel[1]
+            fwd = 2.0 * batch * math.prod(node.out_shape) * node.in_shapes[0][0] * kernel[0] * kernel[1]
         elif node.type == "dense":
             fwd = 2.0 * batch * node.out_shape[0] * node.in_shapes[0][0]
         else:
@@ -97,11 +99,11 @@ def _translate(model: nnplug.Model, ops: dict[str, Callable[..., Any]]) -> Calla
 
 def _torch_ops() -> dict[str, Callable[..., Any]]:
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as nnf
 
     def conv(node: Any, p: dict, x: Any) -> Any:
         _, stride, pad = conv_geometry(node)
-        return F.conv2d(x, p["w"], p.get("b"), stride=stride, padding=pad)
+        return nnf.conv2d(x, p["w"], p.get("b"), stride=stride, padding=pad)
 
     def pool(fn: Callable[..., Any]) -> Callable[..., Any]:
         def op(node: Any, p: dict, x: Any) -> Any:
@@ -110,9 +112,9 @@ def _torch_ops() -> dict[str, Callable[..., Any]]:
         return op
 
     return {
-        "conv2d": conv, "maxpool2d": pool(F.max_pool2d), "avgpool2d": pool(F.avg_pool2d),
-        "relu": lambda node, p, x: F.relu(x), "flatten": lambda node, p, x: torch.flatten(x, 1),
-        "dense": lambda node, p, x: F.linear(x, p["w"], p.get("b")),
+        "conv2d": conv, "maxpool2d": pool(nnf.max_pool2d), "avgpool2d": pool(nnf.avg_pool2d),
+        "relu": lambda node, p, x: nnf.relu(x), "flatten": lambda node, p, x: torch.flatten(x, 1),
+        "dense": lambda node, p, x: nnf.linear(x, p["w"], p.get("b")),
         "global_avgpool": lambda node, p, x: x.mean(dim=(2, 3)),
         "add": lambda node, p, a, b: a + b, "concat": lambda node, p, a, b: torch.cat([a, b], dim=1),
     }
@@ -175,7 +177,7 @@ def nnplug_step(model: nnplug.Model, batch: int) -> Callable[[], Any]:
 
 def torch_step(model: nnplug.Model, batch: int) -> Callable[[], Any]:
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as nnf
 
     forward = _translate(model, _torch_ops())
     x0, labels0 = _batch(model, batch)
@@ -185,10 +187,10 @@ def torch_step(model: nnplug.Model, batch: int) -> Callable[[], Any]:
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(forward(x, params), labels)
+        loss = nnf.cross_entropy(forward(x, params), labels)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -224,10 +226,9 @@ def net_case(title: str, model_of: Callable[[str], nnplug.Model], batch_of: Call
         return cache["m"]
 
     flops = None
-    try:
+    # On failure the builders raise again with the reason, and the row says it.
+    with contextlib.suppress(nnplug.NnplugError, OSError, NotImplementedError):
         flops = net_flops(model(), batch_of(model()))
-    except (nnplug.NnplugError, OSError, NotImplementedError):
-        pass  # the builders raise again with the reason, and the row says it
     return Case(
         name=title, group="train step", dtype=dtype, flops=flops,
         nnplug=lambda: nnplug_step(model(), batch_of(model())),
@@ -238,7 +239,7 @@ def net_case(title: str, model_of: Callable[[str], nnplug.Model], batch_of: Call
 
 
 def lenet_case(dtype: str) -> Case:
-    targets = [Target("torch", 0.5)] if dtype == "float32" else []
+    targets = [Target("torch", 0.5, "LeNet step, float32: torch ratio ≥ 0.5")] if dtype == "float32" else []
     return net_case("LeNet train step, batch 64", lambda d: nnplug.Model.from_config(lenet_config(d)),
                     lambda m: 64, dtype, [*targets, Target("mygrad", 1.0)], requires=("conv2d", "maxpool2d"))
 
@@ -254,6 +255,9 @@ def digits_model(dtype: str) -> nnplug.Model:
 
 
 def digits_case(dtype: str) -> Case:
-    targets = [Target("torch", 1.0)] if dtype == "float32" else []
-    return net_case("digits CNN train step (examples/digits_cnn.yaml)", digits_model, digits_batch, dtype,
-                    [*targets, Target("mygrad", 1.0)], note="batch = the file's train.batch_size")
+    targets = [Target("torch", 1.0, "digits CNN step, float32: torch ratio ≥ 1")] if dtype == "float32" else []
+    title = "digits CNN train step"
+    with contextlib.suppress(nnplug.NnplugError, OSError):
+        title += f", batch {digits_batch(digits_model(dtype))}"
+    return net_case(title, digits_model, digits_batch, dtype, [*targets, Target("mygrad", 1.0)],
+                    note="examples/digits_cnn.yaml, batch = its train.batch_size")

@@ -13,6 +13,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -37,45 +39,66 @@ class Timing:
         return asdict(self)
 
 
-def measure(fn: Callable[[], Any], repeats: int) -> Timing:
-    """Warm ``fn`` up, then time ``repeats`` repeats and summarise them (median, min, IQR)."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+def _warm(fn: Callable[[], Any]) -> int:
+    """Warm ``fn`` up; return how many calls one repeat should make (at least one)."""
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
     while time.perf_counter() - start < WARMUP_S:
         fn()
-    number = 1 if first >= MIN_REPEAT_S else max(1, min(1000, int(MIN_REPEAT_S / max(first, 1e-7)) + 1))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - t0) / number)
+    return 1 if first >= MIN_REPEAT_S else max(1, min(1000, int(MIN_REPEAT_S / max(first, 1e-7)) + 1))
+
+
+def _repeat(fn: Callable[[], Any], number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def _summary(samples: list[float], number: int) -> Timing:
     if len(samples) >= 4:
         q = statistics.quantiles(samples, n=4)
         iqr = q[2] - q[0]
     else:
         iqr = max(samples) - min(samples)
-    return Timing(statistics.median(samples), min(samples), iqr, repeats, number)
+    return Timing(statistics.median(samples), min(samples), iqr, len(samples), number)
 
 
-def pin_threads() -> Any:
-    """Limit numpy's BLAS (and any OpenMP pool) to ``THREADS`` threads, torch too if present.
+def measure(fn: Callable[[], Any], repeats: int) -> Timing:
+    """Warm ``fn`` up, then time ``repeats`` repeats and summarise them (median, min, IQR)."""
+    return measure_interleaved({"fn": fn}, {"fn": repeats})["fn"]
+
+
+def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: dict[str, int]) -> dict[str, Timing]:
+    """Time several callables round-robin: repeat k of each runs before repeat k + 1 of any.
+
+    On a shared machine the load changes over seconds; interleaving puts every framework's
+    repeats in the same time windows, so a ratio of medians compares like with like.
+    """
+    if any(r < 1 for r in repeats.values()):
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    numbers = {key: _warm(fn) for key, fn in fns.items()}
+    samples: dict[str, list[float]] = {key: [] for key in fns}
+    for k in range(max(repeats.values())):
+        for key, fn in fns.items():
+            if k < repeats[key]:
+                samples[key].append(_repeat(fn, numbers[key]))
+    return {key: _summary(samples[key], numbers[key]) for key in fns}
+
+
+def pin_threads(with_torch: bool) -> Any:
+    """Limit numpy's BLAS (and any OpenMP pool) to ``THREADS`` threads, and torch's pool.
 
     Returns the threadpoolctl limiter, which must stay alive for the limit to hold.
     """
     from threadpoolctl import threadpool_limits
 
-    limiter = threadpool_limits(limits=THREADS)
-    try:
+    if with_torch:
         import torch
 
         torch.set_num_threads(THREADS)
-    except ImportError:
-        pass
-    return limiter
+    return threadpool_limits(limits=THREADS)
 
 
 def environment() -> dict[str, Any]:
@@ -93,11 +116,12 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "threads": THREADS,
         "env": {k: os.environ[k] for k in OPENBLAS_VARS if k in os.environ},
+        "load_average_at_start": list(os.getloadavg()),
     }
     for name in ("scipy", "torch", "mygrad"):
         try:
-            info[name] = __import__(name).__version__
-        except ImportError:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             info[name] = None
     info["threadpools"] = [
         {k: pool.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
@@ -109,12 +133,17 @@ def environment() -> dict[str, Any]:
 
 def blas_warnings(env: dict[str, Any]) -> list[str]:
     """Warnings about settings known to slow numpy's OpenBLAS down."""
+    what = {"OPENBLAS_CORETYPE": "forces the kernel family", "OPENBLAS_L2_SIZE": "overrides the cache size "
+            "the GEMM blocking is tuned for"}
+    found = [f"{var}={env['env'][var]} ({what[var]})" for var in what if var in env["env"]]
     out = []
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        if var in env["env"]:
-            out.append(f"{var}={env['env'][var]} is set: it forces OpenBLAS's kernel choice and can slow "
-                       f"numpy down; run `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
-                       f"benchmarks/run.py` to measure the default kernel")
+    load = env["load_average_at_start"][0]
+    if load > 0.5 * (env["cpu_count"] or 1):
+        out.append(f"the 1-minute load average is {load:.1f} on {env['cpu_count']} CPUs: other processes "
+                   "compete for the cores and the timings will be noisy")
+    if found:
+        out.append(f"{' and '.join(found)}: numpy's BLAS may run slower than it can; measure the default "
+                   "with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py`")
     return out
 
 
@@ -130,7 +159,12 @@ def _cpu_name() -> str:
 
 
 def gemm_peak(dtype: str, repeats: int, sizes: tuple[int, ...] = (512, 1024, 2048)) -> dict[str, Any]:
-    """numpy's square matmul rate (GFLOP/s, 2n³ flops) at each size; the best is the peak."""
+    """numpy's square matmul rate (GFLOP/s, 2n³ flops) at each size; the best is the peak.
+
+    A peak is what the machine can do, so each size's rate is taken from its fastest repeat
+    (at least 15), not the median: a neighbour's load on a shared machine only slows it.
+    """
+    repeats = max(repeats, 15)
     rng = np.random.default_rng(0)
     best: dict[str, Any] = {"gflops": 0.0}
     per_size = {}
@@ -138,8 +172,8 @@ def gemm_peak(dtype: str, repeats: int, sizes: tuple[int, ...] = (512, 1024, 204
         a = rng.standard_normal((n, n)).astype(dtype)
         b = rng.standard_normal((n, n)).astype(dtype)
         out = np.empty((n, n), dtype=dtype)
-        timing = measure(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), repeats)
-        gflops = 2 * n**3 / timing.median_s / 1e9
+        timing = measure(partial(np.matmul, a, b, out=out), repeats)
+        gflops = 2 * n**3 / timing.min_s / 1e9
         per_size[n] = round(gflops, 2)
         if gflops > best["gflops"]:
             best = {"gflops": gflops, "n": n, "timing": timing}

@@ -43,6 +43,16 @@ METRICS = "metrics.jsonl"
 FORMAT = 1
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+#: mkstemp creates files readable by their owner only; saved runs get the usual mode.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -56,7 +66,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> str:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> str:
     """Write ``path`` through ``write(file)`` atomically; return the SHA-256 of its bytes.
 
     The bytes go to a temporary file in the same directory, are fsynced, and replace
@@ -68,6 +78,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _FILE_MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -80,7 +91,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _json_bytes(value: Any) -> Callable[[IO[bytes]], None]:
+def _json_bytes(value: Any) -> Callable[[IO[bytes]], object]:
     return lambda f: f.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
 
@@ -116,15 +127,22 @@ def write_model_file(run_dir: Path, resolved: dict[str, Any]) -> str:
     return atomic_write(run_dir / MODEL_FILE, _json_bytes(resolved))
 
 
+def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as bool
+
+
 def save_checkpoint(run_dir: Path, model: Model, optim_arrays: dict[str, np.ndarray],
                     optim_scalars: dict[str, Any], progress: dict[str, Any]) -> Path:
     """Save weights, optimizer state and progress as one checkpoint; return the manifest path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / MODEL_FILE).is_file():  # a run started from Python, not from a file
+        write_model_file(run_dir, model.spec.raw)
     step = int(optim_scalars.get("step", 0))
     weights_name, optim_name = f"weights-{step:08d}.npz", f"optim-{step:08d}.npz"
     weights = {f"{node}/{name}": value for node, group in model.params.items()
                for name, value in group.items()}
-    weights_sha = atomic_write(run_dir / weights_name, lambda f: np.savez(f, **weights))
-    optim_sha = atomic_write(run_dir / optim_name, lambda f: np.savez(f, **optim_arrays))
+    weights_sha = atomic_write(run_dir / weights_name, lambda f: _savez(f, weights))
+    optim_sha = atomic_write(run_dir / optim_name, lambda f: _savez(f, optim_arrays))
     plugins, types = _versions(model)
     manifest = {
         "format": FORMAT,
@@ -193,6 +211,8 @@ def _verified(run_dir: Path, entry: dict[str, Any], what: str) -> Path:
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
+        raise ConfigError(f"{path}: the {what} file is not a .npz (zip) archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}

@@ -80,6 +80,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     where = f"data: {path}"
     if not path.is_file():
         raise ConfigError(f"{where}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
+        raise ConfigError(f"{where}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -101,7 +103,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def split(x: np.ndarray, y: np.ndarray, fraction: float
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Hold out ``round(fraction * N)`` examples, chosen by a permutation with a fixed seed."""
-    n_val = int(round(fraction * len(x)))
+    n_val = round(fraction * len(x))
     if n_val == 0:
         return x, y, None, None
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
@@ -120,8 +122,7 @@ def load_dataset(config: DataConfig, model: Model, base_dir: Path | None = None)
         origin = "digits"
         x_val = y_val = None
     else:
-        assert config.path is not None  # the validator guarantees it
-        path = Path(config.path)
+        path = Path(config.path or "")  # the validator guarantees a path for npz
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         arrays = _read_npz(path)
@@ -163,7 +164,8 @@ def check_arrays(x: Any, y: Any, model: Model, where: str) -> None:
             first = np.argwhere(~np.isfinite(array))[0]
             raise ConfigError(f"data {where}: {name} holds NaN or infinite values "
                               f"(first at index {tuple(int(i) for i in first)})")
-    cast = x.astype(model.dtype)
+    with np.errstate(over="ignore"):  # the overflow is reported below, with its place
+        cast = x.astype(model.dtype)
     if not np.isfinite(cast).all():
         raise ConfigError(f"data {where}: x overflows {model.dtype} (values up to {np.abs(x).max():.3g})")
     # The loss knows what targets it takes (labels inside the classes, one-hot rows, ...):

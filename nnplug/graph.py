@@ -125,10 +125,9 @@ class Model:
     @classmethod
     def from_file(cls, path: str | Path, registry: Registry | None = None) -> Model:
         """Build from a YAML, JSON or TOML model file."""
-        from nnplug.modelfile import load_model_file
+        from nnplug.modelfile import build_model
 
-        registry = registry or load_registry()
-        return cls(load_model_file(path, registry), registry)
+        return build_model(path, registry or load_registry())
 
     def _build_nodes(self, spec: ModelSpec) -> list[Node]:
         shapes: dict[str, Shape] = {INPUT_NAME: spec.input_shape}
@@ -163,15 +162,18 @@ class Model:
         return nodes
 
     def _check_budget(self) -> None:
-        total = 0
+        total, largest, where = 0, 0, ""
         for node in self.nodes:
             shapes = node.layer.param_shapes(node.layer_in_shape())
             if shapes:
-                total += sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
+                count = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
+                total += count
+                if count > largest:
+                    largest, where = count, node.where
         if total > MAX_PARAMETERS:
             raise ShapeError(
-                f"the model would have {total:,} parameters, more than the budget of "
-                f"{MAX_PARAMETERS:,}; reduce filters or units"
+                f"{where}: the model would have {total:,} parameters, more than the budget of "
+                f"{MAX_PARAMETERS:,} ({largest:,} in this node); reduce filters or units"
             )
 
     def init_params(self, seed: int) -> Params:
@@ -225,7 +227,7 @@ class Model:
         return array.astype(self.dtype, copy=False)
 
     def _call_forward(self, node: Node, params: Params, values: Mapping[str, Any],
-                      training: bool) -> tuple[np.ndarray, Any]:
+                      training: bool, batch: int) -> tuple[np.ndarray, Any]:
         x = node.layer_input(values)
         try:
             result = node.layer.forward(params.get(node.name, {}), x, training=training)
@@ -234,7 +236,6 @@ class Model:
             raise type(exc)(f"{node.describe()}: {exc}") from exc
         except Exception as exc:
             raise PluginError(f"{node.describe()}: forward raised {type(exc).__name__}: {exc}") from exc
-        batch = next(iter(values.values())).shape[0]
         expected = (batch, *node.out_shape)
         if not isinstance(y, np.ndarray) or y.shape != expected:
             got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
@@ -247,10 +248,11 @@ class Model:
     def forward(self, x: Any, params: Params | None = None) -> np.ndarray:
         """Inference: the output of the loss's input node (no caches kept)."""
         params = self.params if params is None else params
-        values: dict[str, Any] = {INPUT_NAME: self._cast_input(x)}
+        x = self._cast_input(x)
+        values: dict[str, Any] = {INPUT_NAME: x}
         remaining = self._consumer_counts()
         for node in self.nodes:
-            values[node.name], _ = self._call_forward(node, params, values, training=False)
+            values[node.name], _ = self._call_forward(node, params, values, False, len(x))
             for name in node.inputs:  # free what no later node needs
                 remaining[name] -= 1
                 if remaining[name] == 0 and name != self.loss_input:
@@ -277,7 +279,7 @@ class Model:
         values: dict[str, Any] = {INPUT_NAME: x}
         caches: dict[str, Any] = {}
         for node in self.nodes:
-            values[node.name], caches[node.name] = self._call_forward(node, params, values, training=True)
+            values[node.name], caches[node.name] = self._call_forward(node, params, values, True, len(x))
         pred = values[self.loss_input]
         loss, loss_cache = self._loss_forward(pred, target)
         if not np.isfinite(loss):

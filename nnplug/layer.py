@@ -96,7 +96,8 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
 
 
 def _looks_like_branch(part: str) -> bool:
-    return any(ch in part for ch in "[]'") or part in {"int", "str", "float", "bool", "none"}
+    return (any(ch in part for ch in "[]'") or part in {"int", "str", "float", "bool", "none"}
+            or part.startswith(("constrained-", "function-", "lax-", "json-or-python")))
 
 
 def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: str = "") -> Any:

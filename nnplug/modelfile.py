@@ -8,15 +8,19 @@ keys, and refuses anchors/aliases that would expand the document past ``MAX_NODE
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from nnplug.config import ModelSpec, parse_model
-from nnplug.errors import ConfigError
+from nnplug.errors import ConfigError, ShapeError
 from nnplug.registry import Registry
+
+if TYPE_CHECKING:
+    from nnplug.graph import Model
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +30,8 @@ else:  # pragma: no cover - Python 3.10
 MAX_FILE_BYTES = 10_000_000
 #: Nodes of the document once aliases are expanded; a model file has a few hundred.
 MAX_NODES = 100_000
+#: Flow nesting ([ ], { }) a YAML model file may use.
+MAX_DEPTH = 64
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
 
 Path_ = tuple[str, ...]
@@ -39,6 +45,22 @@ class LineLoader(yaml.SafeLoader):
         self.source = source
         self.lines: dict[Path_, int] = {}
         self.problems: list[str] = []
+
+    # PyYAML's scanner slows quadratically with the depth of [ ] and { } nesting, so deep
+    # nesting is refused while scanning, long before a document could be built.
+    def fetch_flow_sequence_start(self) -> None:
+        self._check_depth()
+        super().fetch_flow_sequence_start()
+
+    def fetch_flow_mapping_start(self) -> None:
+        self._check_depth()
+        super().fetch_flow_mapping_start()
+
+    def _check_depth(self) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            line = self.get_mark().line + 1
+            raise ConfigError(f"{self.source}: nested more than {MAX_DEPTH} levels deep (line {line}); "
+                              "too deep to be a model file")
 
     def walk(self, root: yaml.Node) -> None:
         """Record lines, find duplicate keys, and bound the size after alias expansion.
@@ -176,6 +198,14 @@ def read_document(path: str | Path) -> tuple[Any, Any]:
         raise ConfigError(f"{source}: nested too deeply to be a model file") from None
 
 
+def _load(path: str | Path, registry: Registry) -> tuple[ModelSpec, Any]:
+    data, locate = read_document(path)
+    try:
+        return parse_model(data, registry, source=str(path), locate=locate), locate
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a model file") from None
+
+
 def load_model_file(path: str | Path, registry: Registry) -> ModelSpec:
     """Read and validate a model file.
 
@@ -183,8 +213,30 @@ def load_model_file(path: str | Path, registry: Registry) -> ModelSpec:
         ConfigError: every problem of the file, one line each, with its path in the file
             (``layers[2] (conv2d) -> kernel_size: ...``) and, for YAML, ``(line N)``.
     """
-    data, locate = read_document(path)
+    return _load(path, registry)[0]
+
+
+_NODE_WHERE = re.compile(r"^(?:layers\[(\d+)\]|(loss)\b)")
+
+
+def build_model(path: str | Path, registry: Registry) -> Model:
+    """Read, validate and build a model file into a :class:`nnplug.Model`.
+
+    Raises:
+        ConfigError: the file is invalid (see :func:`load_model_file`).
+        ShapeError: a node does not fit the shape it receives; the message starts with the
+            file and, for YAML, ends with the node's line.
+    """
+    from nnplug.graph import Model
+
+    spec, locate = _load(path, registry)
     try:
-        return parse_model(data, registry, source=str(path), locate=locate)
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a model file") from None
+        return Model(spec, registry)
+    except ShapeError as exc:
+        message = str(exc)
+        match = _NODE_WHERE.match(message)
+        line = None
+        if match and locate is not None:
+            line = locate(("layers", int(match[1])) if match[1] else ("loss",))
+        suffix = f" (line {line})" if line else ""
+        raise ShapeError(f"{path}: {message}{suffix}") from None

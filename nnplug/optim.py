@@ -44,7 +44,8 @@ class OptimizerConfig(BaseModel):
         wrong = _ADAM_ONLY if self.type == "sgd" else _SGD_ONLY
         given = sorted(set(wrong) & self.model_fields_set)
         if given:
-            raise ValueError(f"{', '.join(given)} do not apply to {self.type}")
+            other = "sgd" if self.type == "adam" else "adam"
+            raise ValueError(f"{' and '.join(given)}: {other} settings, which {self.type} does not take")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs a momentum > 0")
         return self

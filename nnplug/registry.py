@@ -132,10 +132,20 @@ class Registry:
         try:
             others = [p for p in self.manager.get_plugins() if p is not plugin]
             caller = self.manager.subset_hook_caller("nnplug_register_layers", others)
-            returned = [list(result) for result in caller()]
+            returned = caller()
         except (Exception, SystemExit) as exc:
             self.manager.unregister(plugin)
             return self._fail(info, f"nnplug_register_layers raised {type(exc).__name__}: {exc}")
+        if not returned:  # pluggy drops None results, and a plugin may lack the hook entirely
+            impls = [i for i in self.manager.hook.nnplug_register_layers.get_hookimpls() if i.plugin is plugin]
+            self.manager.unregister(plugin)
+            if impls:
+                return self._fail(info, "nnplug_register_layers returned None, expected a list of classes")
+            return self._fail(info, "no nnplug_register_layers hook: mark it with @nnplug.hookimpl")
+        bad = [r for r in returned if not isinstance(r, (list, tuple))]
+        if bad:
+            self.manager.unregister(plugin)
+            return self._fail(info, f"nnplug_register_layers returned {bad[0]!r}, expected a list of classes")
         classes = [cls for result in returned for cls in result]
         staged: dict[str, LayerClass] = {}
         problems = []

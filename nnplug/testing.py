@@ -15,9 +15,10 @@ raise :class:`ConformanceError` (an ``AssertionError``) naming the property that
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnplug._harness import (
@@ -70,6 +71,7 @@ __all__ = [
     "layer_test",
     "one_hot",
     "pool_geometry",
+    "resolve",
     "seeds",
     "shapes",
 ]
@@ -78,6 +80,15 @@ __all__ = [
 def seeds() -> st.SearchStrategy[int]:
     """Seeds for :func:`check_layer` (batch size, parameters, values, the random ``R``)."""
     return st.integers(0, 2**32 - 1)
+
+
+def _without_default_deadline(test: Callable[..., None]) -> Callable[..., None]:
+    """Lift hypothesis's stock 200 ms deadline (a gradient check runs dozens of forward passes,
+    a conv2d case may take longer); a deadline the loaded profile sets itself is kept."""
+    current = settings.default
+    if current is not None and current.deadline == timedelta(milliseconds=200):
+        return settings(deadline=None)(test)
+    return test
 
 
 def checkable_types(registry: Registry | None = None,
@@ -96,8 +107,9 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
 
     ``test_swish = nnplug.testing.layer_test("swish")`` draws cases from the type's
     ``gradcheck_cases()`` and seeds, and runs :func:`check` on each. Hypothesis settings (the
-    number of examples, derandomization, deadline) come from the caller's loaded profile or
-    an ``@settings`` decorator put on the returned function. The registry is looked up when
+    number of examples, derandomization) come from the caller's loaded profile or an
+    ``@settings`` decorator put on the returned function; hypothesis's stock 200 ms deadline is
+    lifted (a deadline the profile sets itself is kept). The registry is looked up when
     the test runs, not at import: ``plugins`` are loaded beside the installed ones.
     """
     plugin_list = list(plugins)
@@ -114,6 +126,7 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
     def test(case: Case, seed: int) -> None:
         check(cls_or_type, case, seed=seed, mode=mode, registry=get_registry())
 
+    test = _without_default_deadline(test)
     label = cls_or_type if isinstance(cls_or_type, str) else getattr(cls_or_type, "__name__", "layer")
     test.__name__ = test.__qualname__ = f"test_{label}_keeps_layer_contract"
     test.__doc__ = f"{label}: every case of gradcheck_cases() keeps the layer contract and its gradients."
@@ -140,8 +153,4 @@ def all_layers_test(registry: Registry | None = None, *, mode: Mode = "full",
         check(layer_type, case, seed=seed, mode=mode, registry=registry)
 
     test.__name__ = test.__qualname__ = "test_every_layer_keeps_layer_contract"
-    return test
-
-
-# ``resolve`` is public for tools built on the harness (``nnplug gradcheck``).
-__all__ += ["resolve"]
+    return _without_default_deadline(test)

@@ -1,17 +1,39 @@
-"""Optimizers, the training loop and metrics."""
+"""The training loop: mini-batches, one seed, metrics, checkpoints, interruption and resume.
+
+Everything random derives from one seed: the weights (``Model.init_params``) and each
+epoch's shuffle (its own stream, keyed by the epoch number), so the same file and seed give
+bit-identical weights, and a run resumed from a checkpoint (saved at an epoch end or after
+the batch during which Ctrl-C/SIGTERM arrived) takes exactly the steps of an uninterrupted
+run.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from nnplug.errors import NumericalError
+from nnplug.optim import Optimizer, OptimizerConfig, make_optimizer
 
-class OptimizerConfig(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
+if TYPE_CHECKING:
+    from nnplug.data import Dataset
+    from nnplug.graph import Model
 
-    type: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(0.001, gt=0)
+__all__ = ["OptimizerConfig", "TrainConfig", "TrainResult", "Trainer", "evaluate"]
+
+_SHUFFLE_STREAM = 2**32  # above every crc32 key the weight streams use
 
 
 class TrainConfig(BaseModel):
@@ -19,6 +41,255 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=1_000_000)
+    shuffle: bool = True
     optimizer: OptimizerConfig = OptimizerConfig()
+
+
+def evaluate(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512
+             ) -> tuple[float, float | None]:
+    """Mean loss and accuracy (``None`` when the loss has none) of ``model`` on ``(x, y)``."""
+    total, correct, has_accuracy = 0.0, 0.0, True
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        pred = model.forward(xb)
+        value, _ = model.loss.forward(pred, yb)
+        total += float(value) * len(xb)
+        acc = model.loss.accuracy(pred, yb)
+        has_accuracy = has_accuracy and acc is not None
+        correct += (acc or 0.0) * len(xb)
+    n = max(len(x), 1)
+    return total / n, (correct / n if has_accuracy else None)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    status: str  # completed | interrupted
+    signal_name: str | None = None
+
+
+@dataclass
+class _Position:
+    """Where training stands; saved in the manifest so a resumed run continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches done in the current epoch
+    loss_sum: float = 0.0  # sum of batch loss * batch size in the current epoch
+    seen: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _first_non_finite_grad(model: Model, grads: dict[str, dict[str, np.ndarray]]) -> str | None:
+    for node in reversed(model.nodes):  # backward order: the first to go bad is named
+        for name, g in grads.get(node.name, {}).items():
+            if not np.isfinite(g).all():
+                return f"the gradient of {name} at {node.describe()} is not finite"
+    return None
+
+
+@contextmanager
+def _stop_signals() -> Iterator[dict[str, str | None]]:
+    """Turn SIGINT/SIGTERM into a flag read between batches; a second signal acts at once."""
+    flag: dict[str, str | None] = {"signal": None}
+    previous: dict[signal.Signals, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        flag["signal"] = signal.Signals(signum).name
+        for sig, old in previous.items():  # a second Ctrl-C is not ignored
+            signal.signal(sig, old)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` and saves checkpoints into ``run_dir``.
+
+    Args:
+        on_epoch: called with each epoch's metrics (for printing).
+        progress: a ``rich.progress.Progress`` to show batches in, or ``None``.
+    """
+
+    def __init__(self, model: Model, data: Dataset, config: TrainConfig, run_dir: Path, seed: int,
+                 *, epochs: int | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 progress: Any = None) -> None:
+        self.model = model
+        self.data = data
+        self.config = config
+        self.run_dir = run_dir
+        self.seed = seed
+        self.epochs = epochs or config.epochs
+        self.on_epoch = on_epoch
+        self.progress = progress
+        self.optimizer: Optimizer = make_optimizer(config.optimizer, model.params)
+        self.position = _Position()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def restore(self, optim_arrays: dict[str, np.ndarray], optim_scalars: dict[str, Any],
+                progress: dict[str, Any]) -> None:
+        """Continue from a checkpoint's optimizer state and position."""
+        from nnplug.errors import ConfigError
+
+        self.optimizer.load_state_dict(optim_arrays, optim_scalars)
+        try:
+            history = list(progress["history"])
+            self.position = _Position(int(progress["epoch"]), int(progress["batch"]),
+                                      float(progress["loss_sum"]), int(progress["seen"]), history)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.run_dir}: the manifest's progress is incomplete ({exc})") from None
+        if progress.get("seed") != self.seed:
+            raise ConfigError(f"{self.run_dir}: saved with seed {progress.get('seed')}, resumed with {self.seed}")
+        self._rewrite_metrics()
+
+    def _progress_dict(self) -> dict[str, Any]:
+        p = self.position
+        return {"epoch": p.epoch, "batch": p.batch, "loss_sum": p.loss_sum, "seen": p.seen,
+                "history": p.history, "seed": self.seed, "epochs": self.epochs,
+                "batch_size": self.config.batch_size}
+
+    def save(self) -> Path:
+        from nnplug.checkpoint import save_checkpoint
+
+        arrays, scalars = self.optimizer.state_dict()
+        return save_checkpoint(self.run_dir, self.model, arrays, scalars, self._progress_dict())
+
+    def _rewrite_metrics(self) -> None:
+        """metrics.jsonl holds exactly the epochs of the checkpoint (a resumed run's file
+        then equals an uninterrupted run's)."""
+        from nnplug.checkpoint import METRICS, atomic_write
+
+        text = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.position.history)
+        atomic_write(self.run_dir / METRICS, lambda f: f.write(text.encode()))
+
+    def _append_metrics(self, metrics: dict[str, Any]) -> None:
+        from nnplug.checkpoint import METRICS
+
+        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _order(self, epoch: int) -> np.ndarray:
+        n = len(self.data.x)
+        if not self.config.shuffle:
+            return np.arange(n)
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_SHUFFLE_STREAM + epoch,)))
+        return rng.permutation(n)
+
+    def _step(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        model = self.model
+        loss, grads = model.loss_and_grads(xb, yb)
+        bad = _first_non_finite_grad(model, grads)
+        if bad:
+            raise NumericalError(f"{bad} (loss {loss:.6g}); training stopped before the update")
+        self.optimizer.step(model.params, grads)
+        return loss
+
+    def run(self) -> TrainResult:
+        """Train up to ``epochs``; returns when done or after the batch a signal arrived in.
+
+        Raises:
+            NumericalError: a loss or gradient went non-finite; the message names the first
+                node and where the last good checkpoint is.
+        """
+        if self.position.epoch == 0 and self.position.batch == 0 and not self.position.history:
+            self.save()  # a loadable checkpoint exists from the start
+        # Non-finite values are checked (and named) explicitly; numpy's warnings would only
+        # repeat them without saying where.
+        with _stop_signals() as flag, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            try:
+                status = self._loop(flag)
+            except NumericalError as exc:
+                p = self.position
+                raise NumericalError(
+                    f"{exc}\nat epoch {p.epoch + 1}, batch {p.batch + 1}; the last good checkpoint "
+                    f"(after {p.epoch} epoch(s)) is in {self.run_dir}"
+                ) from None
+        return TrainResult(self.run_dir, self.position.history, status, flag["signal"])
+
+    def _loop(self, flag: dict[str, str | None]) -> str:
+        x, y = self.data.x, self.data.y
+        bs = self.config.batch_size
+        n_batches = math.ceil(len(x) / bs)
+        task = None
+        p = self.position
+        while p.epoch < self.epochs:
+            started = time.perf_counter()
+            order = self._order(p.epoch)
+            if self.progress is not None:
+                task = self.progress.add_task(f"epoch {p.epoch + 1}/{self.epochs}", total=n_batches,
+                                              completed=p.batch, loss=float("nan"))
+            while p.batch < n_batches:
+                idx = order[p.batch * bs:(p.batch + 1) * bs]
+                loss = self._step(x[idx], y[idx])
+                p.loss_sum += loss * len(idx)
+                p.seen += len(idx)
+                p.batch += 1
+                if task is not None:
+                    self.progress.update(task, advance=1, loss=p.loss_sum / p.seen)
+                if flag["signal"] and p.batch < n_batches:
+                    self.save()
+                    return "interrupted"
+            metrics = self._epoch_metrics(p.epoch + 1, p.loss_sum / max(p.seen, 1))
+            p.history.append(metrics)
+            p.epoch, p.batch, p.loss_sum, p.seen = p.epoch + 1, 0, 0.0, 0
+            self._append_metrics(metrics)
+            self.save()
+            if task is not None:
+                self.progress.remove_task(task)
+            if self.on_epoch:
+                self.on_epoch({**metrics, "seconds": time.perf_counter() - started})
+            if flag["signal"] and p.epoch < self.epochs:
+                return "interrupted"
+        return "completed"
+
+    def _epoch_metrics(self, epoch: int, train_loss: float) -> dict[str, Any]:
+        d = self.data
+        _, train_acc = evaluate(self.model, d.x, d.y)
+        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc}
+        if d.x_val is not None and d.y_val is not None and len(d.x_val):
+            metrics["val_loss"], metrics["val_accuracy"] = evaluate(self.model, d.x_val, d.y_val)
+        else:
+            metrics["val_loss"] = metrics["val_accuracy"] = None
+        return metrics
+
+
+def plot_curves(run_dir: Path, history: list[dict[str, Any]]) -> Path:
+    """Write ``curves.png``: loss and accuracy per epoch. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_loss.plot(epochs, [m["train_loss"] for m in history], label="train")
+    if any(m.get("val_loss") is not None for m in history):
+        ax_loss.plot(epochs, [m["val_loss"] for m in history], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
+        if any(m.get(key) is not None for m in history):
+            ax_acc.plot(epochs, [m[key] for m in history], label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -25,6 +25,20 @@ BROKEN_SOURCES = {
         "def nnplug_register_layers():\n"
         "    return [42]\n"
     ),
+    "returns_none": (
+        "import nnplug\n"
+        "@nnplug.hookimpl\n"
+        "def nnplug_register_layers():\n"
+        "    return None\n"
+    ),
+    "bad_hook_signature": (
+        "import nnplug\n"
+        "@nnplug.hookimpl\n"
+        "def nnplug_register_layers(unexpected_argument):\n"
+        "    return []\n"
+    ),
+    "forgot_hookimpl_marker": good_plugin_source("forgotten").replace("@nnplug.hookimpl\n", ""),
+    "exits_at_import": "import sys\nsys.exit(3)\n",
     "no_config": (
         "import nnplug\n"
         "class NoConfig(nnplug.Layer):\n"
@@ -145,6 +159,15 @@ def test_a_plugin_with_one_bad_class_registers_none_of_its_classes(site):
     assert good_type not in registry
     with pytest.raises(nnplug.PluginError, match="mixed-dist"):
         registry.get(good_type)
+
+
+def test_forgotten_hookimpl_marker_is_explained(site):
+    root, created = site
+    mod = _unique("unmarked")
+    install_fake_dist(root, "unmarked-dist", mod, BROKEN_SOURCES["forgot_hookimpl_marker"])
+    created.append(mod)
+    info = next(p for p in nnplug.Registry().plugins if p.name == mod)
+    assert info.status == "failed" and "@nnplug.hookimpl" in info.error
 
 
 def test_contract_problems_name_the_class():

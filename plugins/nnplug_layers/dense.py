@@ -37,7 +37,7 @@ class Dense(nnplug.Layer):
         return (self.config.units,)
 
     def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-        shapes = {"w": (self.config.units, in_shape[0])}
+        shapes: dict[str, tuple[int, ...]] = {"w": (self.config.units, in_shape[0])}
         if self.config.bias:
             shapes["b"] = (self.config.units,)
         return shapes

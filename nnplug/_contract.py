@@ -1,0 +1,135 @@
+"""The conformance harness's building blocks: its error, its result, and the property checks
+shared by ``check_layer`` and ``check_loss`` (shapes, mutation, aliasing, determinism)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from nnplug._strategies import Case
+from nnplug.errors import ConfigError, GradientCheckError, PluginError
+from nnplug.gradcheck import GradcheckReport
+from nnplug.layer import Layer, Loss, parse_config
+from nnplug.registry import Registry, load_registry
+
+
+class ConformanceError(GradientCheckError):
+    """A layer or loss broke its contract on one case.
+
+    Attributes:
+        check: the property that broke (``"output_shape"``, ``"mutation"``, ``"gradient"``, ...).
+        type_name, case, seed: what reproduces it with ``check_layer``/``check_loss``.
+        report: the :class:`~nnplug.GradcheckReport` when the gradient check failed.
+    """
+
+    def __init__(self, message: str, *, check: str, type_name: str, case: Case, seed: int,
+                 report: GradcheckReport | None = None) -> None:
+        super().__init__(message, report)
+        self.report: GradcheckReport | None = report
+        self.check = check
+        self.type_name = type_name
+        self.case = case
+        self.seed = seed
+
+
+@dataclass
+class CheckResult:
+    """A passed check: the gradient report of the last draw and how many draws met a kink."""
+
+    type_name: str
+    case: Case
+    seed: int
+    batch: int
+    report: GradcheckReport
+    redraws: int
+    n_forward: int  # forward evaluations of the gradient checks, all draws together
+
+
+def resolve(cls_or_type: Any, registry: Registry | None = None) -> tuple[str, type[Layer] | type[Loss]]:
+    """``(type name, class)`` for a registered type name or a Layer/Loss class."""
+    if isinstance(cls_or_type, str):
+        cls = (registry if registry is not None else load_registry()).get(cls_or_type)
+    elif isinstance(cls_or_type, type) and issubclass(cls_or_type, (Layer, Loss)):
+        cls = cls_or_type
+    else:
+        raise PluginError(f"expected a registered type name or a Layer/Loss class, got {cls_or_type!r}")
+    return cls.type_name(), cls
+
+
+@dataclass
+class _Context:
+    """What a failure message names: the type, the case, the batch and the seed."""
+
+    type_name: str
+    case: Case
+    seed: int
+    batch: int
+
+    def fail(self, check: str, detail: str, report: GradcheckReport | None = None) -> NoReturn:
+        where = (f"  config {self.case.config!r}, input shapes {self.case.in_shapes} "
+                 f"(batch {self.batch}), values {self.case.values!r}, seed {self.seed}")
+        raise ConformanceError(f"{self.type_name}: {check} broken: {detail}\n{where}", check=check,
+                               type_name=self.type_name, case=self.case, seed=self.seed, report=report)
+
+
+def _build(cls: Any, name: str, ctx: _Context) -> Any:
+    """The layer for the case's config, after checking that the config survives a round trip."""
+    if not isinstance(ctx.case, Case):
+        raise ConfigError(f"{name}: expected a nnplug.testing.Case, got {ctx.case!r}")
+    try:
+        config = parse_config(cls.Config, {"type": name, **ctx.case.config}, where=f"{name} case config")
+    except ConfigError as exc:
+        ctx.fail("case config", f"gradcheck_cases() drew a config the layer refuses: {exc}")
+    try:
+        text = json.dumps(config.model_dump(mode="json"))
+        again = parse_config(cls.Config, json.loads(text))
+    except (ConfigError, TypeError, ValueError) as exc:
+        ctx.fail("config round trip", f"model_dump -> parse_config failed: {exc}")
+    if again != config:
+        ctx.fail("config round trip", f"{config!r} came back as {again!r}")
+    return cls(config)
+
+
+def _call(ctx: _Context, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ConformanceError:
+        raise
+    except Exception as exc:
+        ctx.fail(what, f"{what} raised {type(exc).__name__}: {exc}")
+
+
+def _snapshot(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}
+
+
+def _unchanged(ctx: _Context, stage: str, before: dict[str, np.ndarray], now: dict[str, Any]) -> None:
+    for key, old in before.items():
+        new = now[key]
+        if np.shape(new) != old.shape or not np.array_equal(new, old, equal_nan=True):
+            ctx.fail("mutation", f"{stage} modified {key} in place")
+
+
+def _same_attrs(ctx: _Context, stage: str, layer: Any, before: dict[str, Any]) -> None:
+    now = vars(layer)
+    changed = sorted(set(now) ^ set(before) | {k for k in before if k in now and now[k] is not before[k]})
+    if changed:
+        ctx.fail("layer state", f"{stage} changed the layer's attributes {changed}; "
+                                "whatever backward needs belongs in the returned cache")
+
+
+def _no_aliasing(ctx: _Context, grads: dict[str, np.ndarray], dy: np.ndarray | None) -> None:
+    items = list(grads.items())
+    for i, (name, g) in enumerate(items):
+        if dy is not None and np.shares_memory(g, dy):
+            ctx.fail("aliasing", f"{name} shares memory with dy; return a new array")
+        for other, h in items[i + 1:]:
+            if np.shares_memory(g, h):
+                ctx.fail("aliasing", f"{name} and {other} share memory")
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
+    return [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]

@@ -1,0 +1,228 @@
+"""The ``nnplug`` command: plugins, validate, train, evaluate, gradcheck, schema.
+
+Exit status: 0 success, 1 a check failed, 2 a usage or input error, 130/143 a training run
+stopped by SIGINT/SIGTERM (and saved). Every ``nnplug.NnplugError`` is printed as one
+message without a traceback; any other exception is a bug in nnplug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nnplug.errors import ConfigError, NnplugError
+from nnplug.registry import Registry
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _version() -> str:
+    from nnplug.checkpoint import nnplug_version
+
+    return nnplug_version()
+
+
+def _plugin_option(parser: argparse.ArgumentParser, dest: str) -> None:
+    parser.add_argument(
+        "-p", dest=dest, action="append", default=[], metavar="NAME",
+        help="load plugin NAME (entry point, distribution or module) even when autoload is "
+             "disabled; -p no:NAME blocks it, as with pytest",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnplug",
+        description="Neural networks whose every layer is a plugin: check, train and evaluate "
+                    "models described in YAML, JSON or TOML files.",
+    )
+    parser.add_argument("--version", action="version", version=f"nnplug {_version()}")
+    _plugin_option(parser, "plugin_options")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _plugin_option(p, "plugin_options_after")
+        return p
+
+    command("plugins", "list installed plugins: distribution, version, layer types, status")
+    p = command("validate", "check a model file and print its summary table")
+    p.add_argument("model", metavar="MODEL", help="a .yaml, .yml, .json or .toml model file")
+    p = command("train", "train a model file and save a run directory")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="the model file (omit with --resume)")
+    p.add_argument("--epochs", type=int, help="number of epochs (overrides the file)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size (overrides the file)")
+    p.add_argument("--lr", type=float, help="learning rate (overrides the file)")
+    p.add_argument("--seed", type=int, help="seed for weights and shuffling (overrides the file)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="print only the final line")
+    p.add_argument("--plot", action="store_true", help="write curves.png (needs matplotlib)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run saved in RUN")
+    p = command("evaluate", "loss and accuracy of a saved run on its validation data")
+    p.add_argument("run", metavar="RUN", help="a run directory written by nnplug train")
+    p.add_argument("--min-accuracy", type=float, metavar="A",
+                   help="exit with status 1 when the accuracy is below A (0 to 1)")
+    p = command("gradcheck", "property-based gradient checks of installed layer types")
+    p.add_argument("types", metavar="TYPE", nargs="*", help="layer or loss types (default: all)")
+    p.add_argument("--examples", type=int, default=20, help="hypothesis examples per type")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    p.add_argument("--mode", choices=("fast", "full"), default="fast",
+                   help="fast: directional derivatives; full: every entry")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    command("schema", "print the JSON Schema of model files for the installed plugins")
+    return parser
+
+
+def make_registry(options: Sequence[str]) -> Registry:
+    """``-p NAME`` loads NAME, ``-p no:NAME`` blocks it (pytest's convention)."""
+    blocked = [o[3:] for o in options if o.startswith("no:")]
+    wanted = [o for o in options if not o.startswith("no:")]
+    if any(not name for name in blocked + wanted):
+        raise ConfigError("-p needs a plugin name (or no:NAME)")
+    return Registry(plugins=wanted, blocked=blocked)
+
+
+def _check_requested(registry: Registry, options: Sequence[str]) -> None:
+    wanted = {o.lower() for o in options if not o.startswith("no:")}
+    for info in registry.plugins:
+        if info.status == "failed" and {info.name.lower(), info.distribution.lower()} & wanted:
+            raise ConfigError(f"plugin {info.name!r} given with -p failed to load: {info.error}")
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
+    rows = [("plugin", "distribution", "version", "status", "layer types")]
+    errors = []
+    for info in registry.plugins:
+        rows.append((info.name, info.distribution, info.version, info.status,
+                     ", ".join(info.types) or "-"))
+        if info.error:
+            errors.append(f"  {info.name}: {info.error}")
+    if len(rows) == 1:
+        print("no plugins installed (and none given with -p)")
+        return EXIT_OK
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for k, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+        if k == 0:
+            print("  ".join("-" * w for w in widths) + "  " + "-" * 11)
+    if errors:
+        print("\nerrors:")
+        print("\n".join(errors))
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
+    from nnplug.modelfile import build_model
+
+    model = build_model(args.model, registry)
+    print(model.summary())
+    print(f"{args.model}: valid")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace, registry: Registry) -> int:
+    from nnplug.runs import train_command
+
+    return train_command(args, registry)
+
+
+def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
+    from nnplug.checkpoint import load_checkpoint
+    from nnplug.data import load_dataset
+    from nnplug.train import evaluate
+
+    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
+        raise ConfigError(f"--min-accuracy: expected a fraction in [0, 1], got {args.min_accuracy}")
+    ckpt = load_checkpoint(args.run, registry)
+    model = ckpt.model
+    if model.spec.data is None:
+        raise ConfigError(f"{args.run}: the run's model file has no data section")
+    data = load_dataset(model.spec.data, model, base_dir=Path(args.run))
+    if data.x_val is not None and data.y_val is not None:
+        x, y, which = data.x_val, data.y_val, "validation"
+    else:
+        x, y, which = data.x, data.y, "training (the run holds no validation data)"
+    loss, accuracy = evaluate(model, x, y)
+    shown = "n/a" if accuracy is None else f"{accuracy:.2%}"
+    print(f"{args.run}: loss {loss:.4f}, accuracy {shown} on {len(x)} {which} examples ({data.origin})")
+    if args.min_accuracy is not None and (accuracy is None or accuracy < args.min_accuracy):
+        print(f"accuracy {shown} is below --min-accuracy {args.min_accuracy:.2%}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def cmd_gradcheck(args: argparse.Namespace, registry: Registry) -> int:
+    try:
+        from nnplug.property_runs import gradcheck_main
+    except ImportError as exc:
+        if exc.name != "nnplug.property_runs":
+            raise
+        raise ConfigError("gradcheck is not available in this build of nnplug") from None
+    if args.examples < 1:
+        raise ConfigError(f"--examples: expected a positive number, got {args.examples}")
+    return int(gradcheck_main(registry, list(args.types), examples=args.examples, seed=args.seed,
+                              mode=args.mode, quiet=args.quiet))
+
+
+def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
+    from nnplug.config import model_json_schema
+
+    print(json.dumps(model_json_schema(registry), indent=2))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "plugins": cmd_plugins,
+    "validate": cmd_validate,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "gradcheck": cmd_gradcheck,
+    "schema": cmd_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse reported
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    options: list[str] = [*args.plugin_options, *args.plugin_options_after]
+    try:
+        registry = make_registry(options)
+        if args.command != "plugins":
+            _check_requested(registry, options)
+        return COMMANDS[args.command](args, registry)
+    except ConfigError as exc:  # every problem of a file, each on its own line with its path
+        _error("\n".join(exc.problems) if len(exc.problems) > 1 else str(exc))
+        return EXIT_USAGE
+    except NnplugError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C while saving
+        _error("interrupted; a run directory keeps its last complete checkpoint")
+        return 130
+    except OSError as exc:  # the file system refused (permissions, disk full): not a bug
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _error(f"{where}{exc.strerror or exc}")
+        return EXIT_USAGE
+
+
+def _error(message: str) -> None:
+    lines = message.splitlines() or [""]
+    print(f"nnplug: error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
+
+
+def entry() -> Any:
+    """The console script."""
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""A pytest plugin that checks every installed layer type: one test per type, with no test code.
+
+Opt in per run (or with ``pytest_plugins = ["nnplug.pytest_plugin"]`` in a conftest)::
+
+    pytest -p nnplug.pytest_plugin --nnplug-layers              # every type with gradcheck_cases()
+    pytest -p nnplug.pytest_plugin --nnplug-layers swish,dense  # the named ones
+    pytest -p nnplug.pytest_plugin --nnplug-layers --nnplug-mode fast
+
+Each test draws cases and seeds with hypothesis, under the loaded settings profile, and runs
+:func:`nnplug.testing.check`. Without ``--nnplug-layers`` the plugin adds options and nothing
+else: no registry is loaded and no test is collected. It is not registered as an automatic
+``pytest11`` plugin on purpose: importing nnplug (numpy, scipy, pydantic) would then cost every
+pytest run in the environment, nnplug user or not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: The module holding the one parametrised test this plugin adds.
+CHECKS_MODULE = Path(__file__).with_name("_pytest_checks.py")
+_REGISTRY = pytest.StashKey[Any]()
+_TYPES = pytest.StashKey[list[Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("nnplug", "nnplug layer checks")
+    group.addoption("--nnplug-layers", dest="nnplug_layers", nargs="?", const="", default=None,
+                    metavar="TYPES", help="check the installed nnplug layer types (all that offer "
+                    "gradcheck_cases(), or a comma-separated list): layer contract and gradients")
+    group.addoption("--nnplug-mode", dest="nnplug_mode", choices=("full", "fast"), default="full",
+                    help="gradient check mode of --nnplug-layers (default: full)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = config.getoption("nnplug_layers")
+    if wanted is None:
+        return
+    from nnplug.errors import PluginError
+    from nnplug.testing import checkable_types
+
+    names = [n.strip() for n in wanted.split(",") if n.strip()] or None
+    try:
+        with_cases, without = checkable_types(_registry(config), names)
+    except PluginError as exc:
+        raise pytest.UsageError(f"--nnplug-layers: {exc}") from None
+    if names and without:
+        raise pytest.UsageError(f"--nnplug-layers: {', '.join(without)} offer(s) no gradcheck_cases()")
+    config.stash[_TYPES] = with_cases
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        config.args.append(str(CHECKS_MODULE))  # beside the paths the user named
+    else:
+        config.args[:] = [str(CHECKS_MODULE)]  # only the layer checks, not the whole suite
+
+
+def _registry(config: pytest.Config) -> Any:
+    if _REGISTRY not in config.stash:
+        from nnplug.registry import load_registry
+
+        config.stash[_REGISTRY] = load_registry()
+    return config.stash[_REGISTRY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "nnplug_layer_type" in metafunc.fixturenames:
+        types: list[Any] = metafunc.config.stash.get(_TYPES, [])
+        metafunc.parametrize("nnplug_layer_type", types)
+
+
+@pytest.fixture(scope="session")
+def nnplug_registry(pytestconfig: pytest.Config) -> Any:
+    """The registry of installed plugins the layer checks use."""
+    return _registry(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def nnplug_check_mode(pytestconfig: pytest.Config) -> str:
+    """``full`` or ``fast``, from ``--nnplug-mode``."""
+    return str(pytestconfig.getoption("nnplug_mode"))

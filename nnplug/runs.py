@@ -1,0 +1,179 @@
+"""``nnplug train``: resolve the model file and overrides, prepare the run directory, train,
+and report (progress bar, one line per epoch, where the run was saved)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nnplug.errors import ConfigError
+from nnplug.registry import Registry
+
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as shells report
+
+
+def resolve_model(path: Path, registry: Registry, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Read ``path``, apply command-line overrides, validate; returns (spec, resolved dict).
+
+    The resolved description is what the run directory keeps: overrides applied and a
+    relative ``.npz`` path made absolute, so the run reloads from anywhere.
+    """
+    from nnplug.config import parse_model
+    from nnplug.modelfile import read_document
+
+    data, locate = read_document(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a model description is a mapping, got {type(data).__name__}")
+    raw: dict[str, Any] = copy.deepcopy(data)
+    if args.seed is not None:
+        raw["seed"] = args.seed
+    train = raw.get("train", {})
+    if isinstance(train, dict):
+        train = dict(train)
+        if args.epochs is not None:
+            train["epochs"] = args.epochs
+        if args.batch_size is not None:
+            train["batch_size"] = args.batch_size
+        if args.lr is not None:
+            optimizer = train.get("optimizer", {})
+            if isinstance(optimizer, dict):
+                train["optimizer"] = {**optimizer, "lr": args.lr}
+        if train or "train" in raw:
+            raw["train"] = train
+    section = raw.get("data")
+    if isinstance(section, dict) and isinstance(section.get("path"), str):
+        npz = Path(section["path"])
+        if not npz.is_absolute():
+            raw["data"] = {**section, "path": str((path.parent / npz).resolve())}
+    spec = parse_model(raw, registry, source=str(path), locate=locate)
+    if spec.data is None:
+        raise ConfigError(f"{path}: no data section to train on; add for example "
+                          "`data: {source: digits, validation: 0.2}`")
+    return spec, raw
+
+
+def _run_dir(args: argparse.Namespace, name: str) -> Path:
+    if args.out:
+        run_dir = Path(args.out)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{name}-{stamp}"
+        k = 1
+        while run_dir.exists():
+            k += 1
+            run_dir = Path("runs") / f"{name}-{stamp}-{k}"
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        hint = "; continue it with --resume" if (run_dir / "manifest.json").exists() else ""
+        raise ConfigError(f"--out {run_dir}: already exists and is not an empty directory{hint}")
+    return run_dir
+
+
+def _check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError('--plot needs matplotlib, which is not installed; '
+                          'install it with: pip install "nnplug[plot]"') from None
+
+
+def _format_epoch(m: dict[str, Any], epochs: int) -> str:
+    def pct(v: float | None) -> str:
+        return "  n/a " if v is None else f"{v:6.2%}"
+
+    width = len(str(epochs))
+    val = "" if m.get("val_loss") is None else f"  val_loss {m['val_loss']:.4f}  val_acc {pct(m['val_accuracy'])}"
+    # Under 80 columns, so a terminal never wraps it.
+    return (f"epoch {m['epoch']:>{width}}/{epochs}  loss {m['train_loss']:.4f}  "
+            f"acc {pct(m['train_accuracy'])}{val}  {m['seconds']:.2f}s")
+
+
+def train_command(args: argparse.Namespace, registry: Registry) -> int:
+    from nnplug.checkpoint import load_checkpoint, write_model_file
+    from nnplug.data import load_dataset
+    from nnplug.graph import Model
+    from nnplug.train import TrainConfig, Trainer, plot_curves
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs: expected a positive number, got {args.epochs}")
+    if args.plot:
+        _check_plot_available()
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("batch_size", "lr", "seed", "out")
+                 if getattr(args, k) is not None]
+        if args.model or given:
+            raise ConfigError(f"--resume continues a run as it was saved; drop "
+                              f"{', '.join(given + ([args.model] if args.model else []))}")
+        run_dir = Path(args.resume)
+        ckpt = load_checkpoint(run_dir, registry)
+        model = ckpt.model
+        seed = int(ckpt.progress.get("seed", -1))
+        epochs = args.epochs or int(ckpt.progress.get("epochs", 0)) or None
+    else:
+        if not args.model:
+            raise ConfigError("train needs a MODEL file (or --resume RUN)")
+        spec, resolved = resolve_model(Path(args.model), registry, args)
+        model = Model(spec, registry)
+        seed, epochs = spec.seed, None
+    spec = model.spec
+    if spec.data is None:  # resolve_model refuses such files; a hand-edited run could have none
+        raise ConfigError(f"{args.resume}: the run's model file has no data section")
+    base = Path(args.model).parent if args.model else Path(args.resume)
+    data = load_dataset(spec.data, model, base_dir=base)
+    if not args.resume:
+        run_dir = _run_dir(args, spec.name)
+        write_model_file(run_dir, resolved)
+    config = spec.train or TrainConfig()
+    total = epochs or config.epochs
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(_format_epoch(metrics, total), flush=True)
+
+    progress = _progress(args.quiet)
+    trainer = Trainer(model, data, config, run_dir, seed, epochs=epochs, on_epoch=on_epoch,
+                      progress=progress)
+    if args.resume:
+        trainer.restore(ckpt.optim_arrays, ckpt.optim_scalars, ckpt.progress)
+    if not args.quiet:
+        n_val = 0 if data.x_val is None else len(data.x_val)
+        print(f"{spec.name}: {model.parameter_count():,} parameters; {len(data.x)} training and "
+              f"{n_val} validation examples ({data.origin})")
+        print(f"{config.optimizer.type}, lr {config.optimizer.learning_rate:g}, batch size "
+              f"{config.batch_size}, {total} epochs, seed {seed}; run directory {run_dir}")
+    started = time.perf_counter()
+    if progress is not None:
+        with progress:
+            result = trainer.run()
+    else:
+        result = trainer.run()
+    elapsed = time.perf_counter() - started
+    if result.status == "interrupted":
+        p = trainer.position
+        print(f"nnplug: stopped by {result.signal_name} at epoch {p.epoch + 1}, batch {p.batch}; "
+              f"saved to {run_dir}\n  continue with: nnplug train --resume {run_dir}", file=sys.stderr)
+        return EXIT_SIGNAL.get(result.signal_name or "", 130)
+    last = result.history[-1] if result.history else {}
+    acc = last.get("val_accuracy")
+    summary = f"validation accuracy {acc:.2%}" if acc is not None else f"train loss {last.get('train_loss')}"
+    print(f"saved run to {run_dir} ({summary}, {elapsed:.1f}s)")
+    if args.plot:
+        print(f"wrote {plot_curves(run_dir, result.history)}")
+    return 0
+
+
+def _progress(quiet: bool) -> Any:
+    """A rich progress bar, or ``None`` when quiet or stdout is not a terminal.
+
+    The bar and the epoch lines share stdout: rich redirects ``print`` above the live bar.
+    """
+    if quiet or not sys.stdout.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                    console=Console(file=sys.stdout), transient=True)

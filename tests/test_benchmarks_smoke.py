@@ -1,0 +1,58 @@
+"""The benchmark harness runs (tiny mode: one repeat, dense only, no peers) so it cannot rot.
+
+Speed itself is never asserted here: timings belong to ``benchmarks/run.py``'s full run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+
+
+def test_benchmark_harness_tiny_run_writes_json_and_markdown(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = _run("--quick", "--only", "dense|softmax", "--repeats", "1", "--no-peers", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    rows = {(r["name"], r["dtype"]): r for r in results["rows"]}
+    assert set(rows) == {(name, dtype) for name in ("dense 784→256 N=128", "softmax-CE N=128, 10 classes")
+                         for dtype in ("float32", "float64")}
+    for row in rows.values():
+        assert row["status"] == "ok"
+        assert row["nnplug"]["median_s"] > 0 and row["nnplug"]["repeats"] == 1
+        assert row["peers"] == {}
+    assert rows[("dense 784→256 N=128", "float32")]["gflops"] > 0
+    assert {"float32", "float64"} == set(results["peak"])
+    assert all(p["gflops"] > 0 for p in results["peak"].values())
+    assert any(pool["user_api"] == "blas" for pool in results["environment"]["threadpools"])
+    md = out.with_suffix(".md").read_text()
+    assert "| case | dtype | nnplug ms ±IQR |" in md
+    assert md.count("| dense 784→256 N=128 |") == 2
+    # The dense rows carry the MyGrad goal; with no peers run, no ratio can be claimed as met.
+    assert "| target (issue 7) | measured | met? |" in md
+    assert "faster than MyGrad" not in md
+    assert "| a float32 model stays float32 end to end | not run (filtered out) | not run |" in md
+    assert "BLAS:" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--dtype", "float16"], "invalid choice"),
+    (["--only", "("], "not a valid regular expression"),
+])
+def test_benchmark_harness_refuses_bad_options(args: list[str], message: str) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr

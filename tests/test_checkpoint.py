@@ -1,0 +1,229 @@
+"""Run directories: round trip, atomic saves under faults and kill -9, refusing bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from runkit import tiny_model, weights_of
+
+import nnplug
+from nnplug import checkpoint
+from nnplug.checkpoint import load_checkpoint
+from nnplug.cli import main
+
+
+@pytest.fixture(scope="module")
+def registry() -> nnplug.Registry:
+    return nnplug.load_registry()
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    assert main(["train", str(tiny_model(tmp_path, epochs=2)), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    return tmp_path / "run"
+
+
+def _manifest(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def _rewrite_weights(run_dir: Path, arrays: dict[str, Any], *, allow_pickle: bool = False) -> None:
+    """Replace the weights file and update its checksum, as a forger would."""
+    manifest = _manifest(run_dir)
+    path = run_dir / manifest["weights"]["file"]
+    np.savez(path, **arrays)
+    manifest["weights"]["sha256"] = checkpoint.sha256_of(path)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_run_directory_holds_model_weights_optimizer_metrics_and_manifest(run: Path) -> None:
+    manifest = _manifest(run)
+    names = {p.name for p in run.iterdir()}
+    assert {"model.json", "manifest.json", "metrics.jsonl", manifest["weights"]["file"],
+            manifest["optimizer"]["file"]} == names
+    assert set(weights_of(run)) == {"hidden/w", "hidden/b", "logits/w", "logits/b"}
+    assert manifest["layer_types"] == {t: "nnplug" for t in ("dense", "flatten", "relu", "softmax_cross_entropy")}
+    assert manifest["nnplug"] == nnplug.__version__ and manifest["plugins"]["nnplug"]
+    assert manifest["weights"]["sha256"] == checkpoint.sha256_of(run / manifest["weights"]["file"])
+
+
+def test_save_then_evaluate_round_trip_gives_the_training_metrics(
+    run: Path, registry: nnplug.Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    ckpt = load_checkpoint(run, registry)
+    for key, value in weights_of(run).items():
+        node, name = key.split("/")
+        np.testing.assert_array_equal(ckpt.model.params[node][name], value)
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"loss {last['val_loss']:.4f}" in out and f"accuracy {last['val_accuracy']:.2%}" in out
+    assert main(["evaluate", str(run), "--min-accuracy", "1.0"]) == (0 if last["val_accuracy"] == 1 else 1)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "foreign"])
+def test_damaged_weights_are_refused_never_loaded(
+    run: Path, tmp_path: Path, registry: nnplug.Registry, damage: str
+) -> None:
+    path = run / _manifest(run)["weights"]["file"]
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:  # the same model trained with another seed: a valid file, the wrong numbers
+        other = tmp_path / "other"
+        assert main(["train", str(run / "model.json"), "--out", str(other), "--quiet", "--seed", "7"]) == 0
+        data = bytearray((other / _manifest(other)["weights"]["file"]).read_bytes())
+    path.write_bytes(bytes(data))
+    with pytest.raises(nnplug.ConfigError, match="does not match the SHA-256"):
+        load_checkpoint(run, registry)
+
+
+def test_every_truncation_and_single_bit_flip_is_detected(run: Path, registry: nnplug.Registry) -> None:
+    path = run / _manifest(run)["weights"]["file"]
+    original = path.read_bytes()
+    rng = np.random.default_rng(0)
+    cuts = rng.integers(0, len(original), size=20)
+    flips = rng.integers(0, len(original) * 8, size=20)
+    variants = [original[:c] for c in cuts]
+    for bit in flips:
+        data = bytearray(original)
+        data[bit // 8] ^= 1 << (bit % 8)
+        variants.append(bytes(data))
+    for data in variants:
+        path.write_bytes(data)
+        with pytest.raises(nnplug.ConfigError, match="SHA-256"):
+            load_checkpoint(run, registry)
+
+
+def test_weights_that_do_not_fit_the_model_are_refused_naming_them(run: Path, registry: nnplug.Registry) -> None:
+    weights = weights_of(run)
+    weights["hidden/w"] = np.zeros((9, 16))
+    del weights["logits/b"]
+    weights["extra/w"] = np.zeros(2)
+    _rewrite_weights(run, weights)
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_checkpoint(run, registry)
+    message = str(info.value)
+    assert "'hidden/w' has shape (9, 16)" in message and "(8, 16)" in message
+    assert "missing weight 'logits/b'" in message and "unexpected weight 'extra/w'" in message
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that nothing ran if the file is absent."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickled_weights_are_refused_and_their_payload_never_runs(
+    run: Path, tmp_path: Path, registry: nnplug.Registry
+) -> None:
+    marker = tmp_path / "payload-ran"
+    weights = weights_of(run)
+    weights["hidden/w"] = np.array([_Payload(str(marker))], dtype=object)
+    _rewrite_weights(run, weights)
+    pickle.loads(pickle.dumps(_Payload(str(tmp_path / "control"))))
+    assert (tmp_path / "control").exists()  # the payload works when unpickled...
+    with pytest.raises(nnplug.ConfigError, match="pickled objects"):
+        load_checkpoint(run, registry)
+    assert not marker.exists()  # ...and loading never unpickled it
+
+
+def test_manifest_naming_uninstalled_layer_types_is_refused(run: Path) -> None:
+    manifest = _manifest(run)
+    manifest["layer_types"]["test_fancy_conv"] = "nnplug-fancy"
+    manifest["plugins"]["nnplug-fancy"] = "2.1"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(nnplug.ConfigError, match=r"not installed: test_fancy_conv \(from nnplug-fancy 2.1\)"):
+        load_checkpoint(run, nnplug.load_registry())
+    assert main(["-p", "no:nnplug_layers", "evaluate", str(run)]) == 2
+
+
+def test_not_a_run_directory_is_a_clear_error(tmp_path: Path, registry: nnplug.Registry) -> None:
+    with pytest.raises(nnplug.ConfigError, match="no such run directory"):
+        load_checkpoint(tmp_path / "absent", registry)
+    with pytest.raises(nnplug.ConfigError, match="not a run directory"):
+        load_checkpoint(tmp_path, registry)
+
+
+def test_fault_between_write_and_rename_leaves_the_previous_checkpoint(
+    run: Path, registry: nnplug.Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = weights_of(run)
+    ckpt = load_checkpoint(run, registry)
+    ckpt.model.params = {n: {k: v + 1 for k, v in g.items()} for n, g in ckpt.model.params.items()}
+    arrays, scalars = ckpt.optim_arrays, {**ckpt.optim_scalars, "step": ckpt.optim_scalars["step"] + 1}
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # weights and optimizer landed; the manifest rename fails
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        checkpoint.save_checkpoint(run, ckpt.model, arrays, scalars, ckpt.progress)
+    monkeypatch.undo()
+    after = weights_of(run)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    load_checkpoint(run, registry)
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kill_9_at_any_point_of_saving_leaves_a_loadable_checkpoint(tmp_path: Path, registry: nnplug.Registry) -> None:
+    """A forked child trains and SIGKILLs itself at the k-th file-system step of saving
+    (each fsync, rename and directory fsync); the parent then loads what is left."""
+    model_file = tiny_model(tmp_path, epochs=5, batch_size=24)
+    # The kill comes just before step k runs. model.json takes 3 steps (fsync, rename,
+    # directory fsync); the first checkpoint's manifest rename, its commit point, is step 11:
+    # from k = 12 on a checkpoint must load, before it there is no run yet.
+    first_commit = 12
+    points = list(range(1, 63))  # 6 saves of 9 steps, 3 for model.json, 5 metrics fsyncs
+    loaded = 0
+    for k in points:
+        run_dir = tmp_path / f"run{k}"
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            try:
+                calls = {"n": 0}
+                real_fsync, real_replace = os.fsync, os.replace
+
+                def count(real: Any, calls: dict[str, int] = calls, k: int = k) -> Any:
+                    def wrapped(*a: Any) -> Any:
+                        calls["n"] += 1
+                        if calls["n"] == k:
+                            os.kill(os.getpid(), signal.SIGKILL)
+                        return real(*a)
+                    return wrapped
+
+                os.fsync, os.replace = count(real_fsync), count(real_replace)  # type: ignore[assignment]
+                sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+                os._exit(main(["train", str(model_file), "--out", str(run_dir), "--quiet"]))
+            finally:
+                os._exit(99)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 0, (k, status)
+        if k < first_commit:
+            with pytest.raises(nnplug.ConfigError, match=r"not a run directory|no such run"):
+                load_checkpoint(run_dir, registry)
+            continue
+        ckpt = load_checkpoint(run_dir, registry)
+        assert all(np.isfinite(v).all() for g in ckpt.model.params.values() for v in g.values())
+        loaded += 1
+    assert loaded == len(points) - first_commit + 1 >= 50

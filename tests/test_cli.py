@@ -1,0 +1,181 @@
+"""The ``nnplug`` command: every subcommand in process, once as a real subprocess, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from runkit import tiny_model
+
+import nnplug
+from nnplug import cli
+from nnplug.cli import main
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+SUBCOMMANDS = ["plugins", "validate", "train", "evaluate", "gradcheck", "schema"]
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"nnplug {nnplug.__version__}"
+
+
+@pytest.mark.parametrize("command", [[], *[[c] for c in SUBCOMMANDS]], ids=["top", *SUBCOMMANDS])
+def test_help_on_every_subcommand(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: nnplug")
+    if not command:
+        assert all(c in out for c in SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["validate"], ["train", "m.yaml", "--epochs", "x"],
+                                  ["gradcheck", "--mode", "slow"]])
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_plugins_lists_distribution_version_types_and_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    header, _, row = out.splitlines()[:3]
+    assert header.split() == ["plugin", "distribution", "version", "status", "layer", "types"]
+    assert row.split()[:4] == ["nnplug_layers", "nnplug", nnplug.__version__, "loaded"]
+    assert "dense" in row and "softmax_cross_entropy" in row
+
+
+def test_plugins_shows_blocked_and_failed_plugins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-p", "no:nnplug_layers", "-p", "nnplug_test_no_such_module", "plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "blocked" in out and "failed" in out
+    assert "nnplug_test_no_such_module: import failed: ModuleNotFoundError" in out
+
+
+def test_a_plugin_given_with_p_that_fails_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-p", "nnplug_test_no_such_module", "validate", str(EXAMPLES / "digits_mlp.yaml")]) == 2
+    assert "given with -p failed to load" in capsys.readouterr().err
+
+
+def test_blocking_the_builtin_layers_makes_their_types_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLES / "digits_mlp.yaml"), "-p", "no:nnplug_layers"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown type 'flatten'" in err and "Traceback" not in err
+
+
+def test_p_loads_a_plugin_when_autoload_is_disabled(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    model = str(EXAMPLES / "digits_mlp.yaml")
+    assert main(["validate", model]) == 2
+    capsys.readouterr()
+    assert main(["-p", "nnplug_layers", "validate", model]) == 0
+
+
+def test_validate_prints_the_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLES / "digits_mlp.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["node", "type", "inputs", "output", "shape", "params"]
+    assert "hidden" in out and "4,810 parameters in total" in out
+
+
+def test_config_errors_print_every_problem_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("input: [1, 8, 8]\nlayers:\n  - {type: flaten}\n  - {type: dense}\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(path)) == 3  # three problems, one line each
+    assert "layers[0]: unknown type 'flaten'" in err and "layers[1] (dense) -> units" in err
+    assert "loss: missing" in err and "Traceback" not in err
+
+
+def test_a_bug_in_nnplug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> int:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "schema", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["schema"])
+
+
+def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "dense" in schema["properties"]["layers"]["items"]["discriminator"]["mapping"]
+
+
+def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_model(tmp_path)), "--out", str(run), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and f"saved run to {run}" in out
+    assert main(["evaluate", str(run)]) == 0
+    assert "validation examples" in capsys.readouterr().out
+    assert main(["train", str(tiny_model(tmp_path)), "--out", str(run)]) == 2  # never overwrites a run
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_train_default_run_directory_is_under_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_file = tiny_model(tmp_path, epochs=1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(model_file), "--quiet"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("tiny-") and (run / "manifest.json").is_file()
+    assert f"saved run to {Path('runs') / run.name}" in capsys.readouterr().out
+
+
+def test_train_overrides_reach_the_resolved_model_file(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    argv = ["train", str(tiny_model(tmp_path)), "--out", str(run), "--quiet",
+            "--epochs", "1", "--batch-size", "7", "--lr", "0.5", "--seed", "3"]
+    assert main(argv) == 0
+    resolved = json.loads((run / "model.json").read_text())
+    assert resolved["seed"] == 3 and resolved["train"]["batch_size"] == 7
+    assert resolved["train"]["epochs"] == 1 and resolved["train"]["optimizer"]["lr"] == 0.5
+    assert Path(resolved["data"]["path"]).is_absolute()
+
+
+def test_train_refuses_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(tiny_model(tmp_path)), "--out", str(tmp_path / "r"), "--lr", "-1"]) == 2
+    assert "train -> optimizer.lr" in capsys.readouterr().err
+
+
+def test_gradcheck_runs_the_property_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("nnplug.property_runs")
+    assert main(["gradcheck", "dense", "relu", "--examples", "2", "--quiet"]) == 0
+    assert main(["gradcheck", "no_such_type", "--examples", "1"]) == 2
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning:nnplug"}
+    return subprocess.run([sys.executable, "-m", "nnplug", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_every_command_as_a_real_subprocess(tmp_path: Path) -> None:
+    model_file = tiny_model(tmp_path, epochs=2)
+    assert _run("--version", cwd=tmp_path).stdout.startswith("nnplug ")
+    assert "nnplug_layers" in _run("plugins", cwd=tmp_path).stdout
+    assert "parameters in total" in _run("validate", str(model_file), cwd=tmp_path).stdout
+    train = _run("train", str(model_file), "--out", "run", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    assert train.stderr == ""  # no progress bar when stderr is not a terminal
+    assert "saved run to run" in train.stdout
+    assert "accuracy" in _run("evaluate", "run", cwd=tmp_path).stdout
+    assert json.loads(_run("schema", cwd=tmp_path).stdout)["title"] == "nnplug model file"
+    bad = _run("validate", "absent.yaml", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "nnplug: error: absent.yaml: no such model file\n"
+    try:
+        import nnplug.property_runs  # noqa: F401
+    except ImportError:
+        return
+    assert _run("gradcheck", "relu", "--examples", "2", "--quiet", cwd=tmp_path).returncode == 0

@@ -1,0 +1,185 @@
+"""Model files: formats, line numbers, YAML traps, the malformed corpus, the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+import yaml
+
+import nnplug
+from nnplug.cli import main
+from nnplug.config import model_json_schema
+from nnplug.modelfile import MAX_NODES, build_model, load_model_file, read_document
+
+CORPUS = Path(__file__).parent / "data" / "malformed"
+EXPECTED = yaml.safe_load((CORPUS / "expected.yaml").read_text())
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+MLP = {
+    "name": "tiny",
+    "input": [1, 8, 8],
+    "layers": [{"type": "flatten"}, {"type": "dense", "name": "hidden", "units": 8},
+               {"type": "relu"}, {"type": "dense", "name": "logits", "units": 10}],
+    "loss": {"type": "softmax_cross_entropy"},
+}
+
+
+@pytest.fixture(scope="module")
+def registry() -> nnplug.Registry:
+    return nnplug.load_registry()
+
+
+def test_corpus_holds_at_least_30_files_each_with_an_expectation() -> None:
+    files = sorted(p.name for p in CORPUS.iterdir() if p.name != "expected.yaml")
+    assert len(files) >= 30
+    assert sorted(EXPECTED) == files
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_malformed_file_exits_2_with_a_message_naming_what_and_where(
+    name: str, registry: nnplug.Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = EXPECTED[name]
+    expect = entry["expect"] if isinstance(entry, dict) else entry
+    for needed in entry.get("requires", []) if isinstance(entry, dict) else []:
+        if needed not in registry:
+            pytest.skip(f"layer type {needed} is not installed")
+    assert main(["validate", str(CORPUS / name)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    assert captured.err.startswith("nnplug: error: ")
+    for substring in expect:
+        assert substring in captured.err, f"{substring!r} not in:\n{captured.err}"
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_same_model_reads_alike_from_yaml_json_and_toml(tmp_path: Path, registry: nnplug.Registry) -> None:
+    toml = """name = "tiny"
+input = [1, 8, 8]
+layers = [{type = "flatten"}, {type = "dense", name = "hidden", units = 8}, {type = "relu"},
+          {type = "dense", name = "logits", units = 10}]
+loss = {type = "softmax_cross_entropy"}
+"""
+    paths = [_write(tmp_path, "m.yaml", yaml.safe_dump(MLP)), _write(tmp_path, "m.json", json.dumps(MLP)),
+             _write(tmp_path, "m.toml", toml), _write(tmp_path, "m.YML", yaml.safe_dump(MLP))]
+    models = [build_model(p, registry) for p in paths]
+    assert len({m.summary() for m in models}) == 1
+    for m in models[1:]:
+        for node, group in models[0].params.items():
+            for k, v in group.items():
+                np.testing.assert_array_equal(m.params[node][k], v)
+
+
+def test_yaml_problems_carry_the_line_of_their_node(tmp_path: Path, registry: nnplug.Registry) -> None:
+    text = "input: [1, 8, 8]\nlayers:\n  - {type: flatten}\n\n\n  - {type: dense, units: -1}\n" \
+           "  - {type: dense, unitz: 3}\nloss: {type: softmax_cross_entropy}\n"
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_model_file(_write(tmp_path, "m.yaml", text), registry)
+    problems = info.value.problems
+    assert len(problems) == 3  # every problem at once
+    assert any("layers[1] (dense) -> units" in p and p.endswith("(line 6)") for p in problems)
+    assert any("layers[2] (dense) -> unitz" in p and p.endswith("(line 7)") for p in problems)
+
+
+def test_anchors_within_the_size_limit_are_read(tmp_path: Path, registry: nnplug.Registry) -> None:
+    text = ("input: [1, 8, 8]\nlayers:\n  - {type: flatten}\n  - &h {type: dense, units: 8}\n"
+            "  - *h\n  - {type: dense, units: 10}\nloss: {type: softmax_cross_entropy}\n")
+    model = build_model(_write(tmp_path, "m.yaml", text), registry)
+    assert [n.out_shape for n in model.nodes] == [(64,), (8,), (8,), (10,)]
+
+
+def test_alias_expansion_is_bounded_before_construction(tmp_path: Path) -> None:
+    # 10**5 leaves would pass a byte limit easily: it is the expanded node count that counts.
+    lines = ["a: &a [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"]
+    for prev, name in zip("abcd", "bcde"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    with pytest.raises(nnplug.ConfigError, match=f"{MAX_NODES:,} nodes"):
+        read_document(_write(tmp_path, "bomb.yaml", "\n".join(lines) + "\n"))
+
+
+def test_yaml_python_tags_are_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    text = f"input: !!python/object/apply:os.system ['touch {marker}']\n"
+    with pytest.raises(nnplug.ConfigError, match="python/object/apply"):
+        read_document(_write(tmp_path, "m.yaml", text))
+    assert not marker.exists()
+
+
+def test_deeply_nested_document_is_a_config_error(tmp_path: Path) -> None:
+    for name, text in (("deep.json", "[" * 100_000 + "]" * 100_000),
+                       ("deep.yaml", "[" * 100_000 + "]" * 100_000),
+                       ("deep.toml", "x = " + "[" * 100_000 + "]" * 100_000)):
+        with pytest.raises(nnplug.ConfigError, match=r"nested (too deeply|more than 64 levels)"):
+            read_document(_write(tmp_path, name, text))
+
+
+def test_missing_file_and_directory_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(nnplug.ConfigError, match="no such model file"):
+        read_document(tmp_path / "absent.yaml")
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(nnplug.ConfigError, match="is a directory"):
+        read_document(tmp_path / "d.yaml")
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_bytes(b"input: [1, 8, 8]\nname: \xff\xfe\n")
+    with pytest.raises(nnplug.ConfigError, match="not UTF-8"):
+        read_document(path)
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_validate(example: Path, registry: nnplug.Registry) -> None:
+    spec = load_model_file(example, registry)
+    missing = [n.cls for n in spec.nodes if n.config.type not in registry]
+    assert not missing
+    assert spec.data is not None and spec.train is not None
+    build_model(example, registry)
+
+
+def test_schema_is_a_discriminated_union_of_the_registered_types(registry: nnplug.Registry) -> None:
+    schema = model_json_schema(registry)
+    json.dumps(schema)  # plain JSON
+    items = schema["properties"]["layers"]["items"]
+    mapping = items["discriminator"]["mapping"]
+    assert set(mapping) == set(registry.layer_types())
+    assert {"data", "train", "input", "layers", "loss"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+    dense = schema["$defs"][mapping["dense"].split("/")[-1]]
+    assert "units" in dense["required"] and dense["additionalProperties"] is False
+
+
+class _SwishConfig(nnplug.LayerConfig):
+    type: Literal["test_swish"] = "test_swish"
+    beta: float = 1.0
+
+
+class _Swish(nnplug.Layer):
+    Config = _SwishConfig
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+
+class _SwishPlugin:
+    @nnplug.hookimpl
+    def nnplug_register_layers(self) -> list[type]:
+        return [_Swish]
+
+
+def test_a_third_party_layer_appears_in_the_schema_once_installed() -> None:
+    registry = nnplug.Registry(plugins=[_SwishPlugin()])
+    schema = model_json_schema(registry)
+    mapping = schema["properties"]["layers"]["items"]["discriminator"]["mapping"]
+    assert "test_swish" in mapping
+    assert "test_swish" not in json.dumps(model_json_schema(nnplug.load_registry()))

@@ -1,0 +1,418 @@
+"""nnplug.testing: the strategies, the conformance harness (one broken layer per property) and
+the pytest helpers, which every built-in layer and loss passes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import field_serializer
+
+import nnplug
+from nnplug import testing
+from nnplug.testing import Case, ConformanceError, check_layer, check_loss
+
+REGISTRY = nnplug.load_registry()
+
+# -- every installed layer and loss passes ----------------------------------------------------
+
+test_every_installed_type_keeps_the_contract = testing.all_layers_test(REGISTRY)
+test_relu_in_one_line = testing.layer_test("relu")
+test_mse_in_one_line = testing.layer_test("mse")
+
+
+def test_layer_test_is_named_after_the_type_and_runs_under_hypothesis():
+    test = testing.layer_test("dense")
+    assert test.__name__ == "test_dense_keeps_layer_contract"
+    assert hasattr(test, "hypothesis")
+    test()
+
+
+def test_check_layer_returns_the_report_batch_and_forward_count():
+    result = check_layer("dense", Case({"units": 3}, ((4,),)), seed=3, registry=REGISTRY)
+    assert result.report.ok and result.batch in (2, 3) and result.redraws == 0
+    assert result.n_forward == result.report.n_forward > 0
+    assert result.report.max_rel_error < 1e-5
+
+
+# -- a minimal correct layer, and one broken variant per property ---------------------------
+
+
+class ScaleConfig(nnplug.LayerConfig):
+    type: Literal["scale_for_tests"] = "scale_for_tests"
+    factor: float = 2.0
+
+
+class Scale(nnplug.Layer):
+    """y = factor * x * w, w: (d,) for x: (N, d)."""
+
+    Config = ScaleConfig
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def param_shapes(self, in_shape):
+        return {"w": in_shape}
+
+    def init_params(self, in_shape, rng):
+        return {"w": rng.standard_normal(in_shape)}
+
+    def forward(self, params, x, *, training):
+        return self.config.factor * x * params["w"], x
+
+    def backward(self, params, cache, dy):
+        x = cache
+        return self.config.factor * dy * params["w"], {"w": self.config.factor * (dy * x).sum(axis=0)}
+
+
+CASE = Case({"factor": 1.5}, ((4,),))
+
+
+def broken(name: str, **methods: Any) -> type:
+    return type(name, (Scale,), methods)
+
+
+def _bad_shape(self, in_shape):
+    return (in_shape[0] + 1,)
+
+
+def _bad_param_shapes(self, in_shape):
+    return {"w": (in_shape[0], 1)}
+
+
+def _missing_grad(self, params, cache, dy):
+    dx, _ = Scale.backward(self, params, cache, dy)
+    return dx, {}
+
+
+def _wrong_grad_shape(self, params, cache, dy):
+    dx, grads = Scale.backward(self, params, cache, dy)
+    return dx, {"w": grads["w"][None]}
+
+
+def _mutates_dy(self, params, cache, dy):
+    dy *= self.config.factor
+    return dy * params["w"], {"w": (dy * cache).sum(axis=0)}
+
+
+def _mutates_input(self, params, x, *, training):
+    x += 0.0 * x + 1e-3
+    return Scale.forward(self, params, x, training=training)
+
+
+def _mutates_params(self, params, cache, dy):
+    out = Scale.backward(self, params, cache, dy)
+    params["w"][...] = 0
+    return out
+
+
+def _returns_dy(self, params, cache, dy):
+    _, grads = Scale.backward(self, params, cache, dy)
+    if self.config.factor == 1.0:
+        return dy, grads
+    dy *= 1.0  # still the caller's array
+    return dy, grads
+
+
+def _aliased_grads(self, params, cache, dy):
+    dx, grads = Scale.backward(self, params, cache, dy)
+    return dx, {"w": dx[0]} if dx.shape[1:] == grads["w"].shape else grads
+
+
+def _nondeterministic(self, params, cache, dy):
+    dx, grads = Scale.backward(self, params, cache, dy)
+    return dx * (1 + 1e-12 * np.random.default_rng().standard_normal()), grads
+
+
+def _stores_cache_on_self(self, params, x, *, training):
+    self.last_input = x
+    return Scale.forward(self, params, x, training=training)
+
+
+def _promotes_float32(self, params, x, *, training):
+    y, cache = Scale.forward(self, params, x, training=training)
+    return y + np.zeros(y.shape), cache  # a float64 constant promotes a float32 y
+
+
+def _bad_gradient(self, params, cache, dy):
+    dx, grads = Scale.backward(self, params, cache, dy)
+    return dx, {"w": grads["w"] * 1.01}
+
+
+def _crashes(self, params, cache, dy):
+    raise IndexError("index 7 is out of bounds")
+
+
+BROKEN = {
+    "output_shape": broken("WrongShape", output_shape=_bad_shape),
+    "param_shapes": broken("WrongParamShapes", param_shapes=_bad_param_shapes),
+    "gradient names": broken("MissingGrad", backward=_missing_grad),
+    "gradient shapes": broken("WrongGradShape", backward=_wrong_grad_shape),
+    "mutation": broken("MutatesDy", backward=_mutates_dy),
+    "aliasing": broken("ReturnsDy", backward=_returns_dy),
+    "determinism": broken("Nondeterministic", backward=_nondeterministic),
+    "layer state": broken("StoresCache", forward=_stores_cache_on_self),
+    "dtype": broken("PromotesFloat32", forward=_promotes_float32),
+    "gradient": broken("BadGradient", backward=_bad_gradient),
+    "backward": broken("Crashes", backward=_crashes),
+}
+
+
+def test_the_correct_reference_layer_passes_in_both_modes():
+    for mode in ("full", "fast"):
+        assert check_layer(Scale, CASE, seed=0, mode=mode).report.ok
+
+
+@pytest.mark.parametrize("prop", sorted(BROKEN))
+def test_each_broken_property_is_named_with_config_and_shapes(prop):
+    with pytest.raises(ConformanceError) as info:
+        check_layer(BROKEN[prop], CASE, seed=0)
+    error = info.value
+    assert error.check == prop
+    assert isinstance(error, nnplug.GradientCheckError) and isinstance(error, AssertionError)
+    assert f"{prop} broken" in str(error)
+    assert "config {'factor': 1.5}" in str(error) and "input shapes ((4,),)" in str(error)
+    assert error.case == CASE and error.seed == 0
+
+
+@pytest.mark.parametrize("method", [_mutates_input, _mutates_params])
+def test_mutating_inputs_or_params_is_caught(method):
+    name = "forward" if method is _mutates_input else "backward"
+    with pytest.raises(ConformanceError, match="mutation broken") as info:
+        check_layer(broken("Mutates", **{name: method}), CASE)
+    assert info.value.check == "mutation"
+
+
+def test_gradients_sharing_memory_with_each_other_are_caught():
+    with pytest.raises(ConformanceError, match="share memory"):
+        check_layer(broken("Aliased", backward=_aliased_grads), Case({}, ((4,),)))
+
+
+class LossyConfig(ScaleConfig):
+    type: Literal["lossy_config_for_tests"] = "lossy_config_for_tests"
+
+    @field_serializer("factor")
+    def _halve(self, value: float) -> float:
+        return value / 2
+
+
+def test_a_config_that_does_not_survive_a_round_trip_is_caught():
+    cls = type("Lossy", (Scale,), {"Config": LossyConfig})
+    with pytest.raises(ConformanceError, match="config round trip broken"):
+        check_layer(cls, CASE)
+
+
+def test_a_case_config_the_layer_refuses_is_reported_as_the_cases_fault():
+    with pytest.raises(ConformanceError, match="case config broken") as info:
+        check_layer("dense", Case({"units": 0}, ((3,),)), registry=REGISTRY)
+    assert "units" in str(info.value)
+
+
+def test_a_case_with_the_wrong_number_of_shapes_is_refused():
+    with pytest.raises(ConformanceError, match="case shapes broken"):
+        check_layer("add", Case({}, ((3,),)), registry=REGISTRY)
+
+
+# -- kinks -----------------------------------------------------------------------------------
+
+
+class KinkConfig(nnplug.LayerConfig):
+    type: Literal["kink_for_tests"] = "kink_for_tests"
+
+
+class ShiftedAbs(nnplug.Layer):
+    """y = |x - c|; c is drawn as 0 or 0.5, and 'distinct' values of size 4 include 0."""
+
+    Config = KinkConfig
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def init_params(self, in_shape, rng):
+        return {"c": np.full(in_shape, 0.0 if rng.random() < 0.5 else 0.5)}
+
+    def forward(self, params, x, *, training):
+        d = x - params["c"]
+        return np.abs(d), np.sign(d)
+
+    def backward(self, params, cache, dy):
+        return dy * cache, {"c": -(dy * cache).sum(axis=0)}
+
+
+def test_kinks_are_redrawn_and_counted():
+    case = Case({}, ((2,),), values="distinct")  # batch 2: values -2, -1, 0, 1
+    results = [check_layer(ShiftedAbs, case, seed=s) for s in range(12)]
+    assert any(r.redraws > 0 for r in results)
+    assert all(r.report.ok and not r.report.kinks for r in results)
+
+
+def test_a_case_that_always_meets_a_kink_fails_naming_the_kink():
+    always = type("Abs", (ShiftedAbs,), {"init_params": lambda self, s, rng: {"c": np.zeros(s)}})
+    with pytest.raises(ConformanceError, match="met a kink") as info:
+        check_layer(always, Case({}, ((2,),), values="distinct"), seed=0)
+    assert info.value.report is not None and info.value.report.kinks
+
+
+# -- losses ----------------------------------------------------------------------------------
+
+
+def test_builtin_losses_pass_with_labels_drawn_by_example_target():
+    assert check_loss("softmax_cross_entropy", Case({}, ((5,),)), seed=1, registry=REGISTRY).report.ok
+    assert check_loss("mse", Case({}, ((2, 3),)), seed=1, mode="fast", registry=REGISTRY).report.ok
+
+
+def _loss(name: str, **methods: Any) -> type:
+    base = REGISTRY.get("mse")
+    return type(name, (base,), methods)
+
+
+def _zeroes_pred_then_forward(self, pred, target):
+    out = REGISTRY.get("mse").forward(self, pred, target)
+    pred[...] = 0.0
+    return out
+
+
+@pytest.mark.parametrize(("prop", "methods"), [
+    ("mutation", {"forward": _zeroes_pred_then_forward}),
+    ("forward", {"forward": lambda self, p, t: (np.ones(2), (p - t).astype(p.dtype))}),
+    ("dtype", {"backward": lambda self, c: (c * (2 / c.size)).astype(np.float64)}),
+    ("gradient", {"backward": lambda self, c: c / c.size}),
+])
+def test_check_loss_names_the_broken_property(prop, methods):
+    with pytest.raises(ConformanceError) as info:
+        check_loss(_loss("BrokenMSE", **methods), Case({}, ((3,),)), seed=0)
+    assert info.value.check == prop
+
+
+def test_layers_and_losses_are_not_mixed_up():
+    with pytest.raises(nnplug.PluginError, match="check_loss"):
+        check_layer("mse", Case({}, ((3,),)), registry=REGISTRY)
+    with pytest.raises(nnplug.PluginError, match="check_layer"):
+        check_loss("relu", Case({}, ((3,),)), registry=REGISTRY)
+
+
+def test_unknown_types_and_types_without_cases_are_clear_errors():
+    with pytest.raises(nnplug.PluginError, match="did you mean 'dense'"):
+        testing.cases_for("dens", REGISTRY)
+    with pytest.raises(nnplug.PluginError, match="no gradcheck_cases"):
+        testing.cases_for(Scale)
+    with pytest.raises(nnplug.PluginError, match="registered type name or a Layer"):
+        check_layer(42, CASE)
+
+
+# -- Case and the strategies -----------------------------------------------------------------
+
+
+def test_case_normalises_shapes_and_its_repr_pastes_back():
+    case = Case({"units": 2}, [[np.int64(3)]], values="off_zero")
+    assert case.in_shapes == ((3,),)
+    assert eval(repr(case), {"Case": Case}) == case
+
+
+@pytest.mark.parametrize("bad", [(), ((0, 2),), ("3",), ((2.5,),), ((True,),)])
+def test_case_refuses_shapes_that_are_not_positive_int_tuples(bad):
+    with pytest.raises(nnplug.ConfigError, match="in_shapes"):
+        Case({}, bad)
+
+
+def test_case_refuses_an_unknown_value_kind():
+    with pytest.raises(nnplug.ConfigError, match="available: distinct, normal, off_zero"):
+        Case({}, ((2,),), values="uniform")
+
+
+@given(testing.conv_geometry())
+def test_conv_geometry_always_holds_a_window(g):
+    (c, h, w), (kh, kw), (sh, sw), (ph, pw) = g.in_shape, g.kernel, g.stride, g.padding
+    assert c >= 1 and h + 2 * ph >= kh and w + 2 * pw >= kw
+    assert g.out_hw == ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    assert min(g.out_hw) >= 1
+    assert g.config()["kernel_size"] == [kh, kw]
+
+
+@given(testing.pool_geometry())
+def test_pool_geometry_pads_at_most_half_a_window(g):
+    assert all(p <= k // 2 for p, k in zip(g.padding, g.kernel))
+    assert min(g.out_hw) >= 1 and g.config("pool_size")["pool_size"] == list(g.kernel)
+
+
+@given(st.data())
+def test_off_zero_and_distinct_arrays_stay_off_kinks(data):
+    shape = data.draw(testing.shapes(max_dims=2))
+    away = data.draw(testing.arrays(shape, "off_zero"))
+    assert away.shape == shape and np.all(np.abs(away) >= testing.KINK_MARGIN)
+    spread = np.sort(data.draw(testing.arrays(shape, "distinct")).ravel())
+    assert np.all(np.diff(spread) >= 4.0 / spread.size - 1e-12)
+
+
+@given(st.integers(1, 6), st.integers(2, 5), st.data())
+def test_labels_and_one_hot_targets_fit_softmax_cross_entropy(n, k, data):
+    labels = data.draw(testing.labels(n, k))
+    assert labels.shape == (n,) and labels.min() >= 0 and labels.max() < k
+    onehot = data.draw(testing.one_hot(n, k))
+    np.testing.assert_allclose(onehot.sum(axis=1), 1.0)
+    loss = REGISTRY.get("softmax_cross_entropy")()
+    pred = np.zeros((n, k))
+    assert np.isfinite(loss.forward(pred, labels)[0]) and np.isfinite(loss.forward(pred, onehot)[0])
+
+
+def test_draw_values_refuses_an_unknown_kind():
+    with pytest.raises(nnplug.ConfigError, match="unknown value kind"):
+        testing.draw_values("lumpy", (2,), np.random.default_rng(0))
+
+
+def test_checkable_types_splits_by_gradcheck_cases():
+    with_cases, without = testing.checkable_types(REGISTRY)
+    assert {"dense", "relu", "mse", "softmax_cross_entropy"} <= set(with_cases)
+    assert set(with_cases) | set(without) == set(REGISTRY.types)
+
+
+# -- the opt-in pytest plugin ----------------------------------------------------------------
+
+
+def _pytest(tmp_path, *args):
+    import subprocess
+    import sys
+
+    (tmp_path / "conftest.py").write_text(  # the caller's profile decides the number of examples
+        "from hypothesis import settings\n"
+        "settings.register_profile('quick', max_examples=5)\n"
+        "settings.load_profile('quick')\n"
+    )
+    (tmp_path / "test_user.py").write_text(
+        "import sys\n"
+        "def test_user_code_sees_no_registry():\n"
+        "    assert 'nnplug_layers' not in sys.modules\n"
+    )
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "nnplug.pytest_plugin", "-p", "no:cacheprovider",
+                           "-q", *args], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_pytest_plugin_checks_the_named_types_only(tmp_path):
+    result = _pytest(tmp_path, "--nnplug-layers", "relu,mse", "--nnplug-mode", "fast")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_pytest_plugin_changes_nothing_without_its_option(tmp_path):
+    result = _pytest(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_pytest_plugin_refuses_an_unknown_type_as_a_usage_error(tmp_path):
+    result = _pytest(tmp_path, "--nnplug-layers", "relux")
+    assert result.returncode == 4
+    assert "--nnplug-layers: unknown type 'relux'" in result.stderr and "did you mean 'relu'" in result.stderr
+
+
+def test_state_kept_by_output_shape_or_init_params_is_caught():
+    def remembers(self, in_shape):
+        self.in_shape = in_shape
+        return in_shape
+
+    with pytest.raises(ConformanceError, match="layer state broken") as info:
+        check_layer(broken("Remembers", output_shape=remembers), CASE)
+    assert "in_shape" in str(info.value)
