@@ -1,17 +1,23 @@
 """Probe: conv2d and pooling forward+backward, nnplug against PyTorch CPU in the same run.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/conv_pool_probe.py [--scipy] [--json F]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/conv_pool_probe.py \
+        [--threads 2] [--timer wall|cpu] [--scipy] [--json FILE]
 
-Threads are pinned to 2 (threadpoolctl for numpy's BLAS, ``torch.set_num_threads``). Each
-case alternates nnplug and PyTorch runs after a warm-up and reports medians, so both see the
-same machine load. ratio = PyTorch time / nnplug time (> 1: nnplug faster). The full
-benchmark harness is ``benchmarks/run.py``; this probe is the quick check for these layers.
+Threads are pinned (threadpoolctl for numpy's BLAS, ``torch.set_num_threads``); nnplug and
+PyTorch run in alternating blocks after warm-ups and medians are reported, so both see the
+same machine load. ratio = PyTorch time / nnplug time (> 1: nnplug faster).
+
+``--timer wall`` (default) is elapsed time. On a machine shared with other jobs it swings
+with their load, and multi-threaded BLAS suffers most; ``--threads 1 --timer cpu`` compares
+the CPU time each side spends, which others' load barely moves. The full benchmark harness
+is ``benchmarks/run.py``; this probe is the quick check for conv2d and pooling.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -23,7 +29,8 @@ from nnplug_layers.conv2d import Conv2D
 from nnplug_layers.pooling import AvgPool2D, MaxPool2D
 from threadpoolctl import threadpool_info, threadpool_limits
 
-THREADS = 2
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
 CONV_CASES = [  # (N, C, F, H, k, pad)
     (64, 16, 32, 28, 3, 1),
     (32, 64, 64, 16, 3, 1),
@@ -35,19 +42,21 @@ POOL_CASE = (64, 32, 24)
 def paired_medians(fa: Callable[[], Any], fb: Callable[[], Any], repeats: int) -> tuple[float, float]:
     """Median seconds of ``fa`` and ``fb`` over ``repeats`` timed runs each.
 
-    They run in alternating blocks of up to 3, each block after an untimed run, so that both
-    see the same machine load and neither is timed while the other's threads still spin.
+    They run in alternating blocks of up to 3, each block after a pause and an untimed run,
+    so that both see the same machine load and neither is timed while the other's idle
+    threads still spin (OpenBLAS's workers busy-wait for a while after a call).
     """
     ta: list[float] = []
     tb: list[float] = []
     while len(ta) < repeats:
         block = min(3, repeats - len(ta))
         for fn, times in ((fa, ta), (fb, tb)):
+            time.sleep(0.15)  # let the other library's idle threads stop spinning
             fn()
             for _ in range(block):
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                times.append(time.perf_counter() - t0)
+                times.append(clock() - t0)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -131,14 +140,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per case (median)")
     parser.add_argument("--scipy", action="store_true", help="also time the (slow) scipy engine")
+    parser.add_argument("--threads", type=int, default=2, help="threads for BLAS and PyTorch")
+    parser.add_argument("--timer", choices=sorted(CLOCKS), default="wall", help="elapsed or CPU time")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(THREADS)
-    with threadpool_limits(THREADS):
+    global clock
+    clock = CLOCKS[args.timer]
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads):
         blas = [f"{i['internal_api']} {i.get('architecture')} x{i['num_threads']}" for i in threadpool_info()]
-        print(f"numpy BLAS: {', '.join(blas)}; torch {torch.__version__} x{torch.get_num_threads()}")
+        print(f"numpy BLAS: {', '.join(blas)}; torch {torch.__version__} x{torch.get_num_threads()}; "
+              f"{args.timer} time; load average {os.getloadavg()[0]:.2f}")
         rows = []
         for dtype in ("float32", "float64"):
             rows += conv_rows(torch, dtype, args.repeats, args.scipy)

@@ -139,7 +139,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Measured by `{results['command']}` on {env['cpu']} ({env['threads']} threads pinned), "
         f"numpy {env['numpy']} ({blas.get('internal_api')} {blas.get('version')}, "
-        f"kernel {blas.get('architecture')}), torch {env.get('torch')}, mygrad {env.get('mygrad')}; "
+        f"kernel {blas.get('architecture')}; OpenBLAS overrides in the environment: "
+        f"{', '.join(f'{k}={v}' for k, v in env['env'].items()) or 'none'}), "
+        f"torch {env.get('torch')}, mygrad {env.get('mygrad')}; "
         f"median of {results['repeats']} repeats after warm-up, frameworks interleaved; load average "
         f"{env['load_average_at_start'][0]:.1f} at the start, {results['load_average_at_end'][0]:.1f} at the end. "
         "numpy matmul peak: "

@@ -40,10 +40,12 @@ SKIP_ERRORS = (FileNotFoundError, NotImplementedError)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats, smaller GEMM probe, no big gradcheck")
+    p.add_argument("--quick", action="store_true",
+                   help="GEMM peak probed once at n <= 1024; gradient-checker cost without the large full check")
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     p.add_argument("--only", metavar="PATTERN", help="run only cases whose name or group matches (regex, any case)")
-    p.add_argument("--repeats", type=int, help="timed repeats per case (default 7, quick 7 too; <7 is a smoke run)")
+    p.add_argument("--repeats", type=int,
+                   help="timed repeats per case (default 7; fewer is a smoke run, not a measurement)")
     p.add_argument("--no-peers", action="store_true", help="time nnplug only (no torch, no mygrad)")
     p.add_argument("--json", type=Path, default=HERE / "results" / "latest.json", metavar="PATH")
     p.add_argument("--md", type=Path, default=None, metavar="PATH",
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]warning: {warning}[/]")
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     only = re.compile(args.only, re.IGNORECASE) if args.only else None
-    sizes = (512, 1024) if args.quick or args.repeats else (512, 1024, 2048)
+    sizes = (512, 1024) if args.quick else (512, 1024, 2048)
     peak = {d: gemm_peak(d, repeats, sizes) for d in dtypes}
     console.print("numpy matmul peak, first probe: " + ", ".join(f"{d} {p['gflops']:.1f} GFLOP/s (n={p['n']})"
                                                    for d, p in peak.items()))

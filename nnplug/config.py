@@ -258,7 +258,8 @@ def _parse_loss(raw: Any, nodes: list[NodeSpec] | None, registry: Registry,
     if config.inputs is None:
         target = names[-1]
     elif len(config.inputs) != 1 or config.inputs[0] not in names:
-        problems.add(("loss",), f"{where} -> inputs: expected one node of {', '.join(names)}, got {list(config.inputs)}")
+        problems.add(("loss",), f"{where} -> inputs: expected one node of {', '.join(names)}, "
+                                f"got {list(config.inputs)}")
         return None
     else:
         target = config.inputs[0]

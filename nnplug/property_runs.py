@@ -23,6 +23,7 @@ from nnplug._strategies import Case, cases_for, is_checkable
 from nnplug.gradcheck import Mode
 from nnplug.layer import Loss
 from nnplug.registry import Registry
+from nnplug.testing import seeds
 
 MODES = ("fast", "full")
 
@@ -65,17 +66,13 @@ def run_type(registry: Registry, name: str, *, examples: int, seed: int, mode: M
         outcome.redraws += result.redraws
         outcome.worst_rel_error = max(outcome.worst_rel_error, result.report.max_rel_error)
 
-    from nnplug.testing import seeds
-
-    test = given(case=cases_for(cls), case_seed=seeds())(body)
     # Programmatic use: reproducible from ``seed``, no example database, the shrunk case
     # reported by us rather than printed by hypothesis.
-    test = settings(max_examples=examples, database=None, deadline=None, derandomize=False,
-                    report_multiple_bugs=False, print_blob=False, verbosity=Verbosity.quiet,
-                    phases=(Phase.generate, Phase.shrink))(test)
-    test = hypothesis_seed(seed)(test)
+    run = settings(max_examples=examples, database=None, deadline=None, derandomize=False,
+                   report_multiple_bugs=False, print_blob=False, verbosity=Verbosity.quiet,
+                   phases=(Phase.generate, Phase.shrink))
     try:
-        test()
+        hypothesis_seed(seed)(run(given(case=cases_for(cls), case_seed=seeds())(body)))()
     except ConformanceError as exc:
         outcome.status, outcome.error, outcome.case, outcome.seed = "FAILED", exc, exc.case, exc.seed
         if exc.report is not None:

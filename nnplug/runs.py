@@ -152,7 +152,7 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
     elapsed = time.perf_counter() - started
     if result.status == "interrupted":
         p = trainer.position
-        print(f"nnplug: stopped by {result.signal_name} at epoch {p.epoch + 1}, batch {p.batch}; "
+        print(f"nnplug: stopped by {result.signal_name} after batch {p.batch} of epoch {p.epoch + 1}; "
               f"saved to {run_dir}\n  continue with: nnplug train --resume {run_dir}", file=sys.stderr)
         return EXIT_SIGNAL.get(result.signal_name or "", 130)
     last = result.history[-1] if result.history else {}

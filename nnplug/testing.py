@@ -115,8 +115,9 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
     plugin_list = list(plugins)
     cache: dict[str, Registry] = {}
 
-    def get_registry() -> Registry | None:
-        if registry is not None or not plugin_list:
+    def get_registry() -> Registry:
+        # Loaded once, when the test first runs (not at import), and kept for every example.
+        if registry is not None:
             return registry
         if "r" not in cache:
             cache["r"] = load_registry(plugin_list)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from nnplug.errors import NumericalError
+from nnplug.errors import ConfigError, NumericalError
 from nnplug.optim import Optimizer, OptimizerConfig, make_optimizer
 
 if TYPE_CHECKING:
@@ -140,8 +140,6 @@ class Trainer:
     def restore(self, optim_arrays: dict[str, np.ndarray], optim_scalars: dict[str, Any],
                 progress: dict[str, Any]) -> None:
         """Continue from a checkpoint's optimizer state and position."""
-        from nnplug.errors import ConfigError
-
         self.optimizer.load_state_dict(optim_arrays, optim_scalars)
         try:
             history = list(progress["history"])

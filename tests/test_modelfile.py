@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nnplug
 from nnplug.cli import main
@@ -183,3 +186,34 @@ def test_a_third_party_layer_appears_in_the_schema_once_installed() -> None:
     mapping = schema["properties"]["layers"]["items"]["discriminator"]["mapping"]
     assert "test_swish" in mapping
     assert "test_swish" not in json.dumps(model_json_schema(nnplug.load_registry()))
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.sampled_from(["dense", "relu", "flatten", "add", "conv2d", "same"]))
+_documents = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
+        ["type", "units", "inputs", "name", "layers", "loss", "input", "filters", "kernel_size", "x"]),
+        inner, max_size=4)), max_leaves=20)
+
+
+@given(layers=st.lists(st.one_of(_documents, st.fixed_dictionaries(
+    {"type": st.sampled_from(["dense", "relu", "flatten", "add", "conv2d", "maxpool2d"])},
+    optional={"units": _scalars, "filters": _scalars, "kernel_size": _scalars, "inputs": _documents})),
+    max_size=5), top=_documents, fmt=st.sampled_from(["yaml", "json"]))
+def test_random_documents_give_a_model_or_a_clean_error(
+    registry: nnplug.Registry, layers: list[object], top: object, fmt: str
+) -> None:
+    document = {"input": [1, 8, 8], "layers": layers, "loss": {"type": "softmax_cross_entropy"}}
+    if isinstance(top, dict):
+        document.update(top)
+    try:
+        text = yaml.safe_dump(document) if fmt == "yaml" else json.dumps(document)
+    except (ValueError, yaml.YAMLError):
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # a fresh file per example
+        path = Path(tmp) / f"fuzz.{fmt}"
+        path.write_text(text)
+        try:
+            build_model(path, registry)
+        except (nnplug.ConfigError, nnplug.ShapeError) as exc:
+            assert str(exc).strip()

@@ -176,10 +176,22 @@ class SometimesKinked(NoCases):
         return st.just(Case({}, ((2,),), values="distinct"))  # batch 2: values -2, -1, 0, 1
 
 
+class RaisingCasesConfig(nnplug.LayerConfig):
+    type: Literal["cases_raise"] = "cases_raise"
+
+
+class RaisingCases(NoCases):
+    Config = RaisingCasesConfig
+
+    @classmethod
+    def gradcheck_cases(cls):
+        raise ModuleNotFoundError("No module named 'hypothesis_extras'")
+
+
 class OddPlugin:
     @nnplug.hookimpl
     def nnplug_register_layers(self):
-        return [Crashes, BadCases, SometimesKinked]
+        return [Crashes, BadCases, SometimesKinked, RaisingCases]
 
 
 ODD = nnplug.Registry(plugins=[OddPlugin()])
@@ -211,3 +223,11 @@ def test_kinks_met_are_redrawn_and_counted_in_the_table(capsys):
     assert outcome.status == "passed" and outcome.redraws > 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "sometimes_kinked" in line)
     assert f" {outcome.redraws} " in row
+
+
+def test_a_gradcheck_cases_that_raises_is_an_error_row_not_a_traceback(capsys):
+    assert gradcheck_main(ODD, [], examples=3, seed=0, mode="fast", quiet=False) == 1
+    out = capsys.readouterr().out
+    assert "cases_raise: ModuleNotFoundError: No module named 'hypothesis_extras'" in out
+    row = next(line for line in out.splitlines() if line.startswith("│ cases_raise"))
+    assert "ERROR" in row and "Traceback" not in out

@@ -16,7 +16,6 @@ layers run over taps (``kh * kw`` of them, few), never over batch or channels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -188,11 +187,6 @@ class ColumnLayout:
         return self.geom.out_hw[0] * self.row_len
 
 
-def column_layout(geom: Window2D) -> ColumnLayout:
-    """The flat (contiguous-tap) layout for stride 1, the strided one otherwise."""
-    return ColumnLayout(geom, flat=geom.stride == (1, 1))
-
-
 def padded_channels_first(x: np.ndarray, layout: ColumnLayout) -> np.ndarray:
     """(N, C, H, W) -> zero-padded (C, N, Hp + spare, Wp), one copy; spare = 1 row if flat."""
     g = layout.geom
@@ -273,7 +267,3 @@ def from_columns_layout(y: np.ndarray, layout: ColumnLayout, batch: int,
 def index_dtype(n_taps: int) -> np.dtype:
     """The smallest unsigned integer dtype that holds a window index in [0, n_taps)."""
     return np.dtype(np.min_scalar_type(max(n_taps - 1, 0)))
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)

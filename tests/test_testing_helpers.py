@@ -1,0 +1,130 @@
+"""nnplug.testing's helpers: Case, the strategies plugin authors reuse, the pytest helpers and
+the opt-in pytest plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nnplug
+from nnplug import testing
+from nnplug.testing import Case
+
+REGISTRY = nnplug.load_registry()
+
+test_relu_in_one_line = testing.layer_test("relu")
+test_mse_in_one_line = testing.layer_test("mse")
+
+
+def test_layer_test_is_named_after_the_type_and_runs_under_hypothesis():
+    test = testing.layer_test("dense")
+    assert test.__name__ == "test_dense_keeps_layer_contract"
+    assert hasattr(test, "hypothesis")
+    test()
+
+
+# -- Case and the strategies -----------------------------------------------------------------
+
+
+def test_case_normalises_shapes_and_its_repr_pastes_back():
+    case = Case({"units": 2}, [[np.int64(3)]], values="off_zero")
+    assert case.in_shapes == ((3,),)
+    assert eval(repr(case), {"Case": Case}) == case
+
+
+@pytest.mark.parametrize("bad", [(), ((0, 2),), ("3",), ((2.5,),), ((True,),)])
+def test_case_refuses_shapes_that_are_not_positive_int_tuples(bad):
+    with pytest.raises(nnplug.ConfigError, match="in_shapes"):
+        Case({}, bad)
+
+
+def test_case_refuses_an_unknown_value_kind():
+    with pytest.raises(nnplug.ConfigError, match="available: distinct, normal, off_zero"):
+        Case({}, ((2,),), values="uniform")
+
+
+@given(testing.conv_geometry())
+def test_conv_geometry_always_holds_a_window(g):
+    (c, h, w), (kh, kw), (sh, sw), (ph, pw) = g.in_shape, g.kernel, g.stride, g.padding
+    assert c >= 1 and h + 2 * ph >= kh and w + 2 * pw >= kw
+    assert g.out_hw == ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    assert min(g.out_hw) >= 1
+    assert g.config()["kernel_size"] == [kh, kw]
+
+
+@given(testing.pool_geometry())
+def test_pool_geometry_pads_at_most_half_a_window(g):
+    assert all(p <= k // 2 for p, k in zip(g.padding, g.kernel))
+    assert min(g.out_hw) >= 1 and g.config("pool_size")["pool_size"] == list(g.kernel)
+
+
+@given(st.data())
+def test_off_zero_and_distinct_arrays_stay_off_kinks(data):
+    shape = data.draw(testing.shapes(max_dims=2))
+    away = data.draw(testing.arrays(shape, "off_zero"))
+    assert away.shape == shape and np.all(np.abs(away) >= testing.KINK_MARGIN)
+    spread = np.sort(data.draw(testing.arrays(shape, "distinct")).ravel())
+    assert np.all(np.diff(spread) >= 4.0 / spread.size - 1e-12)
+
+
+@given(st.integers(1, 6), st.integers(2, 5), st.data())
+def test_labels_and_one_hot_targets_fit_softmax_cross_entropy(n, k, data):
+    labels = data.draw(testing.labels(n, k))
+    assert labels.shape == (n,) and labels.min() >= 0 and labels.max() < k
+    onehot = data.draw(testing.one_hot(n, k))
+    np.testing.assert_allclose(onehot.sum(axis=1), 1.0)
+    loss = REGISTRY.get("softmax_cross_entropy")()
+    pred = np.zeros((n, k))
+    assert np.isfinite(loss.forward(pred, labels)[0]) and np.isfinite(loss.forward(pred, onehot)[0])
+
+
+def test_draw_values_refuses_an_unknown_kind():
+    with pytest.raises(nnplug.ConfigError, match="unknown value kind"):
+        testing.draw_values("lumpy", (2,), np.random.default_rng(0))
+
+
+def test_checkable_types_splits_by_gradcheck_cases():
+    with_cases, without = testing.checkable_types(REGISTRY)
+    assert {"dense", "relu", "mse", "softmax_cross_entropy"} <= set(with_cases)
+    assert set(with_cases) | set(without) == set(REGISTRY.types)
+
+
+# -- the opt-in pytest plugin ----------------------------------------------------------------
+
+
+def _pytest(tmp_path, *args):
+    (tmp_path / "conftest.py").write_text(  # the caller's profile decides the number of examples
+        "from hypothesis import settings\n"
+        "settings.register_profile('quick', max_examples=5)\n"
+        "settings.load_profile('quick')\n"
+    )
+    (tmp_path / "test_user.py").write_text(
+        "import sys\n"
+        "def test_user_code_sees_no_registry():\n"
+        "    assert 'nnplug_layers' not in sys.modules\n"
+    )
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "nnplug.pytest_plugin", "-p", "no:cacheprovider",
+                           "-q", *args], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_pytest_plugin_checks_the_named_types_only(tmp_path):
+    result = _pytest(tmp_path, "--nnplug-layers", "relu,mse", "--nnplug-mode", "fast")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_pytest_plugin_changes_nothing_without_its_option(tmp_path):
+    result = _pytest(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_pytest_plugin_refuses_an_unknown_type_as_a_usage_error(tmp_path):
+    result = _pytest(tmp_path, "--nnplug-layers", "relux")
+    assert result.returncode == 4
+    assert "--nnplug-layers: unknown type 'relux'" in result.stderr and "did you mean 'relu'" in result.stderr
