@@ -187,14 +187,34 @@ def _read_manifest(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{run_dir}: not a run directory (no {MANIFEST}; was the run saved?)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise ConfigError(f"{path}: not a valid manifest ({exc})") from None
     ok = isinstance(manifest, dict) and all(
         isinstance(manifest.get(k), dict) for k in ("layer_types", "model", "weights", "optimizer", "progress")
     )
     if not ok or manifest.get("format") != FORMAT:
         raise ConfigError(f"{path}: not an nnplug manifest of format {FORMAT}")
+    problem = _progress_problem(manifest["progress"])
+    if problem:
+        raise ConfigError(f"{path}: {problem} (was the manifest edited by hand?)")
     return manifest
+
+
+def _progress_problem(progress: dict[str, Any]) -> str | None:
+    """Why a manifest's training progress is not what ``Trainer`` writes, or ``None``."""
+    for key in ("epoch", "batch", "seen", "seed", "epochs", "batch_size"):
+        value = progress.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"progress.{key}: expected a non-negative int, got {value!r}"
+    loss_sum = progress.get("loss_sum")
+    if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)) or not np.isfinite(loss_sum):
+        return f"progress.loss_sum: expected a finite number, got {loss_sum!r}"
+    history = progress.get("history")
+    if not isinstance(history, list) or not all(isinstance(m, dict) for m in history):
+        return f"progress.history: expected a list of per-epoch metrics, got {history!r:.60}"
+    if len(history) != progress["epoch"]:
+        return f"progress.history holds {len(history)} epoch(s), but progress.epoch is {progress['epoch']}"
+    return None
 
 
 def _verified(run_dir: Path, entry: dict[str, Any], what: str) -> Path:
@@ -235,7 +255,8 @@ def load_checkpoint(run_dir: str | Path, registry: Registry) -> Checkpoint:
     manifest = _read_manifest(run_dir)
     missing = {t: d for t, d in manifest["layer_types"].items() if t not in registry}
     if missing:
-        listed = ", ".join(f"{t} (from {d} {manifest.get('plugins', {}).get(d, '?')})"
+        versions = manifest.get("plugins") if isinstance(manifest.get("plugins"), dict) else {}
+        listed = ", ".join(f"{t} (from {d} {versions.get(str(d), '?')})"
                            for t, d in sorted(missing.items()))
         raise ConfigError(f"{run_dir}: the run uses layer types that are not installed: {listed}")
     model_path = _verified(run_dir, manifest["model"], "model")

@@ -103,7 +103,8 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
         rows.append((info.name, info.distribution, info.version, info.status,
                      ", ".join(info.types) or "-"))
         if info.error:
-            errors.append(f"  {info.name}: {info.error}")
+            errors.append(f"  {info.distribution} {info.version} ({info.name}): "
+                          + info.error.replace("\n", "\n      "))
     if len(rows) == 1:
         print("no plugins installed (and none given with -p)")
         return EXIT_OK

@@ -1,5 +1,5 @@
-"""The graph executor: build (topological order, shape inference, parameters), forward,
-backward.
+"""The graph executor: ``Model`` builds a spec (see ``nnplug.build``), initialises the
+parameters, and runs forward and backward.
 
 ``Model`` owns the parameters as ``params[node][name]``. Layers are called with the
 parameters and hand caches back; the executor checks every array a plugin returns (shape,
@@ -10,83 +10,18 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nnplug.config import INPUT_NAME, ModelSpec, NodeSpec, parse_model
+from nnplug.build import Node, build_nodes, check_budget, plugin_label
+from nnplug.config import INPUT_NAME, ModelSpec, parse_model
 from nnplug.errors import NnplugError, NumericalError, PluginError, ShapeError
-from nnplug.layer import Layer, Loss, Shape
+from nnplug.layer import Loss, Shape
 from nnplug.registry import Registry, load_registry
 
-MAX_PARAMETERS = 200_000_000  # a budget checked before any weight is allocated
-
 Params = dict[str, dict[str, np.ndarray]]
-
-
-@dataclass
-class Node:
-    """A built node: its layer, where its inputs come from, and the shapes it maps."""
-
-    name: str
-    layer: Layer
-    inputs: tuple[str, ...]
-    in_shapes: tuple[Shape, ...]
-    out_shape: Shape
-    where: str
-    plugin: str
-
-    @property
-    def type(self) -> str:
-        return self.layer.type_name()
-
-    def layer_input(self, values: Mapping[str, Any]) -> Any:
-        """The single array, or the tuple of arrays, this node's layer takes."""
-        arrays = tuple(values[name] for name in self.inputs)
-        return arrays if self.layer.n_inputs > 1 else arrays[0]
-
-    def layer_in_shape(self) -> Any:
-        return self.in_shapes if self.layer.n_inputs > 1 else self.in_shapes[0]
-
-    def describe(self) -> str:
-        return f"node {self.name!r} ({self.type}, {self.plugin})"
-
-
-def _topological_order(spec: ModelSpec) -> list[NodeSpec]:
-    """Kahn's algorithm in file order; a cycle is refused naming the nodes on it."""
-    by_name = {n.name: n for n in spec.nodes}
-    done: set[str] = {INPUT_NAME}
-    order: list[NodeSpec] = []
-    pending = list(spec.nodes)
-    while pending:
-        ready = [n for n in pending if all(i in done for i in n.inputs)]
-        if not ready:
-            cycle = _find_cycle(pending, by_name)
-            raise ShapeError(
-                f"the graph has a cycle: {' -> '.join(cycle)}; "
-                "a node's inputs must not depend on the node itself"
-            )
-        for node in ready:
-            order.append(node)
-            done.add(node.name)
-        pending = [n for n in pending if n.name not in done]
-    return order
-
-
-def _find_cycle(pending: list[NodeSpec], by_name: dict[str, NodeSpec]) -> list[str]:
-    path: list[str] = []
-    current = pending[0].name
-    while current not in path:
-        path.append(current)
-        current = next(i for i in by_name[current].inputs if i in {p.name for p in pending})
-    return [*path[path.index(current):], current]
-
-
-def _plugin_label(registry: Registry, type_name: str) -> str:
-    info = registry.plugin_of(type_name)
-    return f"plugin {info.name!r}" if info.distribution == "-" else f"plugin {info.distribution}"
 
 
 class Model:
@@ -100,17 +35,17 @@ class Model:
         self.registry = registry
         self.dtype = np.dtype(spec.dtype)
         self.input_shape: Shape = spec.input_shape
-        self.nodes: list[Node] = self._build_nodes(spec)
+        self.nodes: list[Node] = build_nodes(spec, registry)
         loss_spec = spec.loss
         self.loss: Loss = loss_spec.cls(loss_spec.config)
         self.loss_input = loss_spec.input
-        self.loss_plugin = _plugin_label(registry, loss_spec.config.type)
+        self.loss_plugin = plugin_label(registry, loss_spec.config.type)
         pred_shape = self.node(self.loss_input).out_shape
         try:
             self.loss.check_pred_shape(pred_shape)
         except ShapeError as exc:
             raise ShapeError(f"{loss_spec.where}: {exc} (input from node {self.loss_input!r})") from None
-        self._check_budget()
+        check_budget(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
 
     # -- construction --------------------------------------------------------------------
@@ -128,53 +63,6 @@ class Model:
         from nnplug.modelfile import build_model
 
         return build_model(path, registry or load_registry())
-
-    def _build_nodes(self, spec: ModelSpec) -> list[Node]:
-        shapes: dict[str, Shape] = {INPUT_NAME: spec.input_shape}
-        nodes = []
-        for node_spec in _topological_order(spec):
-            layer = node_spec.cls(node_spec.config)
-            in_shapes = tuple(shapes[i] for i in node_spec.inputs)
-            in_shape: Any = in_shapes if layer.n_inputs > 1 else in_shapes[0]
-            plugin = _plugin_label(self.registry, node_spec.config.type)
-            received = ", ".join(f"{s} from {i!r}" for s, i in zip(in_shapes, node_spec.inputs))
-            try:
-                out = layer.output_shape(in_shape)
-            except ShapeError as exc:
-                raise ShapeError(f"{node_spec.where}: {exc}; received {received}") from None
-            except NnplugError:
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    f"{node_spec.where} ({plugin}): output_shape raised "
-                    f"{type(exc).__name__}: {exc}; received {received}"
-                ) from exc
-            if not (isinstance(out, tuple) and out and all(
-                isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in out
-            )):
-                raise ShapeError(
-                    f"{node_spec.where} ({plugin}): output_shape returned {out!r} for {received}; "
-                    "expected a tuple of positive ints"
-                )
-            shapes[node_spec.name] = tuple(int(d) for d in out)
-            nodes.append(Node(node_spec.name, layer, node_spec.inputs, in_shapes,
-                              shapes[node_spec.name], node_spec.where, plugin))
-        return nodes
-
-    def _check_budget(self) -> None:
-        total, largest, where = 0, 0, ""
-        for node in self.nodes:
-            shapes = node.layer.param_shapes(node.layer_in_shape())
-            if shapes:
-                count = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
-                total += count
-                if count > largest:
-                    largest, where = count, node.where
-        if total > MAX_PARAMETERS:
-            raise ShapeError(
-                f"{where}: the model would have {total:,} parameters, more than the budget of "
-                f"{MAX_PARAMETERS:,} ({largest:,} in this node); reduce filters or units"
-            )
 
     def init_params(self, seed: int) -> Params:
         """Fresh parameters for every node, each drawn from a generator derived from ``seed``

@@ -230,9 +230,11 @@ class Registry:
         near = difflib.get_close_matches(str(type_name), available, n=1, cutoff=0.6)
         if near:
             message += f" (did you mean {near[0]!r}?)"
-        failed = [i.label for i in self.plugins if i.status == "failed"]
+        # A plugin that failed before returning its classes may have been the type's home:
+        # name each with its error, so the user need not run `nnplug plugins` to find out.
+        failed = [f"{i.label}: {(i.error or '').splitlines()[0]}" for i in self.plugins if i.status == "failed"]
         if failed:
-            message += f"; plugins that failed to load: {', '.join(failed)}"
+            message += f"; plugins that failed to load: {'; '.join(failed)}"
         return message
 
 

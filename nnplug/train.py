@@ -147,6 +147,10 @@ class Trainer:
                                       float(progress["loss_sum"]), int(progress["seen"]), history)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{self.run_dir}: the manifest's progress is incomplete ({exc})") from None
+        n_batches = math.ceil(len(self.data.x) / self.config.batch_size)
+        if self.position.batch >= n_batches:  # a hand-edited manifest would skip an epoch's end
+            raise ConfigError(f"{self.run_dir}: the manifest's progress is at batch {self.position.batch}, "
+                              f"but an epoch has {n_batches} batches")
         if progress.get("seed") != self.seed:
             raise ConfigError(f"{self.run_dir}: saved with seed {progress.get('seed')}, resumed with {self.seed}")
         self._rewrite_metrics()
