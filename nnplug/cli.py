@@ -103,8 +103,8 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
         rows.append((info.name, info.distribution, info.version, info.status,
                      ", ".join(info.types) or "-"))
         if info.error:
-            errors.append(f"  {info.distribution} {info.version} ({info.name}): "
-                          + info.error.replace("\n", "\n      "))
+            source = "" if info.distribution == "-" else f" (distribution {info.distribution} {info.version})"
+            errors.append(f"  {info.name}{source}: " + info.error.replace("\n", "\n      "))
     if len(rows) == 1:
         print("no plugins installed (and none given with -p)")
         return EXIT_OK

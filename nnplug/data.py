@@ -79,7 +79,7 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     where = f"data: {path}"
     if not path.is_file():
-        raise ConfigError(f"{where}: no such file")
+        raise ConfigError(f"{where}: {'not a regular file' if path.exists() else 'no such file'}")
     if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
         raise ConfigError(f"{where}: not a readable .npz file (not a zip archive)")
     try:

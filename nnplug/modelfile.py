@@ -106,7 +106,11 @@ class LineLoader(yaml.SafeLoader):
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:
-    loader = LineLoader(text, source)
+    try:
+        loader = LineLoader(text, source)
+    except yaml.reader.ReaderError as exc:  # the reader refuses control characters at once
+        raise ConfigError(f"{source}: invalid YAML: {exc.reason} (character #x{exc.character:04x} "
+                          f"at offset {exc.position})") from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -196,6 +200,10 @@ def read_document(path: str | Path) -> tuple[Any, Any]:
         return _load_toml(text, source), None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply to be a model file") from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # an integer past Python's 4300-digit limit, from any of the parsers
+        raise ConfigError(f"{source}: a value cannot be read: {str(exc).split(';')[0]}") from None
 
 
 def _load(path: str | Path, registry: Registry) -> tuple[ModelSpec, Any]:

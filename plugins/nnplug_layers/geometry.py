@@ -246,22 +246,17 @@ def to_columns_layout(y: np.ndarray, layout: ColumnLayout) -> np.ndarray:
     n, f, ho, wo = y.shape
     if layout.row_len == wo:
         return np.ascontiguousarray(y.transpose(1, 0, 2, 3)).reshape(f, -1)
-    out = np.zeros((f, n, ho, layout.row_len), dtype=y.dtype)
+    out = np.empty((f, n, ho, layout.row_len), dtype=y.dtype)
     out[..., :wo] = y.transpose(1, 0, 2, 3)
+    out[..., wo:] = 0
     return out.reshape(f, -1)
 
 
-def from_columns_layout(y: np.ndarray, layout: ColumnLayout, batch: int,
-                        bias: np.ndarray | None = None) -> np.ndarray:
-    """(F, N·Ho·R) -> (N, F, Ho, Wo) (+ bias[f]), dropping the junk columns; one pass."""
+def from_columns_layout(y: np.ndarray, layout: ColumnLayout, batch: int) -> np.ndarray:
+    """(F, N·Ho·R) -> (N, F, Ho, Wo), dropping the junk columns; one copy."""
     ho, wo = layout.geom.out_hw
-    view = y.reshape(y.shape[0], batch, ho, layout.row_len)[..., :wo].transpose(1, 0, 2, 3)
-    out = np.empty(view.shape, dtype=y.dtype)
-    if bias is None:
-        out[...] = view
-    else:  # the bias rides along with the copy rather than taking a pass of its own
-        np.add(view, bias[:, None, None], out=out)
-    return out
+    view = y.reshape(y.shape[0], batch, ho, layout.row_len)[..., :wo]
+    return np.ascontiguousarray(view.transpose(1, 0, 2, 3))
 
 
 def index_dtype(n_taps: int) -> np.dtype:
