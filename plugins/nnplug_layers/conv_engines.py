@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import signal
 
 from nnplug_layers.geometry import (
     ColumnLayout,
@@ -53,6 +52,8 @@ def scipy_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Wind
     One ``correlate`` per (filter, channel) pair over the whole batch: the kernel is given a
     batch axis of length 1, so each example is correlated separately (FFT, the fastest here).
     """
+    from scipy import signal  # imported on first use: it adds ~0.5 s to every command's start
+
     xp = geom.pad(x)  # (N, C, Hp, Wp)
     n, f = x.shape[0], w.shape[0]
     (ho, wo), (sh, sw) = geom.out_hw, geom.stride
@@ -74,6 +75,8 @@ def scipy_weight_grad(xp: np.ndarray, dyd: np.ndarray, kernel: tuple[int, int]) 
     2-D valid correlation sums over the batch by itself. ``method="direct"`` is the faster here
     because only kh × kw lags are wanted.
     """
+    from scipy import signal
+
     n, c, hp, wp = xp.shape
     f, hd = dyd.shape[1], dyd.shape[2]
     kh, kw = kernel
@@ -91,6 +94,8 @@ def scipy_weight_grad(xp: np.ndarray, dyd: np.ndarray, kernel: tuple[int, int]) 
 
 def scipy_input_grad(w: np.ndarray, dyd: np.ndarray, geom: Window2D) -> np.ndarray:
     """∂L/∂x: the full correlation of δ̃ with rot180(w), summed over filters, then cropped."""
+    from scipy import signal
+
     n, f, hd, wd = dyd.shape
     c, (kh, kw) = w.shape[1], geom.kernel
     hp, wp = geom.padded_hw
