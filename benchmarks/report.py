@@ -33,9 +33,10 @@ def _ratio(row: dict[str, Any], peer: str) -> str:
 def _met(row: dict[str, Any]) -> str:
     if row.get("status") != "ok":
         return row.get("status", "—")
+    noisy = " (noisy)" if row.get("noisy") else ""
     if not row["targets"]:
-        return ""
-    return "yes" if all(t["met"] for t in row["targets"]) else "NO"
+        return noisy.strip(" ()")
+    return ("yes" if all(t["met"] for t in row["targets"]) else "NO") + noisy
 
 
 def row_cells(row: dict[str, Any]) -> list[str]:
@@ -69,7 +70,7 @@ def print_report(console: Any, results: dict[str, Any]) -> None:
         table.add_column(name, justify="left" if k in (0, 9) else "right", overflow="fold")
     for row in results["rows"]:
         cells = row_cells(row)
-        style = "red" if cells[-1] == "NO" else ("dim" if row.get("status") != "ok" else None)
+        style = "red" if cells[-1].startswith("NO") else ("dim" if row.get("status") != "ok" else None)
         table.add_row(*(escape(c) for c in cells), style=style)
     console.print(table)
     for row in results["rows"]:
@@ -126,6 +127,14 @@ def extra_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _noise_note(results: dict[str, Any]) -> str:
+    noisy = [r for r in results["rows"] if r.get("noisy")]
+    if not noisy:
+        return ""
+    return (f" **{len(noisy)} of {len(results['rows'])} rows are marked noisy** (an IQR above 30% of the "
+            "median: other processes were competing for the 2 cores); their ratios are not a measurement.")
+
+
 def write_json(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -146,15 +155,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"{env['load_average_at_start'][0]:.1f} at the start, {results['load_average_at_end'][0]:.1f} at the end. "
         "numpy matmul peak: "
         + ", ".join(f"{d} {p['gflops']:.1f} GFLOP/s" for d, p in peak.items()) + ". "
-        "Ratio = peer time / nnplug time (above 1: nnplug is faster).",
+        "Ratio = peer time / nnplug time (above 1: nnplug is faster)." + _noise_note(results),
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join("---" if k in (0, 9) else "---:" for k in range(len(HEADER))) + "|",
     ]
     for row in results["rows"]:
         cells = [c.replace("|", "\\|") for c in row_cells(row)]
-        if cells[-1] == "NO":
-            cells[-1] = "**NO**"
+        if cells[-1].startswith("NO"):
+            cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"{r['name']} ({r['dtype']}): {r.get('reason') or r['note']}" for r in results["rows"]
              if r.get("reason") or r.get("note")]

@@ -36,6 +36,7 @@ import nnplug  # noqa: E402
 
 PEER_MODULES = {"torch": "torch", "mygrad": "mygrad"}
 SKIP_ERRORS = (FileNotFoundError, NotImplementedError)
+NOISY_IQR = 0.3  # a row whose IQR passes this fraction of its median was measured under load
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,10 +103,12 @@ def run_case(case: Case, repeats: int, peers: list[str], registry: nnplug.Regist
     try:
         if case.group == "train step":
             row["agreement"] = agreement(case, fns)
-        timings = measure_interleaved(fns, counts)
+        timings = measure_interleaved(fns, counts, pools={"torch": "torch"})
     except Exception as exc:
         row.update(status="ERROR", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         return row
+    row["noisy"] = any(t.iqr_s > NOISY_IQR * t.median_s for t in timings.values())
+    row["load_1min"] = os.getloadavg()[0]
     row["nnplug"] = timings.pop("nnplug").as_dict()
     t = row["nnplug"]["median_s"]
     if case.flops:

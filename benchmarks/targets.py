@@ -10,6 +10,7 @@ from typing import Any
 def summary(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(target, measured, met)`` rows; ``met`` is "yes", "NO" or "not run"."""
     goals: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    noisy_rows = {f"{row['name']} {row['dtype']}" for row in results["rows"] if row.get("noisy")}
     for row in results["rows"]:
         for target in row["targets"]:
             goals.setdefault(target["goal"], []).append((f"{row['name']} {row['dtype']}", target))
@@ -17,7 +18,9 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     for goal, hits in goals.items():
         missed = [(name, t) for name, t in hits if not t["met"]]
         worst_name, worst = min(hits, key=lambda h: h[1]["actual"] / h[1]["ratio"])
+        noisy = sum(1 for name, _ in hits if name in noisy_rows)
         measured = f"{len(hits) - len(missed)}/{len(hits)} rows; lowest {worst['actual']:.2f}× ({worst_name})"
+        measured += f"; {noisy} noisy" if noisy else ""
         if missed and len(missed) <= 4:
             measured += "; missed: " + ", ".join(f"{n} {t['actual']:.2f}×" for n, t in missed)
         out.append((goal, measured, "NO" if missed else "yes"))

@@ -22,6 +22,7 @@ import numpy as np
 THREADS = 2
 MIN_REPEAT_S = 0.02  # a repeat shorter than this is batched (timeit's autorange idea)
 WARMUP_S = 0.1  # warm-up lasts at least this long, and at least one call
+SWITCH_PAUSE_S = 0.25  # outlasts OpenBLAS's busy-waiting workers (about 0.1 s) when libraries alternate
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
@@ -70,21 +71,42 @@ def measure(fn: Callable[[], Any], repeats: int) -> Timing:
     return measure_interleaved({"fn": fn}, {"fn": repeats})["fn"]
 
 
-def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: dict[str, int]) -> dict[str, Timing]:
+def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: dict[str, int],
+                        pools: dict[str, str] | None = None) -> dict[str, Timing]:
     """Time several callables round-robin: repeat k of each runs before repeat k + 1 of any.
 
     On a shared machine the load changes over seconds; interleaving puts every framework's
     repeats in the same time windows, so a ratio of medians compares like with like.
+    ``pools`` names each callable's thread pool ("numpy" by default, "torch"). When the pool
+    changes, the timer first pauses ``SWITCH_PAUSE_S`` and makes one untimed call: OpenBLAS's
+    idle workers busy-wait for about 0.1 s (its THREAD_TIMEOUT) before they sleep, and on 2
+    cores they would steal a core from the other library's threads.
     """
     if any(r < 1 for r in repeats.values()):
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    numbers = {key: _warm(fn) for key, fn in fns.items()}
+    pools = pools or {}
+    numbers: dict[str, int] = {}
+    previous = None
+    for key, fn in fns.items():
+        _settle(previous, key, pools, None)
+        numbers[key] = _warm(fn)
+        previous = key
     samples: dict[str, list[float]] = {key: [] for key in fns}
     for k in range(max(repeats.values())):
         for key, fn in fns.items():
             if k < repeats[key]:
+                _settle(previous, key, pools, fn)
                 samples[key].append(_repeat(fn, numbers[key]))
+                previous = key
     return {key: _summary(samples[key], numbers[key]) for key in fns}
+
+
+def _settle(previous: str | None, key: str, pools: dict[str, str], fn: Callable[[], Any] | None) -> None:
+    if previous is None or pools.get(previous, "numpy") == pools.get(key, "numpy"):
+        return
+    time.sleep(SWITCH_PAUSE_S)
+    if fn is not None:
+        fn()
 
 
 def pin_threads(with_torch: bool) -> Any:

@@ -6,6 +6,7 @@ summarised cheaply.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,10 +90,16 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
     shapes: dict[str, Shape] = {INPUT_NAME: spec.input_shape}
     nodes = []
     for node_spec in topological_order(spec):
-        layer = node_spec.cls(node_spec.config)
+        plugin = plugin_label(registry, node_spec.config.type)
+        try:
+            layer = node_spec.cls(node_spec.config)
+        except NnplugError:
+            raise
+        except Exception as exc:  # a plugin's __init__ that breaks: name it, not a traceback
+            raise PluginError(f"{node_spec.where} ({plugin}): creating the layer raised "
+                              f"{type(exc).__name__}: {exc}") from exc
         in_shapes = tuple(shapes[i] for i in node_spec.inputs)
         in_shape: Any = in_shapes if layer.n_inputs > 1 else in_shapes[0]
-        plugin = plugin_label(registry, node_spec.config.type)
         received = ", ".join(f"{s} from {i!r}" for s, i in zip(in_shapes, node_spec.inputs))
         try:
             out = layer.output_shape(in_shape)
@@ -123,10 +130,11 @@ def check_budget(nodes: list[Node]) -> None:
     for node in nodes:
         try:
             shapes = node.layer.param_shapes(node.layer_in_shape())
+            # exact Python ints: int64 products wrap past 2**63 and would let a huge layer through
+            count = sum(math.prod(int(d) for d in s) for s in shapes.values()) if shapes else 0
         except Exception as exc:
             raise PluginError(f"{node.describe()}: param_shapes raised {type(exc).__name__}: {exc}") from exc
         if shapes:
-            count = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
             total += count
             if count > largest:
                 largest, where = count, node.where

@@ -255,7 +255,8 @@ def load_checkpoint(run_dir: str | Path, registry: Registry) -> Checkpoint:
     manifest = _read_manifest(run_dir)
     missing = {t: d for t, d in manifest["layer_types"].items() if t not in registry}
     if missing:
-        versions = manifest.get("plugins") if isinstance(manifest.get("plugins"), dict) else {}
+        plugins = manifest.get("plugins")
+        versions: dict[str, Any] = plugins if isinstance(plugins, dict) else {}
         listed = ", ".join(f"{t} (from {d} {versions.get(str(d), '?')})"
                            for t, d in sorted(missing.items()))
         raise ConfigError(f"{run_dir}: the run uses layer types that are not installed: {listed}")

@@ -88,7 +88,11 @@ class Model:
         for name, value in drawn.items():
             if not isinstance(name, str) or "/" in name or not name:
                 raise PluginError(f"{node.describe()}: parameter name {name!r} is not a plain name")
-            array = np.array(value, dtype=self.dtype)  # the one cast, into the model's dtype
+            try:
+                array = np.array(value, dtype=self.dtype)  # the one cast, into the model's dtype
+            except (TypeError, ValueError) as exc:
+                raise PluginError(f"{node.describe()}: init_params gave {name} a value that is not "
+                                  f"an array of numbers ({type(exc).__name__}: {exc})") from exc
             if expected is not None and name in expected and array.shape != tuple(expected[name]):
                 raise PluginError(f"{node.describe()}: init_params gave {name} the shape "
                                   f"{array.shape}, but param_shapes says {tuple(expected[name])}")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nnplug.errors import ConfigError
+from nnplug.errors import ConfigError, PluginError
 
 Shape = tuple[int, ...]
 Params = dict[str, np.ndarray]
@@ -119,6 +119,9 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
     except ValidationError as exc:
         problems = format_validation_error(exc, where or config_cls.__name__)
         raise ConfigError("\n".join(problems), problems) from None
+    except Exception as exc:  # pydantic lets a validator's non-ValueError through: the plugin's bug
+        raise PluginError(f"{where or config_cls.__name__}: validating it with {config_cls.__module__}."
+                          f"{config_cls.__qualname__} raised {type(exc).__name__}: {exc}") from exc
 
 
 class _Configured:

@@ -128,7 +128,8 @@ class Registry:
         try:
             self.manager.register(plugin, name=f"{info.distribution}:{info.name}")
         except (Exception, SystemExit) as exc:
-            return self._fail(info, f"invalid hook implementation: {exc}")
+            # pluggy's message spans lines; one line keeps it whole wherever it is quoted
+            return self._fail(info, f"invalid hook implementation: {' '.join(str(exc).split())}")
         try:
             others = [p for p in self.manager.get_plugins() if p is not plugin]
             caller = self.manager.subset_hook_caller("nnplug_register_layers", others)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,10 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs: expected a positive number, got {args.epochs}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size (train -> batch_size): expected a positive number, got {args.batch_size}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"--lr (train -> optimizer.lr): expected a positive finite number, got {args.lr}")
     if args.plot:
         _check_plot_available()
     if args.resume:
