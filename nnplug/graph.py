@@ -24,6 +24,13 @@ from nnplug.registry import Registry, load_registry
 Params = dict[str, dict[str, np.ndarray]]
 
 
+def _pair(node: Node, method: str, result: Any, expected: str) -> tuple[Any, Any]:
+    """Unpack what a layer method returned, naming the node when it is not a pair."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise PluginError(f"{node.describe()}: {method} returned {type(result).__name__}, expected a pair {expected}")
+    return result[0], result[1]
+
+
 class Model:
     """A built, runnable model graph.
 
@@ -123,11 +130,11 @@ class Model:
         x = node.layer_input(values)
         try:
             result = node.layer.forward(params.get(node.name, {}), x, training=training)
-            y, cache = result
         except NnplugError as exc:
             raise type(exc)(f"{node.describe()}: {exc}") from exc
         except Exception as exc:
             raise PluginError(f"{node.describe()}: forward raised {type(exc).__name__}: {exc}") from exc
+        y, cache = _pair(node, "forward", result, "(y, cache)")
         expected = (batch, *node.out_shape)
         if not isinstance(y, np.ndarray) or y.shape != expected:
             got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
@@ -224,11 +231,12 @@ class Model:
                        ) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
         own = params.get(node.name, {})
         try:
-            dx, grads = node.layer.backward(own, cache, dy)
+            result = node.layer.backward(own, cache, dy)
         except NnplugError as exc:
             raise type(exc)(f"{node.describe()}: {exc}") from exc
         except Exception as exc:
             raise PluginError(f"{node.describe()}: backward raised {type(exc).__name__}: {exc}") from exc
+        dx, grads = _pair(node, "backward", result, "(dx, {name: gradient})")
         dxs = tuple(dx) if node.layer.n_inputs > 1 else (dx,)
         batch = dy.shape[0]
         if len(dxs) != len(node.inputs):

@@ -170,6 +170,7 @@ def test_input_of_the_wrong_shape_is_a_shape_error():
 SHAPE_LIAR = good_plugin_source("liar").replace("return 2 * x, None", "return 2 * x[:, :1], None")
 BACKWARD_LIAR = good_plugin_source("backliar").replace("return 2 * dy, {}", "return 2 * dy[:, :1], {}")
 UPCASTER = good_plugin_source("upcaster").replace("return 2 * x, None", "return 2.0 * x.astype('float64'), None")
+BARE = good_plugin_source("bare").replace("return 2 * dy, {}", "return 2 * dy")
 RAISER = good_plugin_source("raiser").replace("return 2 * x, None", "raise IndexError('oops')")
 
 
@@ -180,6 +181,7 @@ RAISER = good_plugin_source("raiser").replace("return 2 * x, None", "raise Index
         (BACKWARD_LIAR, "backliar", "input gradient 0 of shape (2, 1), expected (2, 4)"),
         (UPCASTER, "upcaster", "forward returned dtype float64 in a float32 model"),
         (RAISER, "raiser", "forward raised IndexError: oops"),
+        (BARE, "bare", "backward returned ndarray, expected a pair (dx, {name: gradient})"),
     ],
 )
 def test_misbehaving_plugin_is_named_with_its_node(source, type_name, phrase):
