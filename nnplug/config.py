@@ -180,6 +180,18 @@ def _type_of(raw: Any, path: str, kinds: list[str], registry: Registry, problems
     return type_name
 
 
+def _validated(config_cls: type[LayerConfig], raw: Any, where: str, loc: tuple[Any, ...],
+               problems: _Problems) -> LayerConfig | None:
+    """The node validated by its layer's own config model, or ``None`` with its problems noted."""
+    try:
+        config: LayerConfig = parse_config(config_cls, raw, where)
+    except ConfigError as exc:
+        for line in exc.problems:
+            problems.add(loc, line)
+        return None
+    return config
+
+
 def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems) -> list[NodeSpec] | None:
     if not isinstance(raw_layers, list) or not raw_layers:
         problems.add(("layers",), f"layers: expected a non-empty list of nodes, got {raw_layers!r}")
@@ -199,11 +211,8 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems) -> li
             continue
         where = f"{path} ({type_name})"
         cls = registry.get(type_name)
-        try:
-            config = parse_config(cls.Config, raw, where)
-        except ConfigError as exc:
-            for line in exc.problems:
-                problems.add(("layers", i), line)
+        config = _validated(cls.Config, raw, where, ("layers", i), problems)
+        if config is None:
             ok = False
             continue
         name = config.name or f"{type_name}_{i}"
@@ -246,11 +255,8 @@ def _parse_loss(raw: Any, nodes: list[NodeSpec] | None, registry: Registry,
         return None
     where = f"loss ({type_name})"
     cls = registry.get(type_name)
-    try:
-        config = parse_config(cls.Config, raw, where)
-    except ConfigError as exc:
-        for line in exc.problems:
-            problems.add(("loss",), line)
+    config = _validated(cls.Config, raw, where, ("loss",), problems)
+    if config is None:
         return None
     if nodes is None:
         return None

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from naive_geometry import naive_pads
 from nnplug_layers import conv_engines
 from nnplug_layers.conv2d import Conv2D
-from nnplug_layers.geometry import same_padding, window_geometry
+from nnplug_layers.geometry import window_geometry
 from scipy import signal
 
 import nnplug
@@ -20,15 +21,6 @@ ENGINES = ["scipy", "gemm"]
 
 
 # -- the naive references: plain loops over n, f, c, i, j -------------------------------------
-
-
-def naive_pads(h, w, k, s, padding):
-    if padding == "same":
-        return same_padding(h, k[0], s[0]), same_padding(w, k[1], s[1])
-    if padding == "valid":
-        return (0, 0), (0, 0)
-    p = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    return (p[0], p[0]), (p[1], p[1])
 
 
 def naive_conv(x, w, b, s, pads):

@@ -8,22 +8,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from nnplug_layers.geometry import same_padding
+from naive_geometry import naive_pads
 from nnplug_layers.pooling import AvgPool2D, GlobalAvgPool, MaxPool2D
 
 import nnplug
 from nnplug.testing import draw_values
 
 # -- the naive references: plain loops over n, c, i, j --------------------------------------------
-
-
-def naive_pads(h, w, k, s, padding):
-    if padding == "same":
-        return same_padding(h, k[0], s[0]), same_padding(w, k[1], s[1])
-    if padding == "valid":
-        return (0, 0), (0, 0)
-    p = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    return (p[0], p[0]), (p[1], p[1])
 
 
 def windows(x_shape, k, s, pads):
