@@ -131,8 +131,9 @@ def _noise_note(results: dict[str, Any]) -> str:
     noisy = [r for r in results["rows"] if r.get("noisy")]
     if not noisy:
         return ""
-    return (f" **{len(noisy)} of {len(results['rows'])} rows are marked noisy** (an IQR above 30% of the "
-            "median: other processes were competing for the 2 cores); their ratios are not a measurement.")
+    return (f" {len(noisy)} of {len(results['rows'])} rows are marked noisy: some framework's IQR passed 30% "
+            "of its median (other processes on the 2 cores, or this VM's own jitter); read their ratios "
+            "as ±30%.")
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:

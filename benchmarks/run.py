@@ -5,7 +5,7 @@
         [--json PATH] [--md PATH]
 
 Threads are pinned to 2 (numpy's BLAS through threadpoolctl, torch.set_num_threads); each
-case is warmed up, then timed as the median (with min and IQR) of at least 7 repeats. The
+case is warmed up, then timed as the median (with min and IQR) of 11 repeats. The
 numpy matmul rate is the physical reference (GFLOP/s, fraction of the GEMM peak). Writes
 ``benchmarks/results/latest.json`` and ``latest.md`` (the README's table). Exit status 1
 when a case raised an error, 2 on a usage error; unmet targets are reported, not fatal.
@@ -36,6 +36,7 @@ import nnplug  # noqa: E402
 
 PEER_MODULES = {"torch": "torch", "mygrad": "mygrad"}
 SKIP_ERRORS = (FileNotFoundError, NotImplementedError)
+DEFAULT_REPEATS = 11  # issue 7 asks for at least 7; this VM's run-to-run jitter is 10-40%
 NOISY_IQR = 0.3  # a row whose IQR passes this fraction of its median was measured under load
 
 
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     p.add_argument("--only", metavar="PATTERN", help="run only cases whose name or group matches (regex, any case)")
     p.add_argument("--repeats", type=int,
-                   help="timed repeats per case (default 7; fewer is a smoke run, not a measurement)")
+                   help="timed repeats per case (default 11; fewer than 7 is a smoke run, not a measurement)")
     p.add_argument("--no-peers", action="store_true", help="time nnplug only (no torch, no mygrad)")
     p.add_argument("--json", type=Path, default=HERE / "results" / "latest.json", metavar="PATH")
     p.add_argument("--md", type=Path, default=None, metavar="PATH",
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=max(Console().width, 170))
     wall = time.perf_counter()
-    repeats = args.repeats or 7
+    repeats = args.repeats or DEFAULT_REPEATS
     peers = available_peers(args.no_peers, console)
     limiter = pin_threads(with_torch="torch" in peers)
     env = environment()
