@@ -112,12 +112,12 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
                 f"{node_spec.where} ({plugin}): output_shape raised "
                 f"{type(exc).__name__}: {exc}; received {received}"
             ) from exc
-        if not (isinstance(out, tuple) and out and all(
+        if not (isinstance(out, (tuple, list)) and out and all(  # a list is taken as the tuple it means
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in out
         )):
             raise ShapeError(
                 f"{node_spec.where} ({plugin}): output_shape returned {out!r} for {received}; "
-                "expected a tuple of positive ints"
+                "expected a non-empty tuple of positive ints"
             )
         shapes[node_spec.name] = tuple(int(d) for d in out)
         nodes.append(Node(node_spec.name, layer, node_spec.inputs, in_shapes,
