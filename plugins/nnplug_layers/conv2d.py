@@ -25,8 +25,10 @@ class Conv2DConfig(nnplug.LayerConfig):
         "auto", description="scipy: the reference; gemm: im2col + BLAS; auto: picked per shape")
     kernel_initializer: Initializer = "glorot_uniform"
     cache_columns: bool = Field(
-        True, description="gemm: keep the forward's im2col columns for the weight gradient "
-                          "(faster) instead of rebuilding them in backward (less memory)")
+        False, description="gemm: build all im2col columns at once and keep them for the weight "
+                           "gradient (memory ~ C·kh·kw times the output) instead of walking the "
+                           "batch in cache-sized chunks and rebuilding each chunk's columns in "
+                           "backward (the default: less memory, measured as fast or faster)")
 
 
 class Conv2D(nnplug.Layer):

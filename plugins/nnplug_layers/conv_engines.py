@@ -22,8 +22,11 @@ from nnplug_layers.geometry import (
     ColumnLayout,
     Window2D,
     col2im,
+    col2im_chunk,
     from_columns_layout,
     im2col,
+    im2col_chunk,
+    padded_batch_first,
     padded_channels_first,
     to_columns_layout,
     window_geometry,
@@ -116,25 +119,31 @@ def scipy_backward(w: np.ndarray, xp: np.ndarray, dy: np.ndarray, geom: Window2D
     return scipy_input_grad(w, dyd, geom), scipy_weight_grad(xp, dyd, geom.kernel), dy.sum(axis=(0, 2, 3))
 
 
-# -- gemm: one im2col buffer, one BLAS product per correlation -------------------------------
+# -- gemm: im2col + one BLAS product per correlation ----------------------------------------
+#
+# Two paths. The chunked one (the default) walks the batch a few images at a time so that a
+# chunk's columns, ~:data:`CHUNK_BYTES` of them, are still in cache when the GEMM reads them
+# and no batch-sized column buffer is allocated (a fresh one page-faults on every call); its
+# backward rebuilds each chunk's columns from the cached padded input (a cheap, cached copy).
+# The unchunked one (``cache_columns: true``) builds all columns at once and keeps them.
+
+#: The chunked path's target size of one chunk's columns (C·kh·kw, nb·Ho·R), in bytes: about
+#: what stays in this machine's caches between im2col's writes and the GEMM's reads.
+CHUNK_BYTES = 2 * 1024**2
+#: ...but at least this many columns per chunk: narrower GEMMs lose BLAS efficiency.
+MIN_CHUNK_COLUMNS = 1024
 
 
 @dataclass(frozen=True)
 class GemmCache:
-    """What gemm's backward needs: the columns (or the padded input to rebuild them)."""
+    """What gemm's backward needs: the columns (unchunked path) or the batch-first padded
+    input (N, C, Hp(+1), Wp) to rebuild them chunk by chunk (chunked path)."""
 
     layout: ColumnLayout
     cols: np.ndarray | None
     xp: np.ndarray | None
     batch: int
     channels: int
-
-    def columns(self) -> np.ndarray:
-        if self.cols is not None:
-            return self.cols
-        if self.xp is None:
-            raise ValueError("gemm cache holds neither the columns nor the padded input")
-        return im2col(self.xp, self.layout)  # cache_columns=false: rebuilt, the memory saved
 
 
 def gemm_layout(geom: Window2D) -> ColumnLayout:
@@ -144,36 +153,88 @@ def gemm_layout(geom: Window2D) -> ColumnLayout:
     return ColumnLayout(geom, flat=geom.stride == (1, 1) and 4 * (wp - wo) <= wo)
 
 
+def chunk_size(batch: int, layout: ColumnLayout, rows: int, itemsize: int) -> int:
+    """Images per chunk: the batch split evenly into the fewest chunks whose (rows, nb·Ho·R)
+    columns stay within :data:`CHUNK_BYTES` (or :data:`MIN_CHUNK_COLUMNS` columns, whichever
+    is more; one image at least). A function of shapes and dtype only."""
+    per_chunk = max(MIN_CHUNK_COLUMNS, CHUNK_BYTES // (rows * itemsize))
+    n_chunks = max(1, -(-batch * layout.n_cols_per_image // per_chunk))
+    return -(-batch // min(n_chunks, batch))
+
+
 def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Window2D, *,
                  keep: Literal["columns", "input", "none"]) -> tuple[np.ndarray, GemmCache | None]:
     """y = W · cols + b: (F, C·kh·kw) @ (C·kh·kw, N·Ho·R), then back to (N, F, Ho, Wo).
 
-    ``keep`` says what the cache holds for backward: the columns (fastest), the padded
-    input (columns rebuilt in backward: less memory) or nothing (inference).
+    ``keep`` says what the cache holds for backward: all the columns (unchunked path), the
+    padded input (chunked path) or nothing (inference, chunked).
     """
     layout = gemm_layout(geom)
     n, c = x.shape[:2]
-    xp = padded_channels_first(x, layout)  # (C, N, Hp(+1), Wp)
-    cols = im2col(xp, layout)  # (K, N·Ho·R)
-    y2 = w.reshape(w.shape[0], -1) @ cols  # (F, N·Ho·R)
-    if b is not None:  # on the contiguous product: ~3x cheaper than fused into the transpose
-        y2 += b[:, None]
-    y = from_columns_layout(y2, layout, n)
-    if keep == "none":
-        return y, None
-    return y, GemmCache(layout, cols if keep == "columns" else None,
-                        xp if keep == "input" else None, n, c)
+    w2 = w.reshape(w.shape[0], -1)  # (F, K)
+    if keep == "columns":
+        cols = im2col(padded_channels_first(x, layout), layout)  # (K, N·Ho·R)
+        y2 = w2 @ cols  # (F, N·Ho·R)
+        if b is not None:  # on the contiguous product: ~3x cheaper than fused into the transpose
+            y2 += b[:, None]
+        return from_columns_layout(y2, layout, n), GemmCache(layout, cols, None, n, c)
+    xp = padded_batch_first(x, layout)  # (N, C, Hp(+1), Wp)
+    (ho, wo), per_image = geom.out_hw, layout.n_cols_per_image
+    nb = chunk_size(n, layout, w2.shape[1], x.dtype.itemsize)
+    col_buf = np.empty(w2.shape[1] * nb * per_image, dtype=x.dtype)
+    y_buf = np.empty((w2.shape[0], nb * per_image), dtype=x.dtype)
+    y = np.empty((n, w2.shape[0], ho, wo), dtype=x.dtype)
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        y2 = np.matmul(w2, im2col_chunk(xp[n0:n0 + m], layout, col_buf), out=y_buf[:, :m * per_image])
+        if b is not None:
+            y2 += b[:, None]
+        # (F, m·Ho·R) -> (m, F, Ho, Wo), junk columns dropped
+        y[n0:n0 + m] = y2.reshape(-1, m, ho, layout.row_len)[..., :wo].transpose(1, 0, 2, 3)
+    return y, (None if keep == "none" else GemmCache(layout, None, xp, n, c))
 
 
 def gemm_backward(w: np.ndarray, cache: GemmCache, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """∂L/∂w = δ · colsᵀ and ∂L/∂x = col2im(Wᵀ · δ), each one BLAS product; ∂L/∂b = row sums of δ."""
+    """∂L/∂w = δ · colsᵀ and ∂L/∂x = col2im(Wᵀ · δ), each one BLAS product (per chunk on the
+    chunked path); ∂L/∂b = Σ δ over batch and pixels."""
+    if cache.cols is None:
+        return _gemm_backward_chunked(w, cache, dy)
     f = w.shape[0]
-    w2 = w.reshape(f, -1)  # (F, K)
     d2 = to_columns_layout(dy, cache.layout)  # (F, N·Ho·R), zeros in junk columns
-    dw = (d2 @ cache.columns().T).reshape(w.shape)  # (F, N·L) @ (N·L, K)
-    dcols = np.ascontiguousarray(w2.T) @ d2  # (K, F) @ (F, N·L)
+    dw = (d2 @ cache.cols.T).reshape(w.shape)  # (F, N·L) @ (N·L, K)
+    dcols = w.reshape(f, -1).T @ d2  # (K, F) @ (F, N·L): BLAS reads the transpose in place
     dx = col2im(dcols, cache.layout, cache.channels, cache.batch)
     return dx, dw, d2.sum(axis=1)  # junk columns hold zeros
+
+
+def _gemm_backward_chunked(w: np.ndarray, cache: GemmCache, dy: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per chunk: columns rebuilt from the padded input, dw += δ · colsᵀ, dx = col2im(Wᵀ · δ)."""
+    layout, xp = cache.layout, cache.xp
+    if xp is None:
+        raise ValueError("gemm cache holds neither the columns nor the padded input")
+    g, n = layout.geom, cache.batch
+    (ho, wo), per_image = g.out_hw, layout.n_cols_per_image
+    w2 = w.reshape(w.shape[0], -1)  # (F, K)
+    f, k = w2.shape
+    nb = chunk_size(n, layout, k, dy.dtype.itemsize)
+    col_buf = np.empty(k * nb * per_image, dtype=dy.dtype)
+    dcol_buf = np.empty((k, nb * per_image), dtype=dy.dtype)
+    d2_buf = np.zeros((f, nb, ho, layout.row_len), dtype=dy.dtype)  # junk columns stay 0
+    dxp = np.empty((nb, *xp.shape[1:]), dtype=dy.dtype)  # one chunk of ∂L/∂xp
+    dw, dw_part = np.zeros((f, k), dtype=dy.dtype), np.empty((f, k), dtype=dy.dtype)
+    dx = np.empty((n, cache.channels, *g.in_hw), dtype=dy.dtype)
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        d2_buf[:, :m, :, :wo] = dy[n0:n0 + m].transpose(1, 0, 2, 3)
+        d2 = d2_buf[:, :m].reshape(f, m * per_image)  # (F, m·Ho·R)
+        cols = im2col_chunk(xp[n0:n0 + m], layout, col_buf)  # (K, m·Ho·R)
+        dw += np.matmul(d2, cols.T, out=dw_part)
+        dcols = np.matmul(w2.T, d2, out=dcol_buf[:, :m * per_image])  # (K, m·Ho·R)
+        dxp[:m] = 0
+        col2im_chunk(dcols, layout, dxp[:m])
+        dx[n0:n0 + m] = g.crop(dxp[:m, :, :g.padded_hw[0]])
+    return dx, dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
 
 
 def gemm_input_grad_full_correlation(w: np.ndarray, dy: np.ndarray, geom: Window2D) -> np.ndarray:

@@ -241,6 +241,63 @@ def col2im(dcols: np.ndarray, layout: ColumnLayout, channels: int, batch: int) -
     return np.ascontiguousarray(cropped.transpose(1, 0, 2, 3))
 
 
+# Chunked variants: the batch-first padded input (N, C, Hp(+1), Wp) is cut into chunks of a
+# few images whose columns (C·kh·kw, nb·Ho·R) fit in cache, so im2col's writes are still
+# cached when the GEMM reads them, and the buffers are reused across chunks.
+
+
+def padded_batch_first(x: np.ndarray, layout: ColumnLayout) -> np.ndarray:
+    """(N, C, H, W) -> zero-padded (N, C, Hp + spare, Wp), no transpose; spare = 1 row if flat."""
+    g = layout.geom
+    hp, wp = g.padded_hw
+    xp = np.zeros((*x.shape[:2], hp + int(layout.flat), wp), dtype=x.dtype)
+    xp[:, :, g.pad_h[0]:g.pad_h[0] + g.in_hw[0], g.pad_w[0]:g.pad_w[0] + g.in_hw[1]] = x
+    return xp
+
+
+def im2col_chunk(xp: np.ndarray, layout: ColumnLayout, out: np.ndarray) -> np.ndarray:
+    """Batch-first padded (nb, C, Hp(+1), Wp) -> columns (C·kh·kw, nb·Ho·R) written into ``out``
+    (a buffer of at least that many elements); returns the filled 2-D view."""
+    g = layout.geom
+    nb, c = xp.shape[:2]
+    (kh, kw), ho = g.kernel, g.out_hw[0]
+    cols = out.reshape(-1)[:c * kh * kw * nb * layout.n_cols_per_image].reshape(
+        c, kh, kw, nb, layout.n_cols_per_image)
+    if layout.flat:
+        wp = xp.shape[3]
+        flat = xp.reshape(nb, c, -1).transpose(1, 0, 2)  # (C, nb, (Hp + 1)·Wp), a view
+        span = ho * wp
+        for _, a, b in g.taps():
+            start = a * wp + b
+            cols[:, a, b] = flat[:, :, start:start + span]
+    else:
+        view = cols.reshape(c, kh, kw, nb, ho, layout.row_len)
+        chan_first = xp.transpose(1, 0, 2, 3)  # (C, nb, Hp, Wp), a view
+        for _, a, b in g.taps():
+            view[:, a, b] = g.tap(chan_first, a, b)
+    return cols.reshape(c * kh * kw, nb * layout.n_cols_per_image)
+
+
+def col2im_chunk(dcols: np.ndarray, layout: ColumnLayout, dxp: np.ndarray) -> None:
+    """The transpose of :func:`im2col_chunk`: adds columns (C·kh·kw, nb·Ho·R) into the
+    batch-first padded gradient ``dxp`` (nb, C, Hp(+1), Wp), which the caller zeroed."""
+    g = layout.geom
+    nb, c = dxp.shape[:2]
+    (kh, kw), ho = g.kernel, g.out_hw[0]
+    blocks = dcols.reshape(c, kh, kw, nb, layout.n_cols_per_image)
+    if layout.flat:
+        wp = dxp.shape[3]
+        flat = dxp.reshape(nb, c, -1).transpose(1, 0, 2)  # (C, nb, (Hp + 1)·Wp), a view
+        span = ho * wp
+        for _, a, b in g.taps():
+            start = a * wp + b
+            flat[:, :, start:start + span] += blocks[:, a, b]
+    else:
+        chan_first = dxp.transpose(1, 0, 2, 3)  # (C, nb, Hp, Wp), a view
+        for _, a, b in g.taps():
+            g.tap(chan_first, a, b)[...] += blocks[:, a, b].reshape(c, nb, ho, layout.row_len)
+
+
 def to_columns_layout(y: np.ndarray, layout: ColumnLayout) -> np.ndarray:
     """(N, F, Ho, Wo) -> (F, N·Ho·R), zeros in the junk columns (a gradient fed to the GEMMs)."""
     n, f, ho, wo = y.shape

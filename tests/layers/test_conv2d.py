@@ -133,6 +133,39 @@ def test_conv2d_engines_agree_to_1e_10_relative_in_float64(g, cache_columns):
     assert rel_err(gg["b"], gs["b"]) < 1e-10
 
 
+@pytest.mark.parametrize("min_columns", [1, 7, 50])
+@given(g=conv_geometries(max_batch=5, max_channels=3, max_kernel=4, max_side_extra=6))
+def test_gemm_walking_the_batch_in_several_chunks_matches_the_naive_loops(min_columns, g):
+    # Tests draw small batches, which fit one chunk; shrink the chunk so several run.
+    original = (conv_engines.CHUNK_BYTES, conv_engines.MIN_CHUNK_COLUMNS)
+    conv_engines.CHUNK_BYTES, conv_engines.MIN_CHUNK_COLUMNS = 1, min_columns
+    try:
+        layer, x, params, rng = make(g, "gemm")
+        y, cache = layer.forward(params, x, training=True)
+        dy = rng.standard_normal(y.shape)
+        dx, grads = layer.backward(params, cache, dy)
+    finally:
+        conv_engines.CHUNK_BYTES, conv_engines.MIN_CHUNK_COLUMNS = original
+    pads = naive_pads(g["h"], g["w"], g["k"], g["s"], g["padding"])
+    np.testing.assert_allclose(y, naive_conv(x, params["w"], params["b"], g["s"], pads), rtol=1e-10, atol=1e-12)
+    dx_ref, dw_ref, db_ref = naive_conv_backward(x, params["w"], dy, g["s"], pads)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads["w"], dw_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads["b"], db_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_chunk_size_splits_the_batch_evenly_within_the_byte_budget():
+    layout = conv_engines.gemm_layout(window_geometry((28, 28), 3, 1, 1, what="kernel"))
+    rows, itemsize, per_image = 16 * 9, 4, layout.n_cols_per_image
+    budget = max(conv_engines.MIN_CHUNK_COLUMNS, conv_engines.CHUNK_BYTES // (rows * itemsize))
+    size = conv_engines.chunk_size(64, layout, rows, itemsize)
+    chunks = math.ceil(64 / size)
+    assert 1 <= size < 64 and size * per_image <= budget + per_image  # within budget, up to rounding
+    assert 64 - (chunks - 1) * size > 0 and size - (64 - (chunks - 1) * size) < chunks  # near-even split
+    assert conv_engines.chunk_size(64, layout, rows, itemsize) == size  # a function of the shapes
+    assert conv_engines.chunk_size(2, layout, rows, itemsize) == 2  # a small batch is one chunk
+
+
 @given(g=conv_geometries(max_kernel=5, max_side_extra=6))
 def test_col2im_input_gradient_equals_rot180_full_correlation(g):
     layer, x, params, rng = make(g, "gemm")
