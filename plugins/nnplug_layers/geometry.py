@@ -197,46 +197,66 @@ def padded_channels_first(x: np.ndarray, layout: ColumnLayout) -> np.ndarray:
     return xp
 
 
-def im2col(xp: np.ndarray, layout: ColumnLayout) -> np.ndarray:
-    """Padded (C, N, Hp(+1), Wp) -> columns (C·kh·kw, N·Ho·R), one contiguous buffer."""
-    g = layout.geom
+def _channel_first(xp: np.ndarray, batch_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Views of a padded array as (C, N, Hp(+1), Wp) and, flattened, (C, N, (Hp(+1))·Wp).
+
+    Both are views (the last two axes stay contiguous), so writes go through to ``xp``."""
+    if batch_first:
+        n, c = xp.shape[:2]
+        return xp.transpose(1, 0, 2, 3), xp.reshape(n, c, -1).transpose(1, 0, 2)
     c, n = xp.shape[:2]
-    (kh, kw), ho = g.kernel, g.out_hw[0]
-    cols = np.empty((c, kh, kw, n, layout.n_cols_per_image), dtype=xp.dtype)
+    return xp, xp.reshape(c, n, -1)
+
+
+def _gather_taps(xp4: np.ndarray, xp_flat: np.ndarray, layout: ColumnLayout, cols: np.ndarray) -> None:
+    """cols[c, a, b] = the input seen by window position (a, b): the im2col loop over kh·kw taps.
+
+    ``cols`` is (C, kh, kw, N, Ho·R); with the flat layout each tap is one contiguous run of the
+    flattened padded image (the junk columns between rows included)."""
+    g = layout.geom
     if layout.flat:
-        wp = xp.shape[3]
-        flat = xp.reshape(c, n, -1)  # (C, N, (Hp + 1)·Wp)
-        span = ho * wp
+        wp, span = xp4.shape[3], g.out_hw[0] * xp4.shape[3]
         for _, a, b in g.taps():
             start = a * wp + b
-            cols[:, a, b] = flat[:, :, start:start + span]
+            cols[:, a, b] = xp_flat[:, :, start:start + span]
     else:
-        view = cols.reshape(c, kh, kw, n, ho, layout.row_len)
+        view = cols.reshape(*cols.shape[:4], g.out_hw[0], layout.row_len)
         for _, a, b in g.taps():
-            view[:, a, b] = g.tap(xp, a, b)
+            view[:, a, b] = g.tap(xp4, a, b)
+
+
+def _scatter_taps(blocks: np.ndarray, dxp4: np.ndarray, dxp_flat: np.ndarray, layout: ColumnLayout) -> None:
+    """The transpose of :func:`_gather_taps`: adds each tap's block back where it was read
+    (overlapping windows accumulate)."""
+    g = layout.geom
+    if layout.flat:
+        wp, span = dxp4.shape[3], g.out_hw[0] * dxp4.shape[3]
+        for _, a, b in g.taps():
+            start = a * wp + b
+            dxp_flat[:, :, start:start + span] += blocks[:, a, b]
+    else:
+        c, n = dxp4.shape[:2]
+        for _, a, b in g.taps():
+            g.tap(dxp4, a, b)[...] += blocks[:, a, b].reshape(c, n, g.out_hw[0], layout.row_len)
+
+
+def im2col(xp: np.ndarray, layout: ColumnLayout) -> np.ndarray:
+    """Padded (C, N, Hp(+1), Wp) -> columns (C·kh·kw, N·Ho·R), one contiguous buffer."""
+    c, n = xp.shape[:2]
+    (kh, kw) = layout.geom.kernel
+    cols = np.empty((c, kh, kw, n, layout.n_cols_per_image), dtype=xp.dtype)
+    _gather_taps(*_channel_first(xp, batch_first=False), layout, cols)
     return cols.reshape(c * kh * kw, n * layout.n_cols_per_image)
 
 
 def col2im(dcols: np.ndarray, layout: ColumnLayout, channels: int, batch: int) -> np.ndarray:
-    """The transpose of :func:`im2col`: columns (C·kh·kw, N·Ho·R) -> (N, C, H, W).
-
-    Every tap's block is added back where :func:`im2col` read it (overlapping windows
-    accumulate), then the padding is cropped away.
-    """
+    """The transpose of :func:`im2col`: columns (C·kh·kw, N·Ho·R) -> (N, C, H, W), the
+    padding cropped away."""
     g = layout.geom
-    (kh, kw), ho = g.kernel, g.out_hw[0]
-    hp, wp = g.padded_hw
+    (kh, kw), (hp, wp) = g.kernel, g.padded_hw
     blocks = dcols.reshape(channels, kh, kw, batch, layout.n_cols_per_image)
     dxp = np.zeros((channels, batch, hp + int(layout.flat), wp), dtype=dcols.dtype)
-    if layout.flat:
-        flat = dxp.reshape(channels, batch, -1)  # (C, N, (Hp + 1)·Wp)
-        span = ho * wp
-        for _, a, b in g.taps():
-            start = a * wp + b
-            flat[:, :, start:start + span] += blocks[:, a, b]
-    else:
-        for _, a, b in g.taps():
-            g.tap(dxp, a, b)[...] += blocks[:, a, b].reshape(channels, batch, ho, layout.row_len)
+    _scatter_taps(blocks, *_channel_first(dxp, batch_first=False), layout)
     cropped = g.crop(dxp[:, :, :hp])  # (C, N, H, W)
     return np.ascontiguousarray(cropped.transpose(1, 0, 2, 3))
 
@@ -258,44 +278,21 @@ def padded_batch_first(x: np.ndarray, layout: ColumnLayout) -> np.ndarray:
 def im2col_chunk(xp: np.ndarray, layout: ColumnLayout, out: np.ndarray) -> np.ndarray:
     """Batch-first padded (nb, C, Hp(+1), Wp) -> columns (C·kh·kw, nb·Ho·R) written into ``out``
     (a buffer of at least that many elements); returns the filled 2-D view."""
-    g = layout.geom
     nb, c = xp.shape[:2]
-    (kh, kw), ho = g.kernel, g.out_hw[0]
+    (kh, kw) = layout.geom.kernel
     cols = out.reshape(-1)[:c * kh * kw * nb * layout.n_cols_per_image].reshape(
         c, kh, kw, nb, layout.n_cols_per_image)
-    if layout.flat:
-        wp = xp.shape[3]
-        flat = xp.reshape(nb, c, -1).transpose(1, 0, 2)  # (C, nb, (Hp + 1)·Wp), a view
-        span = ho * wp
-        for _, a, b in g.taps():
-            start = a * wp + b
-            cols[:, a, b] = flat[:, :, start:start + span]
-    else:
-        view = cols.reshape(c, kh, kw, nb, ho, layout.row_len)
-        chan_first = xp.transpose(1, 0, 2, 3)  # (C, nb, Hp, Wp), a view
-        for _, a, b in g.taps():
-            view[:, a, b] = g.tap(chan_first, a, b)
+    _gather_taps(*_channel_first(xp, batch_first=True), layout, cols)
     return cols.reshape(c * kh * kw, nb * layout.n_cols_per_image)
 
 
 def col2im_chunk(dcols: np.ndarray, layout: ColumnLayout, dxp: np.ndarray) -> None:
     """The transpose of :func:`im2col_chunk`: adds columns (C·kh·kw, nb·Ho·R) into the
     batch-first padded gradient ``dxp`` (nb, C, Hp(+1), Wp), which the caller zeroed."""
-    g = layout.geom
     nb, c = dxp.shape[:2]
-    (kh, kw), ho = g.kernel, g.out_hw[0]
+    (kh, kw) = layout.geom.kernel
     blocks = dcols.reshape(c, kh, kw, nb, layout.n_cols_per_image)
-    if layout.flat:
-        wp = dxp.shape[3]
-        flat = dxp.reshape(nb, c, -1).transpose(1, 0, 2)  # (C, nb, (Hp + 1)·Wp), a view
-        span = ho * wp
-        for _, a, b in g.taps():
-            start = a * wp + b
-            flat[:, :, start:start + span] += blocks[:, a, b]
-    else:
-        chan_first = dxp.transpose(1, 0, 2, 3)  # (C, nb, Hp, Wp), a view
-        for _, a, b in g.taps():
-            g.tap(chan_first, a, b)[...] += blocks[:, a, b].reshape(c, nb, ho, layout.row_len)
+    _scatter_taps(blocks, *_channel_first(dxp, batch_first=True), layout)
 
 
 def to_columns_layout(y: np.ndarray, layout: ColumnLayout) -> np.ndarray:
