@@ -114,6 +114,18 @@ def _gradient(ctx: _Context, run: Any, redraw: Any) -> tuple[GradcheckReport, in
         redraw()
 
 
+def _begin(cls_or_type: Any, case: Case, seed: int, registry: Registry | None,
+           kind: type) -> tuple[_Context, np.random.Generator, Any]:
+    """Resolve the class, refuse the wrong kind, draw the batch size and build the object."""
+    name, cls = resolve(cls_or_type, registry)
+    if not issubclass(cls, kind):
+        other = "check_loss" if kind is Layer else "check_layer"
+        raise PluginError(f"{name} is not a {kind.__name__.lower()}; check it with {other}")
+    rng = np.random.default_rng(seed)
+    ctx = _Context(name, case, seed, int(rng.integers(2, 4)))
+    return ctx, rng, _build(cls, name, ctx)
+
+
 def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "full",
                 dtype: str = "float64", registry: Registry | None = None) -> CheckResult:
     """Check a layer on one case: every property of the layer contract, then its gradients.
@@ -130,12 +142,9 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
         ConformanceError: (an AssertionError) naming the property that broke, the config and
             shapes.
     """
-    name, cls = resolve(cls_or_type, registry)
-    if not issubclass(cls, Layer):
-        raise PluginError(f"{name} is a loss; check it with check_loss")
-    rng = np.random.default_rng(seed)
-    ctx = _Context(name, case, seed, int(rng.integers(2, 4)))
-    layer = _build(cls, name, ctx)
+    ctx, rng, layer = _begin(cls_or_type, case, seed, registry, Layer)
+    cls = type(layer)
+    name = ctx.type_name
     attrs = dict(vars(layer))
     if len(case.in_shapes) != cls.n_inputs:
         ctx.fail("case shapes", f"{name} takes {cls.n_inputs} input(s), the case gives {len(case.in_shapes)}")
@@ -181,12 +190,7 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
     dtype, no mutation, determinism, the config round trip, and the gradient; targets come from
     ``example_target``. Arguments and errors as :func:`check_layer`.
     """
-    name, cls = resolve(cls_or_type, registry)
-    if not issubclass(cls, Loss):
-        raise PluginError(f"{name} is a layer; check it with check_layer")
-    rng = np.random.default_rng(seed)
-    ctx = _Context(name, case, seed, int(rng.integers(2, 4)))
-    loss = _build(cls, name, ctx)
+    ctx, rng, loss = _begin(cls_or_type, case, seed, registry, Loss)
     if len(case.in_shapes) != 1:
         ctx.fail("case shapes", f"a loss takes one prediction shape, the case gives {len(case.in_shapes)}")
     shape = case.in_shapes[0]
@@ -224,7 +228,7 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
         state["pred"], state["target"] = draw()
 
     report, redraws, forwards = _gradient(ctx, run, redraw)
-    return CheckResult(name, case, seed, ctx.batch, report, redraws, forwards)
+    return CheckResult(ctx.type_name, case, seed, ctx.batch, report, redraws, forwards)
 
 
 def check(cls_or_type: Any, case: Case, **kwargs: Any) -> CheckResult:
