@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from nnplug_layers import conv_engines
+from nnplug_layers import columns, conv_engines
 from nnplug_layers.conv2d import Conv2D
 from nnplug_layers.pooling import AvgPool2D, MaxPool2D
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -100,12 +100,14 @@ def conv_rows(torch: Any, dtype: str, repeats: int, with_scipy: bool) -> list[di
         # The input gradient both ways, for the record: col2im vs the rot180 full correlation.
         layer = Conv2D({"filters": f, "kernel_size": k, "padding": pad, "engine": "gemm"})
         geom = layer.geometry(x.shape[1:])
-        _, cache = conv_engines.gemm_forward(x, w, None, geom, keep="columns")
+        layout = conv_engines.gemm_layout(geom)
 
-        def col2im_dx(cache: Any = cache, w: np.ndarray = w, dy: np.ndarray = dy) -> None:
-            d2 = conv_engines.to_columns_layout(dy, cache.layout)
+        def col2im_dx(layout: Any = layout, w: np.ndarray = w, dy: np.ndarray = dy) -> None:
+            n, c = dy.shape[0], w.shape[1]  # the whole batch as one chunk
+            d2 = columns.fill_grad(dy, layout, layout.grad_buffer(w.shape[0], n, dy.dtype))
             w_t = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
-            conv_engines.col2im(w_t @ d2, cache.layout, w.shape[1], dy.shape[0])
+            images = np.empty((c, n * layout.image_size + layout.slack), dtype=dy.dtype)
+            np.ascontiguousarray(columns.crop_images(columns.col2im(w_t @ d2, layout, n, images), layout, n))
 
         def fullcorr_dx(geom: Any = geom, w: np.ndarray = w, dy: np.ndarray = dy) -> None:
             conv_engines.gemm_input_grad_full_correlation(w, dy, geom)

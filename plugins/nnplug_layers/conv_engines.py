@@ -18,19 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nnplug_layers.geometry import (
-    ColumnLayout,
-    Window2D,
-    col2im,
-    col2im_chunk,
-    from_columns_layout,
-    im2col,
-    im2col_chunk,
-    padded_batch_first,
-    padded_channels_first,
-    to_columns_layout,
-    window_geometry,
-)
+from nnplug_layers.columns import ColumnLayout, col2im, crop_images, fill_grad, fill_images, im2col
+from nnplug_layers.geometry import Window2D, window_geometry
+from nnplug_layers.workers import blas_threads, run_parts, split_batch
 
 Engine = Literal["scipy", "gemm"]
 
@@ -121,14 +111,16 @@ def scipy_backward(w: np.ndarray, xp: np.ndarray, dy: np.ndarray, geom: Window2D
 
 # -- gemm: im2col + one BLAS product per correlation ----------------------------------------
 #
-# Two paths. The chunked one (the default) walks the batch a few images at a time so that a
-# chunk's columns, ~:data:`CHUNK_BYTES` of them, are still in cache when the GEMM reads them
-# and no batch-sized column buffer is allocated (a fresh one page-faults on every call); its
-# backward rebuilds each chunk's columns from the cached padded input (a cheap, cached copy).
-# The unchunked one (``cache_columns: true``) builds all columns at once and keeps them.
+# The batch is split into one part per BLAS thread (``workers``), and each thread walks its
+# part a few images at a time, with a single-threaded BLAS: a chunk's columns, about
+# :data:`CHUNK_BYTES` of them, are still in cache when the GEMM reads them, no batch-sized
+# column buffer is allocated (a fresh one page-faults on every call), and the copies around
+# the GEMMs run on every core, not only the GEMMs. Backward rebuilds each chunk's columns
+# from the input (a cheap, cached copy) unless forward kept them (``cache_columns: true``, or
+# a batch that is a single chunk).
 
-#: The chunked path's target size of one chunk's columns (C·kh·kw, nb·Ho·R), in bytes: about
-#: what stays in this machine's caches between im2col's writes and the GEMM's reads.
+#: The target size of one chunk's columns (C·kh·kw, nb·S), in bytes: about what stays in this
+#: machine's caches between im2col's writes and the GEMM's reads.
 CHUNK_BYTES = 2 * 1024**2
 #: ...but at least this many columns per chunk: narrower GEMMs lose BLAS efficiency.
 MIN_CHUNK_COLUMNS = 1024
@@ -136,25 +128,22 @@ MIN_CHUNK_COLUMNS = 1024
 
 @dataclass(frozen=True)
 class GemmCache:
-    """What gemm's backward needs: the columns (unchunked path) or the batch-first padded
-    input (N, C, Hp(+1), Wp) to rebuild them chunk by chunk (chunked path)."""
+    """What gemm's backward needs: the input (a reference, not a copy), the parts the batch
+    was split into, and each chunk's columns by first image when forward kept them."""
 
     layout: ColumnLayout
-    cols: np.ndarray | None
-    xp: np.ndarray | None
-    batch: int
-    channels: int
+    x: np.ndarray
+    parts: tuple[tuple[int, int], ...]
+    columns: dict[int, np.ndarray] | None
 
 
 def gemm_layout(geom: Window2D) -> ColumnLayout:
-    """Flat contiguous taps for stride 1 when the junk columns stay under a quarter of the
-    output; strided taps otherwise."""
-    wo, wp = geom.out_hw[1], geom.padded_hw[1]
-    return ColumnLayout(geom, flat=geom.stride == (1, 1) and 4 * (wp - wo) <= wo)
+    """The column layout gemm uses for this geometry (flat for stride 1 unless too much junk)."""
+    return ColumnLayout.for_geometry(geom)
 
 
 def chunk_size(batch: int, layout: ColumnLayout, rows: int, itemsize: int) -> int:
-    """Images per chunk: the batch split evenly into the fewest chunks whose (rows, nb·Ho·R)
+    """Images per chunk: the batch split evenly into the fewest chunks whose (rows, nb·S)
     columns stay within :data:`CHUNK_BYTES` (or :data:`MIN_CHUNK_COLUMNS` columns, whichever
     is more; one image at least). A function of shapes and dtype only."""
     per_chunk = max(MIN_CHUNK_COLUMNS, CHUNK_BYTES // (rows * itemsize))
@@ -162,98 +151,110 @@ def chunk_size(batch: int, layout: ColumnLayout, rows: int, itemsize: int) -> in
     return -(-batch // min(n_chunks, batch))
 
 
+def batch_parts(batch: int, layout: ColumnLayout, rows: int, itemsize: int) -> list[tuple[int, int]]:
+    """The parts of the batch run on separate threads: one per BLAS thread, but no more than
+    there are chunks (a single chunk costs more to hand over than it gains)."""
+    n_chunks = -(-batch // chunk_size(batch, layout, rows, itemsize))
+    return split_batch(batch, min(blas_threads(), n_chunks))
+
+
 def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Window2D, *,
                  keep: Literal["columns", "input", "none"]) -> tuple[np.ndarray, GemmCache | None]:
-    """y = W · cols + b: (F, C·kh·kw) @ (C·kh·kw, N·Ho·R), then back to (N, F, Ho, Wo).
+    """y = W · cols + b: (F, C·kh·kw) @ (C·kh·kw, nb·S) per chunk, back to (N, F, Ho, Wo).
 
-    ``keep`` says what the cache holds for backward: all the columns (unchunked path), the
-    padded input (chunked path; a batch that fits one chunk keeps its columns instead) or
-    nothing (inference, chunked).
+    ``keep`` says what the cache holds for backward: every chunk's columns, the input (the
+    columns too when the batch is a single chunk: they cost little memory then and save
+    rebuilding them, ~20% faster on the digits CNN) or nothing (inference).
     """
     layout = gemm_layout(geom)
-    n, c = x.shape[:2]
-    w2 = w.reshape(w.shape[0], -1)  # (F, K)
-    if keep == "input" and chunk_size(n, layout, w2.shape[1], x.dtype.itemsize) >= n:
-        # The whole batch is one chunk: its columns are chunk-sized, so keeping them costs little
-        # memory and saves rebuilding them in backward (measured ~20% faster on the digits CNN).
-        keep = "columns"
-    if keep == "columns":
-        cols = im2col(padded_channels_first(x, layout), layout)  # (K, N·Ho·R)
-        y2 = w2 @ cols  # (F, N·Ho·R)
-        if b is not None:  # on the contiguous product: ~3x cheaper than fused into the transpose
-            y2 += b[:, None]
-        return from_columns_layout(y2, layout, n), GemmCache(layout, cols, None, n, c)
-    xp = padded_batch_first(x, layout)  # (N, C, Hp(+1), Wp)
-    (ho, wo), per_image = geom.out_hw, layout.n_cols_per_image
-    nb = chunk_size(n, layout, w2.shape[1], x.dtype.itemsize)
-    col_buf = np.empty(w2.shape[1] * nb * per_image, dtype=x.dtype)
-    y_buf = np.empty((w2.shape[0], nb * per_image), dtype=x.dtype)
-    y = np.empty((n, w2.shape[0], ho, wo), dtype=x.dtype)
+    n, k, itemsize = x.shape[0], w[0].size, x.dtype.itemsize
+    w2 = w.reshape(w.shape[0], k)  # (F, K)
+    parts = batch_parts(n, layout, k, itemsize)
+    keep_columns = keep == "columns" or (keep == "input" and chunk_size(n, layout, k, itemsize) >= n)
+    y = np.empty((n, w2.shape[0], *geom.out_hw), dtype=x.dtype)
+    kept = run_parts(lambda start, stop: _forward_chunks(
+        x[start:stop], w2, b, layout, y[start:stop], keep_columns, start), parts)
+    if keep == "none":
+        return y, None
+    columns = {first: cols for part in kept for first, cols in part.items()} if keep_columns else None
+    return y, GemmCache(layout, x, tuple(parts), columns)
+
+
+def _forward_chunks(x: np.ndarray, w2: np.ndarray, b: np.ndarray | None, layout: ColumnLayout,
+                    y: np.ndarray, keep_columns: bool, offset: int) -> dict[int, np.ndarray]:
+    """y (n, F, Ho, Wo) of images x (n, C, H, W), a chunk at a time; returns the columns of
+    each chunk by its first image (counted from ``offset``) when ``keep_columns``."""
+    (n, c), (f, k), per_image = x.shape[:2], w2.shape, layout.n_cols_per_image
+    nb = chunk_size(n, layout, k, x.dtype.itemsize)
+    images = layout.image_buffer(c, nb, x.dtype)
+    col_buf = None if keep_columns else np.empty(k * nb * per_image, dtype=x.dtype)
+    y_buf = np.empty((f, nb * per_image), dtype=x.dtype)
+    kept = {}
     for n0 in range(0, n, nb):
         m = min(nb, n - n0)
-        y2 = np.matmul(w2, im2col_chunk(xp[n0:n0 + m], layout, col_buf), out=y_buf[:, :m * per_image])
-        if b is not None:
+        out = np.empty(k * m * per_image, dtype=x.dtype) if col_buf is None else col_buf
+        cols = im2col(fill_images(x[n0:n0 + m], layout, images), layout, m, out)  # (K, m·S)
+        y2 = np.matmul(w2, cols, out=y_buf[:, :m * per_image])  # (F, m·S)
+        if b is not None:  # on the contiguous product: ~3x cheaper than fused into the transpose
             y2 += b[:, None]
-        # (F, m·Ho·R) -> (m, F, Ho, Wo), junk columns dropped
-        y[n0:n0 + m] = y2.reshape(-1, m, ho, layout.row_len)[..., :wo].transpose(1, 0, 2, 3)
-    return y, (None if keep == "none" else GemmCache(layout, None, xp, n, c))
+        y[n0:n0 + m] = layout.outputs(y2, m)
+        if keep_columns:
+            kept[offset + n0] = cols
+    return kept
 
 
 def gemm_backward(w: np.ndarray, cache: GemmCache, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """∂L/∂w = δ · colsᵀ and ∂L/∂x = col2im(Wᵀ · δ), each one BLAS product (per chunk on the
-    chunked path); ∂L/∂b = Σ δ over batch and pixels."""
-    if cache.cols is None:
-        return _gemm_backward_chunked(w, cache, dy)
-    f = w.shape[0]
-    d2 = to_columns_layout(dy, cache.layout)  # (F, N·Ho·R), zeros in junk columns
-    dw = (d2 @ cache.cols.T).reshape(w.shape)  # (F, N·L) @ (N·L, K)
-    dcols = w.reshape(f, -1).T @ d2  # (K, F) @ (F, N·L): BLAS reads the transpose in place
-    dx = col2im(dcols, cache.layout, cache.channels, cache.batch)
-    return dx, dw, d2.sum(axis=1)  # junk columns hold zeros
-
-
-def _gemm_backward_chunked(w: np.ndarray, cache: GemmCache, dy: np.ndarray
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per chunk: columns rebuilt from the padded input, dw += δ · colsᵀ, dx = col2im(Wᵀ · δ)."""
-    layout, xp = cache.layout, cache.xp
-    if xp is None:
-        raise ValueError("gemm cache holds neither the columns nor the padded input")
-    g, n = layout.geom, cache.batch
-    (ho, wo), per_image = g.out_hw, layout.n_cols_per_image
+    """∂L/∂w = δ · colsᵀ and ∂L/∂x = col2im(Wᵀ · δ), one BLAS product each per chunk, over
+    the parts forward used; the parts' ∂L/∂w are summed in a fixed order. ∂L/∂b = Σ δ."""
+    x, columns = cache.x, cache.columns
     w2 = w.reshape(w.shape[0], -1)  # (F, K)
-    f, k = w2.shape
-    nb = chunk_size(n, layout, k, dy.dtype.itemsize)
-    col_buf = np.empty(k * nb * per_image, dtype=dy.dtype)
-    dcol_buf = np.empty((k, nb * per_image), dtype=dy.dtype)
-    d2_buf = np.zeros((f, nb, ho, layout.row_len), dtype=dy.dtype)  # junk columns stay 0
-    dxp = np.empty((nb, *xp.shape[1:]), dtype=dy.dtype)  # one chunk of ∂L/∂xp
-    dw, dw_part = np.zeros((f, k), dtype=dy.dtype), np.empty((f, k), dtype=dy.dtype)
-    dx = np.empty((n, cache.channels, *g.in_hw), dtype=dy.dtype)
-    for n0 in range(0, n, nb):
-        m = min(nb, n - n0)
-        d2_buf[:, :m, :, :wo] = dy[n0:n0 + m].transpose(1, 0, 2, 3)
-        d2 = d2_buf[:, :m].reshape(f, m * per_image)  # (F, m·Ho·R)
-        cols = im2col_chunk(xp[n0:n0 + m], layout, col_buf)  # (K, m·Ho·R)
-        dw += np.matmul(d2, cols.T, out=dw_part)
-        dcols = np.matmul(w2.T, d2, out=dcol_buf[:, :m * per_image])  # (K, m·Ho·R)
-        dxp[:m] = 0
-        col2im_chunk(dcols, layout, dxp[:m])
-        dx[n0:n0 + m] = g.crop(dxp[:m, :, :g.padded_hw[0]])
+    dx = np.empty(x.shape, dtype=dy.dtype)
+    dws = run_parts(lambda start, stop: _backward_chunks(
+        w2, x[start:stop], dy[start:stop], cache.layout, dx[start:stop], columns, start), cache.parts)
+    dw = dws[0]
+    for part in dws[1:]:
+        dw += part
     return dx, dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
 
 
+def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: ColumnLayout, dx: np.ndarray,
+                     columns: dict[int, np.ndarray] | None, offset: int) -> np.ndarray:
+    """Per chunk: the columns (kept, or rebuilt from x), dw += δ · colsᵀ, dx = col2im(Wᵀ · δ).
+    Writes dx (n, C, H, W) and returns this part's dw (F, K)."""
+    (n, c), (f, k), per_image = x.shape[:2], w2.shape, layout.n_cols_per_image
+    nb = chunk_size(n, layout, k, dy.dtype.itemsize)
+    if columns is None:
+        images = layout.image_buffer(c, nb, dy.dtype)
+        col_buf = np.empty(k * nb * per_image, dtype=dy.dtype)
+
+        def columns_of(n0: int, m: int) -> np.ndarray:  # rebuilt from the input: (K, m·S)
+            return im2col(fill_images(x[n0:n0 + m], layout, images), layout, m, col_buf)
+    else:
+        def columns_of(n0: int, m: int) -> np.ndarray:  # kept by forward
+            return columns[offset + n0]
+    dcol_buf = np.empty((k, nb * per_image), dtype=dy.dtype)
+    d2_buf = layout.grad_buffer(f, nb, dy.dtype)  # junk columns stay 0
+    dx_images = np.empty((c, nb * layout.image_size + layout.slack), dtype=dy.dtype)
+    dw, dw_part = np.zeros((f, k), dtype=dy.dtype), np.empty((f, k), dtype=dy.dtype)
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        d2 = fill_grad(dy[n0:n0 + m], layout, d2_buf)  # (F, m·S)
+        dw += np.matmul(d2, columns_of(n0, m).T, out=dw_part)
+        dcols = np.matmul(w2.T, d2, out=dcol_buf[:, :m * per_image])  # (K, m·S)
+        dx[n0:n0 + m] = crop_images(col2im(dcols, layout, m, dx_images), layout, m)
+    return dw
+
+
 def gemm_input_grad_full_correlation(w: np.ndarray, dy: np.ndarray, geom: Window2D) -> np.ndarray:
-    """∂L/∂x as the seed writes it, in one GEMM: im2col of the padded, dilated δ against
-    rot180(w) with filters and channels swapped. Equal to col2im's result (a test proves it);
-    kept to measure against col2im, which is the faster in every shape measured."""
+    """∂L/∂x as the seed writes it, through the gemm forward itself: the padded, dilated δ
+    correlated with rot180(w), filters and channels swapped. Equal to col2im's result (a
+    test proves it); kept to measure against col2im, the faster in every shape measured."""
     dyd = dilate(dy, geom.stride)
     n, _, hd, wd = dyd.shape
     c, (kh, kw) = w.shape[1], geom.kernel
     full = window_geometry((hd, wd), (kh, kw), 1, (kh - 1, kw - 1), what="kernel")
-    layout = gemm_layout(full)
-    cols = im2col(padded_channels_first(dyd, layout), layout)  # (F·kh·kw, N·L')
-    w_rot = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)  # (C, F·kh·kw)
-    dfull = from_columns_layout(w_rot @ cols, layout, n)  # (N, C, Hd + kh - 1, Wd + kw - 1)
+    w_rot = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, kh, kw)
+    dfull, _ = gemm_forward(dyd, w_rot, None, full, keep="none")  # (N, C, Hd + kh - 1, Wd + kw - 1)
     hp, wp = geom.padded_hw
     dxp = np.zeros((n, c, hp, wp), dtype=dy.dtype)
     dxp[:, :, :hd + kh - 1, :wd + kw - 1] = dfull
@@ -267,7 +268,7 @@ GEMM_BUFFER_LIMIT = 2 * 1024**3
 
 
 def columns_nbytes(x_shape: tuple[int, ...], geom: Window2D, itemsize: int) -> int:
-    """Bytes of the gemm engine's column buffer (C·kh·kw, N·Ho·R) for an input (N, C, H, W)."""
+    """Bytes of the gemm engine's columns (C·kh·kw, N·S) of a whole input (N, C, H, W)."""
     n, c = x_shape[:2]
     return c * geom.n_taps * n * gemm_layout(geom).n_cols_per_image * itemsize
 

@@ -325,10 +325,10 @@ def test_auto_picks_gemm_while_its_columns_fit(x_shape, w_shape, padding):
 def test_auto_avoids_a_column_buffer_over_the_limit(monkeypatch):
     layer = Conv2D({"filters": 4, "kernel_size": 3})
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float64) == "gemm"
-    # columns: 3·3·3 rows × 8·8·10 columns (flat layout: 8 rows of Wp = 10) × 8 bytes
-    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 80 * 8)
+    # columns: 3·3·3 rows × 8·10·10 columns (flat layout: every cell of the padded image) × 8 bytes
+    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 100 * 8)
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float64) == "gemm"
-    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 80 * 8 - 1)
+    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 100 * 8 - 1)
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float64) == "scipy"
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float32) == "gemm"  # half the bytes
     params = layer.init_params((3, 10, 10), np.random.default_rng(0))
