@@ -95,6 +95,27 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     y3, _ = _call(ctx, "forward", layer.forward, p, x, training=True)
     if not np.array_equal(y, y3, equal_nan=True):
         ctx.fail("determinism", "two forward passes on the same input differ")
+    if type(layer).param_grads is not Layer.param_grads:
+        _param_grads_agree(layer, ctx, p, cache, dy, {k: grads[k] for k in p})
+
+
+def _param_grads_agree(layer: Any, ctx: _Context, p: dict[str, np.ndarray], cache: Any, dy: np.ndarray,
+                       expected: dict[str, np.ndarray]) -> None:
+    """An overridden ``param_grads`` gives backward's parameter gradients (to rounding)."""
+    only = _call(ctx, "param_grads", layer.param_grads, p, cache, dy)
+    if not isinstance(only, dict) or set(only) != set(p):
+        got = sorted(only) if isinstance(only, dict) else type(only).__name__
+        ctx.fail("param_grads", f"param_grads returned gradients for {got}, parameters are {sorted(p)}")
+    rtol = 1e-10 if dy.dtype == np.float64 else 1e-4
+    for k, g in only.items():
+        if not isinstance(g, np.ndarray) or g.shape != expected[k].shape or g.dtype != expected[k].dtype:
+            seen = (g.shape, g.dtype) if isinstance(g, np.ndarray) else type(g).__name__
+            ctx.fail("param_grads", f"param_grads gave {k!r} as {seen}, backward as "
+                                    f"{(expected[k].shape, expected[k].dtype)}")
+        scale = max(float(np.max(np.abs(expected[k]), initial=0.0)), 1e-30)
+        if not np.allclose(g, expected[k], rtol=rtol, atol=rtol * scale):
+            worst = float(np.max(np.abs(g - expected[k])))
+            ctx.fail("param_grads", f"param_grads gave {k!r} differing from backward's by {worst:.3g}")
 
 
 def _gradient(ctx: _Context, run: Any, redraw: Any) -> tuple[GradcheckReport, int, int]:

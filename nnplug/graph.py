@@ -166,13 +166,20 @@ class Model:
         return counts
 
     def loss_and_grads(self, x: Any, target: Any, params: Params | None = None) -> tuple[float, Params]:
-        """Mean loss over the batch and its gradient for every parameter, as ``params``."""
-        loss, grads, _ = self.loss_and_all_grads(x, target, params)
+        """Mean loss over the batch and its gradient for every parameter, as ``params``.
+
+        The gradient with respect to ``x`` is not computed: a layer reading only the input
+        gives its parameter gradients alone (:meth:`nnplug.Layer.param_grads`)."""
+        loss, grads, _ = self._loss_and_grads(x, target, params, input_grad=False)
         return loss, grads
 
     def loss_and_all_grads(self, x: Any, target: Any, params: Params | None = None
                            ) -> tuple[float, Params, np.ndarray]:
         """As :meth:`loss_and_grads`, plus the gradient with respect to the input ``x``."""
+        return self._loss_and_grads(x, target, params, input_grad=True)
+
+    def _loss_and_grads(self, x: Any, target: Any, params: Params | None, *, input_grad: bool
+                        ) -> tuple[float, Params, np.ndarray]:
         params = self.params if params is None else params
         x = self._cast_input(x)
         values: dict[str, Any] = {INPUT_NAME: x}
@@ -193,6 +200,9 @@ class Model:
                 param_grads[node.name] = {k: np.zeros_like(v) for k, v in params.get(node.name, {}).items()}
                 continue
             dy = grads_out.pop(node.name)
+            if not input_grad and all(source == INPUT_NAME for source in node.inputs):
+                param_grads[node.name] = self._call_param_grads(node, params, caches.pop(node.name), dy)
+                continue
             dxs, grads = self._call_backward(node, params, caches.pop(node.name), dy)
             param_grads[node.name] = grads
             for source, dx in zip(node.inputs, dxs):
@@ -243,21 +253,38 @@ class Model:
             raise PluginError(f"{node.describe()}: backward returned {len(dxs)} input gradients, "
                               f"expected {len(node.inputs)}")
         for k, (g, shape) in enumerate(zip(dxs, node.in_shapes)):
-            self._check_grad(node, f"input gradient {k}", g, (batch, *shape))
+            self._check_grad(node, "backward", f"input gradient {k}", g, (batch, *shape))
+        return dxs, self._checked_param_grads(node, "backward", grads, own)
+
+    def _call_param_grads(self, node: Node, params: Params, cache: Any, dy: np.ndarray) -> dict[str, np.ndarray]:
+        """The parameter gradients of a layer whose input gradient nobody needs."""
+        own = params.get(node.name, {})
+        if not own:
+            return {}
+        try:
+            grads = node.layer.param_grads(own, cache, dy)
+        except NnplugError as exc:
+            raise type(exc)(f"{node.describe()}: {exc}") from exc
+        except Exception as exc:
+            raise PluginError(f"{node.describe()}: param_grads raised {type(exc).__name__}: {exc}") from exc
+        return self._checked_param_grads(node, "param_grads", grads, own)
+
+    def _checked_param_grads(self, node: Node, method: str, grads: Any, own: dict[str, np.ndarray]
+                             ) -> dict[str, np.ndarray]:
         if not isinstance(grads, Mapping) or set(grads) != set(own):
             got = sorted(grads) if isinstance(grads, Mapping) else type(grads).__name__
-            raise PluginError(f"{node.describe()}: backward returned gradients for {got}, "
+            raise PluginError(f"{node.describe()}: {method} returned gradients for {got}, "
                               f"expected {sorted(own)}")
         for name, g in grads.items():
-            self._check_grad(node, f"gradient of {name}", g, own[name].shape)
-        return dxs, dict(grads)
+            self._check_grad(node, method, f"gradient of {name}", g, own[name].shape)
+        return dict(grads)
 
-    def _check_grad(self, node: Node, what: str, g: Any, shape: tuple[int, ...]) -> None:
+    def _check_grad(self, node: Node, method: str, what: str, g: Any, shape: tuple[int, ...]) -> None:
         if not isinstance(g, np.ndarray) or g.shape != tuple(shape):
             got = g.shape if isinstance(g, np.ndarray) else type(g).__name__
-            raise PluginError(f"{node.describe()}: backward returned {what} of shape {got}, expected {tuple(shape)}")
+            raise PluginError(f"{node.describe()}: {method} returned {what} of shape {got}, expected {tuple(shape)}")
         if g.dtype != self.dtype:
-            raise PluginError(f"{node.describe()}: backward returned {what} as {g.dtype} in a {self.dtype} model")
+            raise PluginError(f"{node.describe()}: {method} returned {what} as {g.dtype} in a {self.dtype} model")
 
     def _first_non_finite(self, values: Mapping[str, Any], what: str) -> str:
         for node in self.nodes:

@@ -173,6 +173,7 @@ class Layer(_Configured):
       arguments nor ``self``; ``backward`` returns one gradient per parameter.
     * Arrays keep their input's dtype.
     * With ``n_inputs > 1``, shapes and arrays come as tuples and ``dx`` is a tuple.
+    * Optional: ``param_shapes(in_shape)`` and ``param_grads(params, cache, dy)``.
     """
 
     n_inputs: ClassVar[int] = 1
@@ -196,6 +197,16 @@ class Layer(_Configured):
 
     def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[Any, Params]:
         raise NotImplementedError
+
+    def param_grads(self, params: Params, cache: Any, dy: np.ndarray) -> Params:
+        """Optional: ``backward``'s parameter gradients alone, without ∂L/∂x.
+
+        The executor calls it for a layer that reads only the model input, whose gradient
+        training never uses (PyTorch skips it the same way for an input that does not
+        require grad). The default runs ``backward`` and drops ∂L/∂x; a layer overrides it
+        where skipping ∂L/∂x saves work. The conformance harness checks that both agree.
+        """
+        return self.backward(params, cache, dy)[1]
 
 
 class Loss(_Configured):

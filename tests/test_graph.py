@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -189,7 +190,9 @@ def test_misbehaving_plugin_is_named_with_its_node(source, type_name, phrase):
     registry = nnplug.Registry(plugins=[module])
     config = {
         "input": [4],
-        "layers": [{"type": type_name, "name": "suspect"}, {"type": "dense", "units": 2}],
+        # after a dense layer, so that its input gradient is needed
+        "layers": [{"type": "dense", "units": 4}, {"type": type_name, "name": "suspect"},
+                   {"type": "dense", "units": 2}],
         "loss": {"type": "softmax_cross_entropy"},
     }
     model = nnplug.Model.from_config(config, registry)
@@ -220,3 +223,63 @@ def test_astype_copies_weights_into_another_dtype():
     assert single.params["out"]["w"].dtype == np.float32
     np.testing.assert_allclose(single.params["out"]["w"], model.params["out"]["w"], rtol=1e-6)
     assert model.params["out"]["w"].dtype == np.float64
+
+
+class _Scale(nnplug.Layer):
+    """y = s·x with one parameter s; backward refuses to run when ``strict`` (a spy)."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["spy_scale"] = "spy_scale"
+        strict: bool = False
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def init_params(self, in_shape, rng):
+        return {"s": np.ones(1)}
+
+    def forward(self, params, x, *, training):
+        return params["s"] * x, x
+
+    def backward(self, params, cache, dy):
+        if self.config.strict:
+            raise RuntimeError("input gradient computed")
+        return params["s"] * dy, self.param_grads(params, cache, dy)
+
+    def param_grads(self, params, cache, dy):
+        return {"s": np.array([np.sum(dy * cache)], dtype=dy.dtype)}
+
+
+def spy_model(strict: bool) -> nnplug.Model:
+    module = types.ModuleType("spy_plugin")
+    module.nnplug_register_layers = nnplug.hookimpl(lambda: [_Scale])  # type: ignore[attr-defined]
+    registry = nnplug.Registry(plugins=[module])
+    config = {"input": [3], "layers": [{"type": "spy_scale", "strict": strict}, {"type": "dense", "units": 2}],
+              "loss": {"type": "softmax_cross_entropy"}}
+    return nnplug.Model.from_config(config, registry)
+
+
+def test_training_gradients_skip_the_input_gradient_of_layers_reading_the_input():
+    x, labels = np.random.default_rng(0).standard_normal((4, 3)), np.array([0, 1, 1, 0])
+    loss, grads = spy_model(strict=True).loss_and_grads(x, labels)  # backward would raise
+    with pytest.raises(nnplug.PluginError, match="input gradient computed"):
+        spy_model(strict=True).loss_and_all_grads(x, labels)
+    loss_all, grads_all, _ = spy_model(strict=False).loss_and_all_grads(x, labels)
+    assert loss == loss_all
+    for node, own in grads_all.items():
+        for name, g in own.items():
+            np.testing.assert_array_equal(grads[node][name], g)
+
+
+def test_conv_net_parameter_gradients_agree_with_and_without_the_input_gradient():
+    config = {"input": [2, 9, 9], "dtype": "float64", "layers": [
+        {"type": "conv2d", "filters": 3, "kernel_size": 3, "padding": 1},
+        {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 4}],
+        "loss": {"type": "softmax_cross_entropy"}}
+    model = nnplug.Model.from_config(config)
+    x, labels = np.random.default_rng(1).standard_normal((5, 2, 9, 9)), np.array([0, 1, 2, 3, 0])
+    _, grads = model.loss_and_grads(x, labels)
+    _, grads_all, _ = model.loss_and_all_grads(x, labels)
+    for node, own in grads_all.items():
+        for name, g in own.items():
+            np.testing.assert_allclose(grads[node][name], g, rtol=1e-12, atol=1e-14)

@@ -135,6 +135,10 @@ def _crashes(self, params, cache, dy):
     raise IndexError("index 7 is out of bounds")
 
 
+def _param_grads_disagree(self, params, cache, dy):
+    return {"w": 1.01 * Scale.backward(self, params, cache, dy)[1]["w"]}  # backward itself is right
+
+
 BROKEN = {
     "output_shape": broken("WrongShape", output_shape=_bad_shape),
     "param_shapes": broken("WrongParamShapes", param_shapes=_bad_param_shapes),
@@ -147,12 +151,20 @@ BROKEN = {
     "dtype": broken("PromotesFloat32", forward=_promotes_float32),
     "gradient": broken("BadGradient", backward=_bad_gradient),
     "backward": broken("Crashes", backward=_crashes),
+    "param_grads": broken("ParamGradsDisagree", param_grads=_param_grads_disagree),
 }
 
 
 def test_the_correct_reference_layer_passes_in_both_modes():
     for mode in ("full", "fast"):
         assert check_layer(Scale, CASE, seed=0, mode=mode).report.ok
+
+
+def test_a_param_grads_override_that_agrees_with_backward_passes():
+    def param_grads(self, params, cache, dy):
+        return {"w": self.config.factor * (dy * cache).sum(axis=0)}
+
+    assert check_layer(broken("ParamGradsRight", param_grads=param_grads), CASE, seed=0).report.ok
 
 
 @pytest.mark.parametrize("prop", sorted(BROKEN))

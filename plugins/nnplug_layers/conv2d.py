@@ -111,14 +111,25 @@ class Conv2D(nnplug.Layer):
 
     def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        dx, grads = self._gradients(params, cache, dy, input_grad=True)
+        if dx is None:  # unreachable: asked for
+            raise nnplug.PluginError("conv2d backward lost its input gradient")
+        return dx, grads
+
+    def param_grads(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> dict[str, np.ndarray]:
+        """∂L/∂w and ∂L/∂b without ∂L/∂x: no Wᵀ·δ product and no col2im."""
+        return self._gradients(params, cache, dy, input_grad=False)[1]
+
+    def _gradients(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray, *, input_grad: bool
+                   ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         engine, geom, state = cache
         w = params["w"].astype(dy.dtype, copy=False)
         if engine == "scipy":
-            dx, dw, db = engines.scipy_backward(w, state, dy, geom)
+            dx, dw, db = engines.scipy_backward(w, state, dy, geom, input_grad=input_grad)
         else:
             if state is None:
                 raise nnplug.PluginError("conv2d backward needs a forward run with training=True")
-            dx, dw, db = engines.gemm_backward(w, state, dy)
+            dx, dw, db = engines.gemm_backward(w, state, dy, input_grad=input_grad)
         grads = {"w": dw}
         if self.config.bias:
             grads["b"] = db

@@ -102,11 +102,12 @@ def scipy_input_grad(w: np.ndarray, dyd: np.ndarray, geom: Window2D) -> np.ndarr
     return np.ascontiguousarray(geom.crop(dxp))
 
 
-def scipy_backward(w: np.ndarray, xp: np.ndarray, dy: np.ndarray, geom: Window2D
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(∂L/∂x, ∂L/∂w, ∂L/∂b)."""
+def scipy_backward(w: np.ndarray, xp: np.ndarray, dy: np.ndarray, geom: Window2D, *, input_grad: bool = True
+                   ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(∂L/∂x or None unless ``input_grad``, ∂L/∂w, ∂L/∂b)."""
     dyd = dilate(dy, geom.stride)
-    return scipy_input_grad(w, dyd, geom), scipy_weight_grad(xp, dyd, geom.kernel), dy.sum(axis=(0, 2, 3))
+    dx = scipy_input_grad(w, dyd, geom) if input_grad else None
+    return dx, scipy_weight_grad(xp, dyd, geom.kernel), dy.sum(axis=(0, 2, 3))
 
 
 # -- gemm: im2col + one BLAS product per correlation ----------------------------------------
@@ -203,24 +204,27 @@ def _forward_chunks(x: np.ndarray, w2: np.ndarray, b: np.ndarray | None, layout:
     return kept
 
 
-def gemm_backward(w: np.ndarray, cache: GemmCache, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """∂L/∂w = δ · colsᵀ and ∂L/∂x = col2im(Wᵀ · δ), one BLAS product each per chunk, over
-    the parts forward used; the parts' ∂L/∂w are summed in a fixed order. ∂L/∂b = Σ δ."""
+def gemm_backward(w: np.ndarray, cache: GemmCache, dy: np.ndarray, *, input_grad: bool = True
+                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """∂L/∂w = δ · colsᵀ and ∂L/∂x = col2im(Wᵀ · δ) (None unless ``input_grad``), one BLAS
+    product each per chunk, over the parts forward used; the parts' ∂L/∂w are summed in a
+    fixed order. ∂L/∂b = Σ δ."""
     x, columns = cache.x, cache.columns
     w2 = w.reshape(w.shape[0], -1)  # (F, K)
-    dx = np.empty(x.shape, dtype=dy.dtype)
+    dx = np.empty(x.shape, dtype=dy.dtype) if input_grad else None
     dws = run_parts(lambda start, stop: _backward_chunks(
-        w2, x[start:stop], dy[start:stop], cache.layout, dx[start:stop], columns, start), cache.parts)
+        w2, x[start:stop], dy[start:stop], cache.layout, None if dx is None else dx[start:stop], columns, start),
+        cache.parts)
     dw = dws[0]
     for part in dws[1:]:
         dw += part
     return dx, dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
 
 
-def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: ColumnLayout, dx: np.ndarray,
+def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: ColumnLayout, dx: np.ndarray | None,
                      columns: dict[int, np.ndarray] | None, offset: int) -> np.ndarray:
     """Per chunk: the columns (kept, or rebuilt from x), dw += δ · colsᵀ, dx = col2im(Wᵀ · δ).
-    Writes dx (n, C, H, W) and returns this part's dw (F, K)."""
+    Writes dx (n, C, H, W) unless it is None, and returns this part's dw (F, K)."""
     (n, c), (f, k), per_image = x.shape[:2], w2.shape, layout.n_cols_per_image
     nb = chunk_size(n, layout, k, dy.dtype.itemsize)
     if columns is None:
@@ -240,6 +244,8 @@ def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: Colu
         m = min(nb, n - n0)
         d2 = fill_grad(dy[n0:n0 + m], layout, d2_buf)  # (F, m·S)
         dw += np.matmul(d2, columns_of(n0, m).T, out=dw_part)
+        if dx is None:
+            continue
         dcols = np.matmul(w2.T, d2, out=dcol_buf[:, :m * per_image])  # (K, m·S)
         dx[n0:n0 + m] = crop_images(col2im(dcols, layout, m, dx_images), layout, m)
     return dw

@@ -57,11 +57,15 @@ class Dense(nnplug.Layer):
 
     def backward(self, params: Params, cache: Any, dy: np.ndarray
                  ) -> tuple[np.ndarray, Params]:
+        return dy @ params["w"], self.param_grads(params, cache, dy)  # (N, units) @ (units, in) -> (N, in)
+
+    def param_grads(self, params: Params, cache: Any, dy: np.ndarray) -> Params:
+        """∂L/∂W = δᵀ·x and ∂L/∂b = Σ_n δ, without ∂L/∂x."""
         x = cache
         grads = {"w": dy.T @ x}  # (units, N) @ (N, in) -> (units, in)
         if self.config.bias:
             grads["b"] = dy.sum(axis=0)
-        return dy @ params["w"], grads  # (N, units) @ (units, in) -> (N, in)
+        return grads
 
     @classmethod
     def gradcheck_cases(cls) -> Any:
