@@ -104,7 +104,9 @@ def run_case(case: Case, repeats: int, peers: list[str], registry: nnplug.Regist
     try:
         if case.group == "train step":
             row["agreement"] = agreement(case, fns)
-        timings = measure_interleaved(fns, counts, pools={"torch": "torch"})
+        # nnplug's layers run on their own threads with BLAS single-threaded; MyGrad's GEMMs use
+        # OpenBLAS's threads, torch its OpenMP pool: three pools, settled at each switch.
+        timings = measure_interleaved(fns, counts, pools={"nnplug": "nnplug", "torch": "torch"})
     except Exception as exc:
         row.update(status="ERROR", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         return row

@@ -5,20 +5,28 @@ A chunk of ``m`` images is first copied, zero-padded and channels first, into a 
 tap), so one (F, C·kh·kw) @ (C·kh·kw, m·S) product is a whole correlation, and each tap is
 filled by one copy.
 
-*Flat* layout (stride 1): every cell of every padded image is an output position, S = Hp·Wp,
-and tap (a, b) of every image at once is the single contiguous run ``xc[:, a·Wp + b:][:m·S]``,
-so im2col is kh·kw copies of C long rows and col2im kh·kw adds of them. Output positions past
-row Ho or column Wo of an image are junk (their windows straddle two rows or two images):
-callers drop them from outputs and feed zeros there in gradients. ``slack`` = (kh-1)·Wp + kw-1
-zero cells after the last image keep the last junk windows inside the buffer.
+Three layouts, the first whose junk stays within :data:`FLAT_JUNK_LIMIT` (stride 1 only for
+the first two):
 
-*Strided* layout (stride > 1, or when the junk would pass :data:`FLAT_JUNK_LIMIT`): S = Ho·Wo,
-no junk, and tap (a, b) is a strided view of the (C, m, Hp, Wp) images.
+* *chunk*: every cell of every padded image is an output position, S = Hp·Wp, and tap (a, b)
+  of every image at once is the single contiguous run ``xc[:, a·Wp + b:][:m·S]``, so im2col
+  is kh·kw copies of C long rows and col2im kh·kw adds of them.
+* *rows*: the first Ho rows of each padded image are output rows, S = Ho·Wp: per tap, one
+  run of Ho·Wp cells per image (less junk than *chunk* when Ho is much smaller than Hp).
+* *strided*: S = Ho·Wo, no junk, and tap (a, b) is a strided view of the (C, m, Hp, Wp)
+  images (short inner loops: the slowest copies, used for strides and tiny images).
+
+In the first two, output positions past row Ho or column Wo of an image are junk (their
+windows straddle two rows or two images): callers drop them from outputs and feed zeros there
+in gradients. ``slack`` = (kh-1)·Wp + kw-1 zero cells after the last image keep the last junk
+windows inside the buffer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
 
 import numpy as np
 
@@ -28,36 +36,49 @@ from nnplug_layers.geometry import Window2D
 FLAT_JUNK_LIMIT = 1.6
 
 
+Mode = Literal["chunk", "rows", "strided"]
+
+
 @dataclass(frozen=True)
 class ColumnLayout:
-    """How the columns of one image are laid out: ``rows`` × ``row_len`` output positions."""
+    """How the columns of one image are laid out: ``rows`` × ``row_len`` output positions.
+    (Derived sizes are cached: they are read in every tap loop.)"""
 
     geom: Window2D
-    flat: bool
+    mode: Mode
 
     @classmethod
     def for_geometry(cls, geom: Window2D) -> ColumnLayout:
         (ho, wo), (hp, wp) = geom.out_hw, geom.padded_hw
-        return cls(geom, flat=geom.stride == (1, 1) and hp * wp <= FLAT_JUNK_LIMIT * ho * wo)
+        if geom.stride == (1, 1) and hp * wp <= FLAT_JUNK_LIMIT * ho * wo:
+            return cls(geom, "chunk")
+        if geom.stride == (1, 1) and wp <= FLAT_JUNK_LIMIT * wo:
+            return cls(geom, "rows")
+        return cls(geom, "strided")
 
-    @property
+    @cached_property
+    def flat(self) -> bool:
+        """Taps are contiguous runs of the padded images (the chunk and rows layouts)."""
+        return self.mode != "strided"
+
+    @cached_property
     def rows(self) -> int:
-        return self.geom.padded_hw[0] if self.flat else self.geom.out_hw[0]
+        return self.geom.padded_hw[0] if self.mode == "chunk" else self.geom.out_hw[0]
 
-    @property
+    @cached_property
     def row_len(self) -> int:
         return self.geom.padded_hw[1] if self.flat else self.geom.out_hw[1]
 
-    @property
+    @cached_property
     def n_cols_per_image(self) -> int:
         return self.rows * self.row_len
 
-    @property
+    @cached_property
     def image_size(self) -> int:
         """Cells of one padded image in the chunk buffer."""
         return self.geom.padded_hw[0] * self.geom.padded_hw[1]
 
-    @property
+    @cached_property
     def slack(self) -> int:
         (kh, kw), wp = self.geom.kernel, self.geom.padded_hw[1]
         return (kh - 1) * wp + kw - 1 if self.flat else 0
@@ -101,20 +122,28 @@ def fill_grad(dy: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarr
     return buf[:, :m].reshape(f, m * layout.n_cols_per_image)
 
 
+def _tap_view(buf: np.ndarray, layout: ColumnLayout, m: int, a: int, b: int) -> np.ndarray:
+    """What tap (a, b) sees of the first ``m`` images of a chunk buffer, shaped as one block of
+    the columns: (C, m·S) in the chunk layout, (C, m, Ho·Wp) in rows, (C, m, Ho, Wo) in strided."""
+    g = layout.geom
+    if layout.mode == "strided":
+        return g.tap(layout.images(buf, m), a, b)
+    start, size = a * g.padded_hw[1] + b, layout.image_size
+    if layout.mode == "chunk":
+        return buf[:, start:start + m * size]
+    # Each image's run of Ho·Wp cells; the last image's ends in the slack.
+    return buf[:, start:start + m * size].reshape(buf.shape[0], m, size)[:, :, :layout.n_cols_per_image]
+
+
 def im2col(buf: np.ndarray, layout: ColumnLayout, m: int, out: np.ndarray) -> np.ndarray:
     """Columns (C·kh·kw, m·S) of the first ``m`` images of a chunk buffer, written into ``out``
     (at least that many elements); returns the filled 2-D view."""
     g, c, span = layout.geom, buf.shape[0], m * layout.n_cols_per_image
-    (kh, kw), wp = g.kernel, g.padded_hw[1]
+    (kh, kw) = g.kernel
     cols = out.reshape(-1)[:c * kh * kw * span].reshape(c, kh, kw, span)
-    if layout.flat:
-        for _, a, b in g.taps():
-            start = a * wp + b
-            cols[:, a, b] = buf[:, start:start + span]
-    else:
-        images, ho, wo = layout.images(buf, m), *g.out_hw
-        for _, a, b in g.taps():
-            cols[:, a, b].reshape(c, m, ho, wo)[...] = g.tap(images, a, b)
+    for _, a, b in g.taps():
+        view = _tap_view(buf, layout, m, a, b)
+        cols[:, a, b].reshape(view.shape)[...] = view
     return cols.reshape(c * kh * kw, span)
 
 
@@ -122,15 +151,10 @@ def col2im(dcols: np.ndarray, layout: ColumnLayout, m: int, buf: np.ndarray) -> 
     """The transpose of :func:`im2col`: adds columns (C·kh·kw, m·S) back where each tap read
     them (overlapping windows accumulate) into a chunk buffer, which is zeroed first."""
     g, c, span = layout.geom, buf.shape[0], m * layout.n_cols_per_image
-    (kh, kw), wp = g.kernel, g.padded_hw[1]
+    (kh, kw) = g.kernel
     blocks = dcols.reshape(c, kh, kw, span)
     buf[:, :m * layout.image_size + layout.slack] = 0
-    if layout.flat:
-        for _, a, b in g.taps():
-            start = a * wp + b
-            buf[:, start:start + span] += blocks[:, a, b]
-    else:
-        images, ho, wo = layout.images(buf, m), *g.out_hw
-        for _, a, b in g.taps():
-            g.tap(images, a, b)[...] += blocks[:, a, b].reshape(c, m, ho, wo)
+    for _, a, b in g.taps():
+        view = _tap_view(buf, layout, m, a, b)
+        view += blocks[:, a, b].reshape(view.shape)
     return buf

@@ -20,7 +20,7 @@ import numpy as np
 
 from nnplug_layers.columns import ColumnLayout, col2im, crop_images, fill_grad, fill_images, im2col
 from nnplug_layers.geometry import Window2D, window_geometry
-from nnplug_layers.workers import blas_threads, run_parts, split_batch
+from nnplug_layers.workers import MIN_OP_ELEMENTS, blas_threads, run_parts, split_batch
 
 Engine = Literal["scipy", "gemm"]
 
@@ -152,11 +152,15 @@ def chunk_size(batch: int, layout: ColumnLayout, rows: int, itemsize: int) -> in
     return -(-batch // min(n_chunks, batch))
 
 
-def batch_parts(batch: int, layout: ColumnLayout, rows: int, itemsize: int) -> list[tuple[int, int]]:
-    """The parts of the batch run on separate threads: one per BLAS thread, but no more than
-    there are chunks (a single chunk costs more to hand over than it gains)."""
-    n_chunks = -(-batch // chunk_size(batch, layout, rows, itemsize))
-    return split_batch(batch, min(blas_threads(), n_chunks))
+def batch_parts(batch: int, layout: ColumnLayout, channels: int, rows: int, itemsize: int
+                ) -> list[tuple[int, int]]:
+    """The parts of the batch run on separate threads: one per BLAS thread, no more than there
+    are chunks, and only while a tap's copy of a chunk (C · nb·S elements) stays large enough
+    to pay for the threads (:data:`~nnplug_layers.workers.MIN_OP_ELEMENTS`)."""
+    nb = chunk_size(batch, layout, rows, itemsize)
+    if channels * nb * layout.n_cols_per_image < MIN_OP_ELEMENTS:
+        return [(0, batch)]
+    return split_batch(batch, min(blas_threads(), -(-batch // nb)))
 
 
 def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Window2D, *,
@@ -170,7 +174,7 @@ def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Windo
     layout = gemm_layout(geom)
     n, k, itemsize = x.shape[0], w[0].size, x.dtype.itemsize
     w2 = w.reshape(w.shape[0], k)  # (F, K)
-    parts = batch_parts(n, layout, k, itemsize)
+    parts = batch_parts(n, layout, x.shape[1], k, itemsize)
     keep_columns = keep == "columns" or (keep == "input" and chunk_size(n, layout, k, itemsize) >= n)
     y = np.empty((n, w2.shape[0], *geom.out_hw), dtype=x.dtype)
     kept = run_parts(lambda start, stop: _forward_chunks(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Literal
 
 import numpy as np
@@ -69,7 +70,7 @@ class Window2D:
     pad_w: Pair
     out_hw: Pair
 
-    @property
+    @cached_property  # read in every tap loop
     def padded_hw(self) -> Pair:
         return self.in_hw[0] + sum(self.pad_h), self.in_hw[1] + sum(self.pad_w)
 

@@ -154,6 +154,29 @@ def test_gemm_walking_the_batch_in_several_chunks_matches_the_naive_loops(min_co
     np.testing.assert_allclose(grads["b"], db_ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode,g", [
+    ("chunk", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 8, "k": (3, 3), "s": (1, 1), "padding": 1}),
+    ("rows", {"n": 3, "c": 2, "f": 3, "h": 5, "w": 9, "k": (4, 3), "s": (1, 1), "padding": 0}),
+    ("strided", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 7, "k": (3, 3), "s": (2, 1), "padding": 1}),
+    ("strided", {"n": 2, "c": 1, "f": 2, "h": 4, "w": 4, "k": (3, 3), "s": (1, 1), "padding": "valid"}),
+])
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 1024**2])
+def test_every_column_layout_matches_the_naive_loops(mode, g, chunk_bytes, monkeypatch):
+    monkeypatch.setattr(conv_engines, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_engines, "MIN_CHUNK_COLUMNS", 1)  # one image per chunk when 1 byte
+    layer, x, params, rng = make(g, "gemm")
+    assert conv_engines.gemm_layout(layer.geometry(x.shape[1:])).mode == mode
+    y, cache = layer.forward(params, x, training=True)
+    dy = rng.standard_normal(y.shape)
+    dx, grads = layer.backward(params, cache, dy)
+    pads = naive_pads(g["h"], g["w"], g["k"], g["s"], g["padding"])
+    np.testing.assert_allclose(y, naive_conv(x, params["w"], params["b"], g["s"], pads), rtol=1e-10, atol=1e-12)
+    dx_ref, dw_ref, _db_ref = naive_conv_backward(x, params["w"], dy, g["s"], pads)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads["w"], dw_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.param_grads(params, cache, dy)["w"], dw_ref, rtol=1e-10, atol=1e-12)
+
+
 def test_chunk_size_splits_the_batch_evenly_within_the_byte_budget():
     layout = conv_engines.gemm_layout(window_geometry((28, 28), 3, 1, 1, what="kernel"))
     rows, itemsize, per_image = 16 * 9, 4, layout.n_cols_per_image
