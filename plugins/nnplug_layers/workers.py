@@ -20,6 +20,7 @@ a given thread count.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -126,3 +127,18 @@ def _exit() -> None:
         if _active == 0:
             for lib, count in zip(_blas().lib_controllers, _saved_limits):
                 lib.set_num_threads(count)
+
+
+def _reset_after_fork() -> None:
+    """A forked child has none of the parent's threads: start from a fresh lock and pool, and
+    give BLAS back the parent's setting if the fork happened inside a parallel section."""
+    global _lock, _pool, _active
+    _lock, _pool = threading.Lock(), None
+    if _active and _controller is not None:
+        for lib, count in zip(_controller.lib_controllers, _saved_limits):
+            lib.set_num_threads(count)
+    _active = 0
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_after_fork)

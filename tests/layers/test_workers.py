@@ -147,3 +147,21 @@ def test_an_error_inside_a_threaded_layer_is_still_a_clear_error():
     params = layer.init_params((3, 8, 8), np.random.default_rng(0))
     with pytest.raises(nnplug.ShapeError, match="expect 3 input channels, received 4"):
         layer.forward(params, np.zeros((4, 4, 8, 8)), training=True)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_runs_split_layers_with_fresh_threads():
+    import multiprocessing
+
+    layer = MaxPool2D({"pool_size": 2})
+    x = np.random.default_rng(0).standard_normal((16, 8, 64, 64))  # large enough to be split
+    with threadpool_limits(2, user_api="blas"):
+        assert len(workers.batch_split(16, 16 * 8 * 32 * 32)) == 2
+        expected, _ = layer.forward({}, x, training=False)  # the parent's pool now exists
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            y = pool.apply_async(_child_pool_forward, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(y, expected)
+
+
+def _child_pool_forward(x):
+    return MaxPool2D({"pool_size": 2}).forward({}, x, training=False)[0]
