@@ -112,13 +112,14 @@ def scipy_backward(w: np.ndarray, xp: np.ndarray, dy: np.ndarray, geom: Window2D
 
 # -- gemm: im2col + one BLAS product per correlation ----------------------------------------
 #
-# The batch is split into one part per BLAS thread (``workers``), and each thread walks its
-# part a few images at a time, with a single-threaded BLAS: a chunk's columns, about
-# :data:`CHUNK_BYTES` of them, are still in cache when the GEMM reads them, no batch-sized
-# column buffer is allocated (a fresh one page-faults on every call), and the copies around
-# the GEMMs run on every core, not only the GEMMs. Backward rebuilds each chunk's columns
-# from the input (a cheap, cached copy) unless forward kept them (``cache_columns: true``, or
-# a batch that is a single chunk).
+# The batch is walked a few images at a time: a chunk's columns, about :data:`CHUNK_BYTES` of
+# them, are still in cache when the GEMM reads them, and no batch-sized column buffer is
+# allocated (a fresh one page-faults on every call). Large work is also split into one part
+# of the batch per BLAS thread (``workers``), each walking its own chunks with a
+# single-threaded BLAS, so that the copies around the GEMMs run on every core too; smaller
+# work runs on the calling thread with BLAS's threads inside the GEMMs. Backward rebuilds each
+# chunk's columns from the input (a cheap, cached copy) unless forward kept them
+# (``cache_columns: true``, or a batch that is a single chunk).
 
 #: The target size of one chunk's columns (C·kh·kw, nb·S), in bytes: about what stays in this
 #: machine's caches between im2col's writes and the GEMM's reads.

@@ -31,6 +31,7 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _controller: Any = None  # threadpoolctl's BLAS controllers, found once
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _active = 0  # parallel sections running now (BLAS held to 1 thread while > 0)
 _saved_limits: list[int] = []  # each BLAS library's thread count, restored by the last section
 
@@ -101,10 +102,13 @@ def _outcome(future: Future[T]) -> tuple[Any, BaseException | None]:
 
 
 def _get_pool(workers: int) -> ThreadPoolExecutor:
-    global _pool
+    """The shared pool of at least ``workers`` threads (created on first use, grown if asked)."""
+    global _pool, _pool_size
     with _lock:
-        if _pool is None or _pool._max_workers < workers:
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnplug-batch")
+        if _pool is None or _pool_size < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)  # its threads finish their current parts, then exit
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnplug-batch"), workers
         return _pool
 
 
@@ -132,8 +136,8 @@ def _exit() -> None:
 def _reset_after_fork() -> None:
     """A forked child has none of the parent's threads: start from a fresh lock and pool, and
     give BLAS back the parent's setting if the fork happened inside a parallel section."""
-    global _lock, _pool, _active
-    _lock, _pool = threading.Lock(), None
+    global _lock, _pool, _pool_size, _active
+    _lock, _pool, _pool_size = threading.Lock(), None, 0
     if _active and _controller is not None:
         for lib, count in zip(_controller.lib_controllers, _saved_limits):
             lib.set_num_threads(count)
