@@ -24,6 +24,16 @@ from nnplug.registry import Registry, load_registry
 Params = dict[str, dict[str, np.ndarray]]
 
 
+def _plugin_call(node: Node, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``node.layer.<method>(...)``; whatever it raises comes back naming the node and plugin."""
+    try:
+        return getattr(node.layer, method)(*args, **kwargs)
+    except NnplugError as exc:
+        raise type(exc)(f"{node.describe()}: {exc}") from exc
+    except Exception as exc:
+        raise PluginError(f"{node.describe()}: {method} raised {type(exc).__name__}: {exc}") from exc
+
+
 def _pair(node: Node, method: str, result: Any, expected: str) -> tuple[Any, Any]:
     """Unpack what a layer method returned, naming the node when it is not a pair."""
     if not isinstance(result, tuple) or len(result) != 2:
@@ -128,12 +138,7 @@ class Model:
     def _call_forward(self, node: Node, params: Params, values: Mapping[str, Any],
                       training: bool, batch: int) -> tuple[np.ndarray, Any]:
         x = node.layer_input(values)
-        try:
-            result = node.layer.forward(params.get(node.name, {}), x, training=training)
-        except NnplugError as exc:
-            raise type(exc)(f"{node.describe()}: {exc}") from exc
-        except Exception as exc:
-            raise PluginError(f"{node.describe()}: forward raised {type(exc).__name__}: {exc}") from exc
+        result = _plugin_call(node, "forward", params.get(node.name, {}), x, training=training)
         y, cache = _pair(node, "forward", result, "(y, cache)")
         expected = (batch, *node.out_shape)
         if not isinstance(y, np.ndarray) or y.shape != expected:
@@ -240,12 +245,7 @@ class Model:
     def _call_backward(self, node: Node, params: Params, cache: Any, dy: np.ndarray
                        ) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
         own = params.get(node.name, {})
-        try:
-            result = node.layer.backward(own, cache, dy)
-        except NnplugError as exc:
-            raise type(exc)(f"{node.describe()}: {exc}") from exc
-        except Exception as exc:
-            raise PluginError(f"{node.describe()}: backward raised {type(exc).__name__}: {exc}") from exc
+        result = _plugin_call(node, "backward", own, cache, dy)
         dx, grads = _pair(node, "backward", result, "(dx, {name: gradient})")
         dxs = tuple(dx) if node.layer.n_inputs > 1 else (dx,)
         batch = dy.shape[0]
@@ -261,12 +261,7 @@ class Model:
         own = params.get(node.name, {})
         if not own:
             return {}
-        try:
-            grads = node.layer.param_grads(own, cache, dy)
-        except NnplugError as exc:
-            raise type(exc)(f"{node.describe()}: {exc}") from exc
-        except Exception as exc:
-            raise PluginError(f"{node.describe()}: param_grads raised {type(exc).__name__}: {exc}") from exc
+        grads = _plugin_call(node, "param_grads", own, cache, dy)
         return self._checked_param_grads(node, "param_grads", grads, own)
 
     def _checked_param_grads(self, node: Node, method: str, grads: Any, own: dict[str, np.ndarray]
