@@ -105,9 +105,9 @@ def conv_rows(torch: Any, dtype: str, repeats: int, with_scipy: bool) -> list[di
         def col2im_dx(layout: Any = layout, w: np.ndarray = w, dy: np.ndarray = dy) -> None:
             n, c = dy.shape[0], w.shape[1]  # the whole batch as one chunk
             d2 = columns.fill_grad(dy, layout, layout.grad_buffer(w.shape[0], n, dy.dtype))
-            w_t = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
-            images = np.empty((c, n * layout.image_size + layout.slack), dtype=dy.dtype)
-            np.ascontiguousarray(columns.crop_images(columns.col2im(w_t @ d2, layout, n, images), layout, n))
+            w_t = np.ascontiguousarray(layout.weight_matrix(w).T)
+            images = np.empty(c * n * layout.image_size + layout.slack, dtype=dy.dtype)
+            np.ascontiguousarray(columns.crop_images(columns.col2im(w_t @ d2, layout, c, n, images), layout, c, n))
 
         def fullcorr_dx(geom: Any = geom, w: np.ndarray = w, dy: np.ndarray = dy) -> None:
             conv_engines.gemm_input_grad_full_correlation(w, dy, geom)

@@ -1,25 +1,27 @@
 """im2col and col2im over a chunk of a few images: the column layout of conv2d's gemm engine.
 
-A chunk of ``m`` images is first copied, zero-padded and channels first, into a buffer
-``xc`` of shape (C, m·Hp·Wp + slack). Its columns are (C, kh, kw, m·S): rows are (channel,
-tap), so one (F, C·kh·kw) @ (C·kh·kw, m·S) product is a whole correlation, and each tap is
-filled by one copy.
+A chunk of ``m`` images is first copied, zero-padded and channels first, into one flat buffer:
+channel c of image n starts at cell (c·m + n)·Hp·Wp, and ``slack`` zero cells follow the last
+one. The columns hold one row per (channel, tap) and one column per output position, so one
+(F, C·kh·kw) @ (C·kh·kw, m·S) product is a whole correlation. Three layouts, the first whose
+junk stays within :data:`FLAT_JUNK_LIMIT` (the first two need stride 1):
 
-Three layouts, the first whose junk stays within :data:`FLAT_JUNK_LIMIT` (stride 1 only for
-the first two):
-
-* *chunk*: every cell of every padded image is an output position, S = Hp·Wp, and tap (a, b)
-  of every image at once is the single contiguous run ``xc[:, a·Wp + b:][:m·S]``, so im2col
-  is kh·kw copies of C long rows and col2im kh·kw adds of them.
-* *rows*: the first Ho rows of each padded image are output rows, S = Ho·Wp: per tap, one
-  run of Ho·Wp cells per image (less junk than *chunk* when Ho is much smaller than Hp).
+* *chunk*: every cell of the buffer is an output position (S = Hp·Wp per image), so tap
+  (a, b) of every channel of every image at once is the single contiguous run starting at
+  cell a·Wp + b. Rows are ordered tap-major, (kh, kw, C), so that im2col is kh·kw copies of
+  one long run and col2im kh·kw adds of one: numpy runs one-dimensional operations several
+  times faster than the same work on a 2-D view.
+* *rows*: the first Ho rows of each padded image are output rows (S = Ho·Wp): per tap, one
+  run of Ho·Wp cells per channel and image (less junk than *chunk* when Ho is much smaller
+  than Hp). Rows are ordered channel-major, (C, kh, kw).
 * *strided*: S = Ho·Wo, no junk, and tap (a, b) is a strided view of the (C, m, Hp, Wp)
-  images (short inner loops: the slowest copies, used for strides and tiny images).
+  images (short inner loops: the slowest copies, used for strides and tiny outputs).
+  Channel-major.
 
 In the first two, output positions past row Ho or column Wo of an image are junk (their
-windows straddle two rows or two images): callers drop them from outputs and feed zeros there
-in gradients. ``slack`` = (kh-1)·Wp + kw-1 zero cells after the last image keep the last junk
-windows inside the buffer.
+windows straddle two rows, images or channels): callers drop them from outputs and feed zeros
+there in gradients. ``slack`` = (kh-1)·Wp + kw-1 cells keep the last junk windows inside the
+buffer.
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ import numpy as np
 
 from nnplug_layers.geometry import Window2D
 
-#: The flat layout is used while its columns are at most this many times the real outputs.
+#: A flat layout is used while its columns are at most this many times the real outputs.
 FLAT_JUNK_LIMIT = 1.6
-
 
 Mode = Literal["chunk", "rows", "strided"]
 
@@ -75,7 +76,7 @@ class ColumnLayout:
 
     @cached_property
     def image_size(self) -> int:
-        """Cells of one padded image in the chunk buffer."""
+        """Cells of one channel of one padded image in the chunk buffer."""
         return self.geom.padded_hw[0] * self.geom.padded_hw[1]
 
     @cached_property
@@ -83,36 +84,58 @@ class ColumnLayout:
         (kh, kw), wp = self.geom.kernel, self.geom.padded_hw[1]
         return (kh - 1) * wp + kw - 1 if self.flat else 0
 
-    def image_buffer(self, channels: int, images: int, dtype: np.dtype) -> np.ndarray:
-        """A zeroed (C, images·Hp·Wp + slack) buffer for :func:`fill_images`: its padding cells
-        are never written, so they stay zero from chunk to chunk."""
-        return np.zeros((channels, images * self.image_size + self.slack), dtype=dtype)
+    # -- buffers ---------------------------------------------------------------------------
 
-    def images(self, buf: np.ndarray, m: int) -> np.ndarray:
+    def image_buffer(self, channels: int, images: int, dtype: np.dtype) -> np.ndarray:
+        """A zeroed flat buffer for ``channels`` × up to ``images`` padded images."""
+        return np.zeros(channels * images * self.image_size + self.slack, dtype=dtype)
+
+    def images(self, buf: np.ndarray, channels: int, m: int) -> np.ndarray:
         """The (C, m, Hp, Wp) view of the first ``m`` padded images of a chunk buffer."""
-        return buf[:, :m * self.image_size].reshape(buf.shape[0], m, *self.geom.padded_hw)
+        return buf[:channels * m * self.image_size].reshape(channels, m, *self.geom.padded_hw)
+
+    def grad_buffer(self, filters: int, images: int, dtype: np.dtype) -> np.ndarray:
+        """A zeroed (F, images, rows, row_len) buffer for :func:`fill_grad`; junk stays zero."""
+        return np.zeros((filters, images, self.rows, self.row_len), dtype=dtype)
+
+    # -- weights in the row order of the columns -------------------------------------------
+
+    def weight_matrix(self, w: np.ndarray) -> np.ndarray:
+        """w (F, C, kh, kw) as the (F, K) matrix whose columns follow the rows of the columns."""
+        if self.mode == "chunk":
+            return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+        return w.reshape(w.shape[0], -1)
+
+    def weight_grad(self, dw2: np.ndarray, w_shape: tuple[int, ...]) -> np.ndarray:
+        """The (F, K) gradient of :meth:`weight_matrix` back in w's shape (F, C, kh, kw)."""
+        if self.mode == "chunk":
+            f, c, kh, kw = w_shape
+            return np.ascontiguousarray(dw2.reshape(f, kh, kw, c).transpose(0, 3, 1, 2))
+        return dw2.reshape(w_shape)
 
     def outputs(self, y2: np.ndarray, m: int) -> np.ndarray:
         """(F, m·S) product -> the (m, F, Ho, Wo) view of its real outputs (junk dropped)."""
         ho, wo = self.geom.out_hw
         return y2.reshape(y2.shape[0], m, self.rows, self.row_len)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
 
-    def grad_buffer(self, filters: int, images: int, dtype: np.dtype) -> np.ndarray:
-        """A zeroed (F, images, rows, row_len) buffer for :func:`fill_grad`; junk stays zero."""
-        return np.zeros((filters, images, self.rows, self.row_len), dtype=dtype)
-
 
 def fill_images(x: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarray:
-    """Copy images x (m, C, H, W) into a chunk buffer, inside their padding; returns the buffer."""
-    g = layout.geom
+    """Copy images x (m, C, H, W) into a chunk buffer, inside zeroed padding; returns the buffer.
+
+    Padding is zeroed on every call: where a chunk has fewer images than the last one, the
+    channels start elsewhere and old cells would show through."""
+    g, (m, c) = layout.geom, x.shape[:2]
     (top, _), (left, _) = g.pad_h, g.pad_w
-    layout.images(buf, x.shape[0])[:, :, top:top + g.in_hw[0], left:left + g.in_hw[1]] = x.transpose(1, 0, 2, 3)
+    images = layout.images(buf, c, m)
+    if g.has_padding:
+        images[...] = 0
+    images[:, :, top:top + g.in_hw[0], left:left + g.in_hw[1]] = x.transpose(1, 0, 2, 3)
     return buf
 
 
-def crop_images(buf: np.ndarray, layout: ColumnLayout, m: int) -> np.ndarray:
+def crop_images(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int) -> np.ndarray:
     """The (m, C, H, W) view of the real cells of the first ``m`` images of a chunk buffer."""
-    return layout.geom.crop(layout.images(buf, m)).transpose(1, 0, 2, 3)
+    return layout.geom.crop(layout.images(buf, channels, m)).transpose(1, 0, 2, 3)
 
 
 def fill_grad(dy: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarray:
@@ -122,39 +145,38 @@ def fill_grad(dy: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarr
     return buf[:, :m].reshape(f, m * layout.n_cols_per_image)
 
 
-def _tap_view(buf: np.ndarray, layout: ColumnLayout, m: int, a: int, b: int) -> np.ndarray:
-    """What tap (a, b) sees of the first ``m`` images of a chunk buffer, shaped as one block of
-    the columns: (C, m·S) in the chunk layout, (C, m, Ho·Wp) in rows, (C, m, Ho, Wo) in strided."""
-    g = layout.geom
-    if layout.mode == "strided":
-        return g.tap(layout.images(buf, m), a, b)
-    start, size = a * g.padded_hw[1] + b, layout.image_size
-    if layout.mode == "chunk":
-        return buf[:, start:start + m * size]
-    # Each image's run of Ho·Wp cells; the last image's ends in the slack.
-    return buf[:, start:start + m * size].reshape(buf.shape[0], m, size)[:, :, :layout.n_cols_per_image]
+def _tap_views(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, cols: np.ndarray
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(what tap k sees of the chunk buffer, tap k's block of the columns), same shapes, for
+    every tap in window order; ``cols`` is (K, m·S) in the layout's row order."""
+    g, span = layout.geom, m * layout.n_cols_per_image
+    (kh, kw), wp = g.kernel, g.padded_hw[1]
+    size = layout.image_size
+    if layout.mode == "chunk":  # tap-major: one run of C·m·S cells per tap
+        runs = cols.reshape(kh, kw, channels * span)
+        return [(buf[a * wp + b:a * wp + b + channels * span], runs[a, b]) for _, a, b in g.taps()]
+    blocks = cols.reshape(channels, kh, kw, span)
+    if layout.mode == "rows":  # the first Ho·Wp cells of each channel of each image
+        return [(buf[a * wp + b:a * wp + b + channels * m * size].reshape(channels, m, size)[:, :, :span // m],
+                 blocks[:, a, b].reshape(channels, m, span // m)) for _, a, b in g.taps()]
+    images, (ho, wo) = layout.images(buf, channels, m), g.out_hw
+    return [(g.tap(images, a, b), blocks[:, a, b].reshape(channels, m, ho, wo)) for _, a, b in g.taps()]
 
 
-def im2col(buf: np.ndarray, layout: ColumnLayout, m: int, out: np.ndarray) -> np.ndarray:
-    """Columns (C·kh·kw, m·S) of the first ``m`` images of a chunk buffer, written into ``out``
-    (at least that many elements); returns the filled 2-D view."""
-    g, c, span = layout.geom, buf.shape[0], m * layout.n_cols_per_image
-    (kh, kw) = g.kernel
-    cols = out.reshape(-1)[:c * kh * kw * span].reshape(c, kh, kw, span)
-    for _, a, b in g.taps():
-        view = _tap_view(buf, layout, m, a, b)
-        cols[:, a, b].reshape(view.shape)[...] = view
-    return cols.reshape(c * kh * kw, span)
+def im2col(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, out: np.ndarray) -> np.ndarray:
+    """Columns (K, m·S) of the first ``m`` images of a chunk buffer, in the layout's row
+    order, written into ``out`` (at least that many elements); returns the filled 2-D view."""
+    span = m * layout.n_cols_per_image
+    cols = out.reshape(-1)[:channels * layout.geom.n_taps * span].reshape(-1, span)
+    for seen, block in _tap_views(buf, layout, channels, m, cols):
+        block[...] = seen
+    return cols
 
 
-def col2im(dcols: np.ndarray, layout: ColumnLayout, m: int, buf: np.ndarray) -> np.ndarray:
-    """The transpose of :func:`im2col`: adds columns (C·kh·kw, m·S) back where each tap read
-    them (overlapping windows accumulate) into a chunk buffer, which is zeroed first."""
-    g, c, span = layout.geom, buf.shape[0], m * layout.n_cols_per_image
-    (kh, kw) = g.kernel
-    blocks = dcols.reshape(c, kh, kw, span)
-    buf[:, :m * layout.image_size + layout.slack] = 0
-    for _, a, b in g.taps():
-        view = _tap_view(buf, layout, m, a, b)
-        view += blocks[:, a, b].reshape(view.shape)
+def col2im(dcols: np.ndarray, layout: ColumnLayout, channels: int, m: int, buf: np.ndarray) -> np.ndarray:
+    """The transpose of :func:`im2col`: adds columns (K, m·S) back where each tap read them
+    (overlapping windows accumulate) into a chunk buffer, which is zeroed first."""
+    buf[:channels * m * layout.image_size + layout.slack] = 0
+    for seen, block in _tap_views(buf, layout, channels, m, dcols):
+        seen += block
     return buf

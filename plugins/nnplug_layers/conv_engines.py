@@ -166,7 +166,7 @@ def batch_parts(batch: int, layout: ColumnLayout, channels: int, rows: int, item
 
 def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Window2D, *,
                  keep: Literal["columns", "input", "none"]) -> tuple[np.ndarray, GemmCache | None]:
-    """y = W · cols + b: (F, C·kh·kw) @ (C·kh·kw, nb·S) per chunk, back to (N, F, Ho, Wo).
+    """y = W · cols + b: (F, K) @ (K, nb·S) per chunk (K = C·kh·kw), back to (N, F, Ho, Wo).
 
     ``keep`` says what the cache holds for backward: every chunk's columns, the input (the
     columns too when the batch is a single chunk: they cost little memory then and save
@@ -174,7 +174,7 @@ def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Windo
     """
     layout = gemm_layout(geom)
     n, k, itemsize = x.shape[0], w[0].size, x.dtype.itemsize
-    w2 = w.reshape(w.shape[0], k)  # (F, K)
+    w2 = layout.weight_matrix(w)  # (F, K) in the columns' row order
     parts = batch_parts(n, layout, x.shape[1], k, itemsize)
     keep_columns = keep == "columns" or (keep == "input" and chunk_size(n, layout, k, itemsize) >= n)
     y = np.empty((n, w2.shape[0], *geom.out_hw), dtype=x.dtype)
@@ -199,7 +199,7 @@ def _forward_chunks(x: np.ndarray, w2: np.ndarray, b: np.ndarray | None, layout:
     for n0 in range(0, n, nb):
         m = min(nb, n - n0)
         out = np.empty(k * m * per_image, dtype=x.dtype) if col_buf is None else col_buf
-        cols = im2col(fill_images(x[n0:n0 + m], layout, images), layout, m, out)  # (K, m·S)
+        cols = im2col(fill_images(x[n0:n0 + m], layout, images), layout, c, m, out)  # (K, m·S)
         y2 = np.matmul(w2, cols, out=y_buf[:, :m * per_image])  # (F, m·S)
         if b is not None:  # on the contiguous product: ~3x cheaper than fused into the transpose
             y2 += b[:, None]
@@ -214,16 +214,16 @@ def gemm_backward(w: np.ndarray, cache: GemmCache, dy: np.ndarray, *, input_grad
     """∂L/∂w = δ · colsᵀ and ∂L/∂x = col2im(Wᵀ · δ) (None unless ``input_grad``), one BLAS
     product each per chunk, over the parts forward used; the parts' ∂L/∂w are summed in a
     fixed order. ∂L/∂b = Σ δ."""
-    x, columns = cache.x, cache.columns
-    w2 = w.reshape(w.shape[0], -1)  # (F, K)
+    x, columns, layout = cache.x, cache.columns, cache.layout
+    w2 = layout.weight_matrix(w)  # (F, K) in the columns' row order
     dx = np.empty(x.shape, dtype=dy.dtype) if input_grad else None
     dws = run_parts(lambda start, stop: _backward_chunks(
-        w2, x[start:stop], dy[start:stop], cache.layout, None if dx is None else dx[start:stop], columns, start),
+        w2, x[start:stop], dy[start:stop], layout, None if dx is None else dx[start:stop], columns, start),
         cache.parts)
     dw = dws[0]
     for part in dws[1:]:
         dw += part
-    return dx, dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
+    return dx, layout.weight_grad(dw, w.shape), dy.sum(axis=(0, 2, 3))
 
 
 def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: ColumnLayout, dx: np.ndarray | None,
@@ -237,13 +237,13 @@ def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: Colu
         col_buf = np.empty(k * nb * per_image, dtype=dy.dtype)
 
         def columns_of(n0: int, m: int) -> np.ndarray:  # rebuilt from the input: (K, m·S)
-            return im2col(fill_images(x[n0:n0 + m], layout, images), layout, m, col_buf)
+            return im2col(fill_images(x[n0:n0 + m], layout, images), layout, c, m, col_buf)
     else:
         def columns_of(n0: int, m: int) -> np.ndarray:  # kept by forward
             return columns[offset + n0]
     dcol_buf = np.empty((k, nb * per_image), dtype=dy.dtype)
     d2_buf = layout.grad_buffer(f, nb, dy.dtype)  # junk columns stay 0
-    dx_images = np.empty((c, nb * layout.image_size + layout.slack), dtype=dy.dtype)
+    dx_images = np.empty(c * nb * layout.image_size + layout.slack, dtype=dy.dtype)
     dw, dw_part = np.zeros((f, k), dtype=dy.dtype), np.empty((f, k), dtype=dy.dtype)
     for n0 in range(0, n, nb):
         m = min(nb, n - n0)
@@ -252,7 +252,7 @@ def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: Colu
         if dx is None:
             continue
         dcols = np.matmul(w2.T, d2, out=dcol_buf[:, :m * per_image])  # (K, m·S)
-        dx[n0:n0 + m] = crop_images(col2im(dcols, layout, m, dx_images), layout, m)
+        dx[n0:n0 + m] = crop_images(col2im(dcols, layout, c, m, dx_images), layout, c, m)
     return dw
 
 
