@@ -114,7 +114,10 @@ def test_conv2d_matches_naive_loops_forward_and_backward(engine, g):
 
 
 def rel_err(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+    """Relative to the reference's largest entry, but absolute below 1: values here are O(1),
+    and a gradient that is exactly 0 (no window covers a cell) comes out of scipy's FFTs as
+    ~1e-17 of rounding noise."""
+    return float(np.max(np.abs(a - b), initial=0.0) / max(np.max(np.abs(b), initial=0.0), 1.0))
 
 
 @given(g=conv_geometries(max_batch=4, max_channels=5, max_kernel=5, max_side_extra=9),
