@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -44,6 +45,7 @@ class LayerConfig(BaseModel):
     inputs: tuple[str, ...] | None = Field(None, min_length=1)
 
 
+@lru_cache(maxsize=1024)  # read on every error message and summary; classes do not change
 def type_name_of(config_cls: type[LayerConfig]) -> str | None:
     """The registered type name of a config class: the single value of its ``type`` Literal."""
     field = config_cls.model_fields.get("type")

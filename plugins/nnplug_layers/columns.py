@@ -27,7 +27,7 @@ buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
@@ -50,6 +50,11 @@ class ColumnLayout:
 
     @classmethod
     def for_geometry(cls, geom: Window2D) -> ColumnLayout:
+        """The layout for a geometry (memoised: the cached sizes then live across calls)."""
+        return _layout_for(geom, FLAT_JUNK_LIMIT)
+
+    @classmethod
+    def _choose(cls, geom: Window2D) -> ColumnLayout:
         (ho, wo), (hp, wp) = geom.out_hw, geom.padded_hw
         if geom.stride == (1, 1) and hp * wp <= FLAT_JUNK_LIMIT * ho * wo:
             return cls(geom, "chunk")
@@ -117,6 +122,11 @@ class ColumnLayout:
         """(F, m·S) product -> the (m, F, Ho, Wo) view of its real outputs (junk dropped)."""
         ho, wo = self.geom.out_hw
         return y2.reshape(y2.shape[0], m, self.rows, self.row_len)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+
+
+@lru_cache(maxsize=512)
+def _layout_for(geom: Window2D, junk_limit: float) -> ColumnLayout:  # the limit keys the cache
+    return ColumnLayout._choose(geom)
 
 
 def fill_images(x: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarray:

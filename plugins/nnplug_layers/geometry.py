@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Annotated, Literal
 
 import numpy as np
@@ -137,24 +137,32 @@ def window_geometry(in_hw: Pair, kernel: int | Pair, stride: int | Pair,
                     padding: int | Pair | str, *, what: str) -> Window2D:
     """Resolve the padding and output size of a window over ``in_hw``.
 
+    Memoised (layers resolve their geometry on every call, and the result is immutable).
+
     Raises:
         ShapeError: when the kernel is larger than the padded input (``what`` names the window).
     """
-    kh, kw = as_pair(kernel)
-    sh, sw = as_pair(stride)
+    pad = padding if isinstance(padding, str) else as_pair(padding)
+    return _window_geometry((int(in_hw[0]), int(in_hw[1])), as_pair(kernel), as_pair(stride), pad, what,
+                            repr(padding))
+
+
+@lru_cache(maxsize=512)
+def _window_geometry(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair | str, what: str,
+                     padding_shown: str) -> Window2D:
+    (kh, kw), (sh, sw) = kernel, stride
     h, w = in_hw
     if padding == "same":
         pad_h, pad_w = same_padding(h, kh, sh), same_padding(w, kw, sw)
-    elif padding == "valid":
+    elif isinstance(padding, str):  # "valid"
         pad_h, pad_w = (0, 0), (0, 0)
     else:
-        ph, pw = as_pair(padding)  # type: ignore[arg-type]
-        pad_h, pad_w = (ph, ph), (pw, pw)
+        pad_h, pad_w = (padding[0], padding[0]), (padding[1], padding[1])
     hp, wp = h + sum(pad_h), w + sum(pad_w)
     if kh > hp or kw > wp:
         raise nnplug.ShapeError(
             f"{what} {(kh, kw)} is larger than the padded input {(hp, wp)} "
-            f"(input {(h, w)}, padding {padding!r})"
+            f"(input {(h, w)}, padding {padding_shown})"
         )
     out = ((hp - kh) // sh + 1, (wp - kw) // sw + 1)
     return Window2D((h, w), (kh, kw), (sh, sw), pad_h, pad_w, out)

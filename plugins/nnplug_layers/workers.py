@@ -62,6 +62,8 @@ def batch_split(batch: int, op_elements: int) -> list[tuple[int, int]]:
     """Ranges of the batch for a layer whose numpy operations each touch ``op_elements``
     values when the batch is one part: one range per BLAS thread, as long as each range's
     operations keep :data:`MIN_OP_ELEMENTS`; the whole batch otherwise."""
+    if op_elements < 2 * MIN_OP_ELEMENTS:  # too small for two parts, whatever the threads
+        return [(0, batch)]
     return split_batch(batch, min(blas_threads(), op_elements // MIN_OP_ELEMENTS))
 
 
