@@ -8,9 +8,9 @@ both its copies and its BLAS calls.
 
 Splitting pays only when every numpy operation of a part is large: two threads hand the GIL
 to each other around each operation, which costs more than it saves on small arrays
-(measured on this project's 2-core machine: adds of 4K elements ran 2.5x slower on two
-threads than on one, adds of 64K-128K elements 1.2-1.6x faster). Smaller work runs on the
-calling thread alone, with BLAS's own threads inside its matrix products.
+(``benchmarks/split_threshold.py`` on this project's 2-core machine: adds of 4K elements ran
+2x slower on two threads than on one, 16K broke even, 32K-64K ran 1.4-1.6x faster). Smaller
+work runs on the calling thread alone, with BLAS's own threads inside its matrix products.
 
 The number of threads is the number numpy's BLAS may use, so ``threadpoolctl``'s
 ``threadpool_limits(1)`` (or ``OPENBLAS_NUM_THREADS=1``) makes every layer sequential. The
