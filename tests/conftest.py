@@ -1,4 +1,5 @@
-"""Hypothesis profiles: ``ci`` (bounded, derandomized, no deadline) and a faster ``dev``.
+"""Hypothesis profiles: ``ci`` (bounded, derandomized, no deadline) and a faster ``dev``;
+and the ``site`` fixture the plugin-discovery tests install fake distributions into.
 
 CI sets ``CI=true``; ``HYPOTHESIS_PROFILE`` overrides the choice.
 """
@@ -6,9 +7,25 @@ CI sets ``CI=true``; ``HYPOTHESIS_PROFILE`` overrides the choice.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+from fakedist import forget_modules
 from hypothesis import settings
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("dev", max_examples=8, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, list[str]]]:
+    """A fresh folder on sys.path for fake distributions, and a list the test appends the
+    modules it installs to; they are forgotten afterwards."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    modules: list[str] = []
+    yield root, modules
+    forget_modules(*modules)

@@ -9,7 +9,6 @@ Hostile command lines (empty, binary, tampered files...) are in ``test_faults_cl
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -17,7 +16,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import yaml
-from fakedist import forget_modules, install_fake_dist
+from fakedist import install_fake_dist
 from faultkit import (
     BUILD_FAULTS,
     PLUGIN_FAULT_KINDS,
@@ -38,17 +37,6 @@ import nnplug
 from nnplug import build
 from nnplug.checkpoint import load_checkpoint
 from nnplug.cli import main
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, list[str]]]:
-    """A folder on sys.path for fake distributions; their modules are forgotten afterwards."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    modules: list[str] = []
-    yield root, modules
-    forget_modules(*modules)
 
 
 def _clean_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -6,7 +6,7 @@ import itertools
 import uuid
 
 import pytest
-from fakedist import forget_modules, good_plugin_source, install_fake_dist
+from fakedist import good_plugin_source, install_fake_dist
 
 import nnplug
 from nnplug.registry import contract_problem
@@ -66,17 +66,6 @@ BROKEN_SOURCES = {
         "    return [Stranger]\n"
     ),
 }
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A fresh directory on sys.path to install fake distributions into."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    created: list[str] = []
-    yield root, created
-    forget_modules(*created)
 
 
 def _unique(prefix: str) -> str:
