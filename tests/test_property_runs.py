@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 import buggy_layers
-import numpy as np
 import pytest
+from kinked import ShiftedAbs
 
 import nnplug
 from nnplug.property_runs import gradcheck_main, run_type
@@ -152,20 +152,10 @@ class KinkyConfig(nnplug.LayerConfig):
     type: Literal["sometimes_kinked"] = "sometimes_kinked"
 
 
-class SometimesKinked(NoCases):
+class SometimesKinked(ShiftedAbs):
     """y = |x - c|: c is 0 (on a grid value of 'distinct' inputs: a kink) or 0.5 (no kink)."""
 
     Config = KinkyConfig
-
-    def init_params(self, in_shape, rng):
-        return {"c": np.full(in_shape, 0.0 if rng.random() < 0.5 else 0.5)}
-
-    def forward(self, params, x, *, training):
-        d = x - params["c"]
-        return np.abs(d), np.sign(d)
-
-    def backward(self, params, cache, dy):
-        return dy * cache, {"c": -(dy * cache).sum(axis=0)}
 
     @classmethod
     def gradcheck_cases(cls):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pytest
+from kinked import ShiftedAbs
 from pydantic import field_serializer
 
 import nnplug
@@ -218,29 +219,6 @@ def test_a_case_with_the_wrong_number_of_shapes_is_refused():
 
 
 # -- kinks -----------------------------------------------------------------------------------
-
-
-class KinkConfig(nnplug.LayerConfig):
-    type: Literal["kink_for_tests"] = "kink_for_tests"
-
-
-class ShiftedAbs(nnplug.Layer):
-    """y = |x - c|; c is drawn as 0 or 0.5, and 'distinct' values of size 4 include 0."""
-
-    Config = KinkConfig
-
-    def output_shape(self, in_shape):
-        return in_shape
-
-    def init_params(self, in_shape, rng):
-        return {"c": np.full(in_shape, 0.0 if rng.random() < 0.5 else 0.5)}
-
-    def forward(self, params, x, *, training):
-        d = x - params["c"]
-        return np.abs(d), np.sign(d)
-
-    def backward(self, params, cache, dy):
-        return dy * cache, {"c": -(dy * cache).sum(axis=0)}
 
 
 def test_kinks_are_redrawn_and_counted():
