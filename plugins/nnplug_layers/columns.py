@@ -129,15 +129,17 @@ def _layout_for(geom: Window2D, junk_limit: float) -> ColumnLayout:  # the limit
     return ColumnLayout._choose(geom)
 
 
-def fill_images(x: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarray:
-    """Copy images x (m, C, H, W) into a chunk buffer, inside zeroed padding; returns the buffer.
+def fill_images(x: np.ndarray, layout: ColumnLayout, buf: np.ndarray, *, nb: int) -> np.ndarray:
+    """Copy images x (m, C, H, W) into a chunk buffer made for ``nb`` images, inside their
+    padding; returns the buffer.
 
-    Padding is zeroed on every call: where a chunk has fewer images than the last one, the
-    channels start elsewhere and old cells would show through."""
+    The padding cells of a full chunk (m = nb) are never written, so they stay zero from chunk
+    to chunk. A shorter chunk puts its channels elsewhere, where old cells would show through:
+    its padding is zeroed first."""
     g, (m, c) = layout.geom, x.shape[:2]
     (top, _), (left, _) = g.pad_h, g.pad_w
     images = layout.images(buf, c, m)
-    if g.has_padding:
+    if g.has_padding and m != nb:
         images[...] = 0
     images[:, :, top:top + g.in_hw[0], left:left + g.in_hw[1]] = x.transpose(1, 0, 2, 3)
     return buf
