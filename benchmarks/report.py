@@ -102,6 +102,8 @@ def extra_lines(results: dict[str, Any]) -> list[str]:
                      f"vs lower bound {mem['lower_bound_bytes'] / 2**20:.2f} MiB (parameters "
                      f"{mem['param_bytes'] / 2**20:.2f} + activations {mem['activation_bytes'] / 2**20:.2f} + "
                      f"gradients {mem['param_grad_bytes'] / 2**20:.2f}), {mem['ratio']:.2f}× the bound; "
+                     f"the peak includes {mem.get('scratch_bytes', 0) / 2**20:.2f} MiB of scratch buffers kept "
+                     "between steps; "
                      "caches beyond the activations: " + ", ".join(
                          f"{node} {b / 2**20:.2f} MiB" for node, b in mem["cache_bytes_beyond_activations"].items()
                          if b >= 2**14))

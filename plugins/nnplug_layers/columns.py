@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from nnplug_layers.geometry import Window2D
+from nnplug_layers.scratch import scratch
 
 #: A flat layout is used while its columns are at most this many times the real outputs.
 FLAT_JUNK_LIMIT = 1.6
@@ -92,16 +93,22 @@ class ColumnLayout:
     # -- buffers ---------------------------------------------------------------------------
 
     def image_buffer(self, channels: int, images: int, dtype: np.dtype) -> np.ndarray:
-        """A zeroed flat buffer for ``channels`` × up to ``images`` padded images."""
-        return np.zeros(channels * images * self.image_size + self.slack, dtype=dtype)
+        """The calling thread's flat buffer for exactly ``channels`` × ``images`` padded
+        images (:mod:`~nnplug_layers.scratch`, reused across calls). Its padding and slack
+        cells are zero: it is keyed by everything that places them, and
+        :func:`fill_images` writes only the real cells."""
+        return scratch(("conv images", self, channels, images),
+                       channels * images * self.image_size + self.slack, dtype, zeroed=True)
 
     def images(self, buf: np.ndarray, channels: int, m: int) -> np.ndarray:
         """The (C, m, Hp, Wp) view of the first ``m`` padded images of a chunk buffer."""
         return buf[:channels * m * self.image_size].reshape(channels, m, *self.geom.padded_hw)
 
     def grad_buffer(self, filters: int, images: int, dtype: np.dtype) -> np.ndarray:
-        """A zeroed (F, images, rows, row_len) buffer for :func:`fill_grad`; junk stays zero."""
-        return np.zeros((filters, images, self.rows, self.row_len), dtype=dtype)
+        """The calling thread's (F, images, rows, row_len) buffer for :func:`fill_grad`
+        (reused across calls): its junk cells are zero and are never written."""
+        return scratch(("conv grad", self, filters, images), (filters, images, self.rows, self.row_len),
+                       dtype, zeroed=True)
 
     # -- weights in the row order of the columns -------------------------------------------
 
@@ -129,19 +136,13 @@ def _layout_for(geom: Window2D, junk_limit: float) -> ColumnLayout:  # the limit
     return ColumnLayout._choose(geom)
 
 
-def fill_images(x: np.ndarray, layout: ColumnLayout, buf: np.ndarray, *, nb: int) -> np.ndarray:
-    """Copy images x (m, C, H, W) into a chunk buffer made for ``nb`` images, inside their
-    padding; returns the buffer.
-
-    The padding cells of a full chunk (m = nb) are never written, so they stay zero from chunk
-    to chunk. A shorter chunk puts its channels elsewhere, where old cells would show through:
-    its padding is zeroed first."""
+def fill_images(x: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarray:
+    """Copy images x (m, C, H, W) into the real cells of a chunk buffer laid out for exactly
+    m images (:meth:`~ColumnLayout.image_buffer`); its padding cells are left as they are
+    (zero). Returns the buffer."""
     g, (m, c) = layout.geom, x.shape[:2]
     (top, _), (left, _) = g.pad_h, g.pad_w
-    images = layout.images(buf, c, m)
-    if g.has_padding and m != nb:
-        images[...] = 0
-    images[:, :, top:top + g.in_hw[0], left:left + g.in_hw[1]] = x.transpose(1, 0, 2, 3)
+    layout.images(buf, c, m)[:, :, top:top + g.in_hw[0], left:left + g.in_hw[1]] = x.transpose(1, 0, 2, 3)
     return buf
 
 

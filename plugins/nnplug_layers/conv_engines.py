@@ -20,6 +20,7 @@ import numpy as np
 
 from nnplug_layers.columns import ColumnLayout, col2im, crop_images, fill_grad, fill_images, im2col
 from nnplug_layers.geometry import Window2D, window_geometry
+from nnplug_layers.scratch import workspace
 from nnplug_layers.workers import MIN_OP_ELEMENTS, blas_threads, run_parts, split_batch
 
 Engine = Literal["scipy", "gemm"]
@@ -119,7 +120,9 @@ def scipy_backward(w: np.ndarray, xp: np.ndarray, dy: np.ndarray, geom: Window2D
 # single-threaded BLAS, so that the copies around the GEMMs run on every core too; smaller
 # work runs on the calling thread with BLAS's threads inside the GEMMs. Backward rebuilds each
 # chunk's columns from the input (a cheap, cached copy) unless forward kept them
-# (``cache_columns: true``, or a batch that is a single chunk).
+# (``cache_columns: true``). Buffers that live only inside one call (the padded images, the
+# columns, the products) are the calling thread's scratch (:mod:`nnplug_layers.scratch`),
+# reused from call to call: allocated afresh, their pages were faulted in on every call.
 
 #: The target size of one chunk's columns (C·kh·kw, nb·S), in bytes: about what stays in this
 #: machine's caches between im2col's writes and the GEMM's reads.
@@ -168,15 +171,15 @@ def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Windo
                  keep: Literal["columns", "input", "none"]) -> tuple[np.ndarray, GemmCache | None]:
     """y = W · cols + b: (F, K) @ (K, nb·S) per chunk (K = C·kh·kw), back to (N, F, Ho, Wo).
 
-    ``keep`` says what the cache holds for backward: every chunk's columns, the input (the
-    columns too when the batch is a single chunk: they cost little memory then and save
-    rebuilding them, ~20% faster on the digits CNN) or nothing (inference).
+    ``keep`` says what the cache holds for backward: every chunk's columns, the input (backward
+    rebuilds the columns in scratch: cheaper than faulting in fresh pages to keep them, even
+    for a batch that is a single chunk) or nothing (inference).
     """
     layout = gemm_layout(geom)
     n, k, itemsize = x.shape[0], w[0].size, x.dtype.itemsize
     w2 = layout.weight_matrix(w)  # (F, K) in the columns' row order
     parts = batch_parts(n, layout, x.shape[1], k, itemsize)
-    keep_columns = keep == "columns" or (keep == "input" and chunk_size(n, layout, k, itemsize) >= n)
+    keep_columns = keep == "columns"
     y = np.empty((n, w2.shape[0], *geom.out_hw), dtype=x.dtype)
     kept = run_parts(lambda start, stop: _forward_chunks(
         x[start:stop], w2, b, layout, y[start:stop], keep_columns, start), parts)
@@ -192,15 +195,14 @@ def _forward_chunks(x: np.ndarray, w2: np.ndarray, b: np.ndarray | None, layout:
     each chunk by its first image (counted from ``offset``) when ``keep_columns``."""
     (n, c), (f, k), per_image = x.shape[:2], w2.shape, layout.n_cols_per_image
     nb = chunk_size(n, layout, k, x.dtype.itemsize)
-    images = layout.image_buffer(c, nb, x.dtype)
-    col_buf = None if keep_columns else np.empty(k * nb * per_image, dtype=x.dtype)
-    y_buf = np.empty((f, nb * per_image), dtype=x.dtype)
     kept = {}
     for n0 in range(0, n, nb):
         m = min(nb, n - n0)
-        out = np.empty(k * m * per_image, dtype=x.dtype) if col_buf is None else col_buf
-        cols = im2col(fill_images(x[n0:n0 + m], layout, images, nb=nb), layout, c, m, out)  # (K, m·S)
-        y2 = np.matmul(w2, cols, out=y_buf[:, :m * per_image])  # (F, m·S)
+        images = fill_images(x[n0:n0 + m], layout, layout.image_buffer(c, m, x.dtype))
+        span = m * per_image
+        out = np.empty(k * span, x.dtype) if keep_columns else workspace("conv columns", k * span, x.dtype)
+        cols = im2col(images, layout, c, m, out)  # (K, m·S)
+        y2 = np.matmul(w2, cols, out=workspace("conv products", f * span, x.dtype).reshape(f, span))  # (F, m·S)
         if b is not None:  # on the contiguous product: ~3x cheaper than fused into the transpose
             y2 += b[:, None]
         y[n0:n0 + m] = layout.outputs(y2, m)
@@ -231,28 +233,25 @@ def _backward_chunks(w2: np.ndarray, x: np.ndarray, dy: np.ndarray, layout: Colu
     """Per chunk: the columns (kept, or rebuilt from x), dw += δ · colsᵀ, dx = col2im(Wᵀ · δ).
     Writes dx (n, C, H, W) unless it is None, and returns this part's dw (F, K)."""
     (n, c), (f, k), per_image = x.shape[:2], w2.shape, layout.n_cols_per_image
-    nb = chunk_size(n, layout, k, dy.dtype.itemsize)
-    if columns is None:
-        images = layout.image_buffer(c, nb, dy.dtype)
-        col_buf = np.empty(k * nb * per_image, dtype=dy.dtype)
+    nb, dtype = chunk_size(n, layout, k, dy.dtype.itemsize), dy.dtype
 
-        def columns_of(n0: int, m: int) -> np.ndarray:  # rebuilt from the input: (K, m·S)
-            return im2col(fill_images(x[n0:n0 + m], layout, images, nb=nb), layout, c, m, col_buf)
-    else:
-        def columns_of(n0: int, m: int) -> np.ndarray:  # kept by forward
+    def columns_of(n0: int, m: int) -> np.ndarray:  # (K, m·S): kept by forward, or rebuilt
+        if columns is not None:
             return columns[offset + n0]
-    d2_buf = layout.grad_buffer(f, nb, dy.dtype)  # junk columns stay 0
-    if dx is not None:
-        dcol_buf = np.empty((k, nb * per_image), dtype=dy.dtype)
-        dx_images = np.empty(c * nb * layout.image_size + layout.slack, dtype=dy.dtype)
-    dw, dw_part = np.zeros((f, k), dtype=dy.dtype), np.empty((f, k), dtype=dy.dtype)
+        images = fill_images(x[n0:n0 + m], layout, layout.image_buffer(c, m, dtype))
+        return im2col(images, layout, c, m, workspace("conv columns", k * m * per_image, dtype))
+
+    d2_buf = layout.grad_buffer(f, nb, dtype)  # junk columns stay 0
+    dw, dw_part = np.zeros((f, k), dtype=dtype), np.empty((f, k), dtype=dtype)
     for n0 in range(0, n, nb):
         m = min(nb, n - n0)
         d2 = fill_grad(dy[n0:n0 + m], layout, d2_buf)  # (F, m·S)
         dw += np.matmul(d2, columns_of(n0, m).T, out=dw_part)
         if dx is None:
             continue
-        dcols = np.matmul(w2.T, d2, out=dcol_buf[:, :m * per_image])  # (K, m·S)
+        # Wᵀ·δ may overwrite rebuilt columns: the weight gradient has read them already.
+        dcols = np.matmul(w2.T, d2, out=workspace("conv columns", k * m * per_image, dtype).reshape(k, -1))
+        dx_images = workspace("conv image grads", c * m * layout.image_size + layout.slack, dtype)
         dx[n0:n0 + m] = crop_images(col2im(dcols, layout, c, m, dx_images), layout, c, m)
     return dw
 
