@@ -56,3 +56,12 @@ def test_benchmark_harness_refuses_bad_options(args: list[str], message: str) ->
     proc = _run(*args)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_scratch_reuse_benchmark_runs_both_settings() -> None:
+    script = ROOT / "benchmarks" / "scratch_reuse.py"
+    proc = subprocess.run([sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for line in ("digits CNN step", "LeNet step", "scratch kept (default)", "scratch none kept", "speedup from reuse"):
+        assert line in proc.stdout

@@ -149,7 +149,7 @@ class GemmCache:
 
 
 def gemm_layout(geom: Window2D) -> ColumnLayout:
-    """The column layout gemm uses for this geometry (flat for stride 1 unless too much junk)."""
+    """The column layout gemm uses for this geometry (see :mod:`nnplug_layers.columns`)."""
     return ColumnLayout.for_geometry(geom)
 
 

@@ -159,9 +159,11 @@ def test_gemm_walking_the_batch_in_several_chunks_matches_the_naive_loops(min_co
 
 @pytest.mark.parametrize("mode,g", [
     ("chunk", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 8, "k": (3, 3), "s": (1, 1), "padding": 1}),
-    ("rows", {"n": 3, "c": 2, "f": 3, "h": 5, "w": 9, "k": (4, 3), "s": (1, 1), "padding": 0}),
-    ("strided", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 7, "k": (3, 3), "s": (2, 1), "padding": 1}),
-    ("strided", {"n": 2, "c": 1, "f": 2, "h": 4, "w": 4, "k": (3, 3), "s": (1, 1), "padding": "valid"}),
+    ("batch_inner", {"n": 3, "c": 2, "f": 3, "h": 5, "w": 9, "k": (4, 3), "s": (1, 1), "padding": 0}),
+    ("batch_inner", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 7, "k": (3, 3), "s": (2, 1), "padding": 1}),
+    ("batch_inner", {"n": 2, "c": 1, "f": 2, "h": 4, "w": 4, "k": (3, 3), "s": (1, 1), "padding": "valid"}),
+    ("strided", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 7, "k": (1, 3), "s": (2, 1), "padding": [0, 1]}),
+    ("strided", {"n": 2, "c": 3, "f": 2, "h": 8, "w": 8, "k": (2, 2), "s": (3, 3), "padding": 0}),
 ])
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * 1024**2])
 def test_every_column_layout_matches_the_naive_loops(mode, g, chunk_bytes, monkeypatch):
