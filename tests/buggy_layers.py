@@ -118,7 +118,8 @@ def _tanh_wrong(self: Any, params: Any, cache: Any, dy: np.ndarray) -> Any:
 
 @bug("flatten", "buggy_flatten_order", "dy reshaped back in Fortran order", Case({}, ((2, 3),)))
 def _flatten_order(self: Any, params: Any, cache: Any, dy: np.ndarray) -> Any:
-    return dy.reshape(cache, order="F").copy(), {}
+    shape, _ = cache  # (x's shape, whether x was batch-innermost)
+    return dy.reshape(shape, order="F").copy(), {}
 
 
 @bug("add", "buggy_add_halved", "the gradient split between the branches instead of copied to both",

@@ -42,7 +42,8 @@ class ReLU(_Elementwise):
         return y, y
 
     def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
-        return dy * (cache > 0), {}
+        # ∂L/∂x in x's memory layout (y's), whatever δ's: see geometry.images_like.
+        return np.multiply(dy, cache > 0, out=np.empty_like(cache)), {}
 
     @classmethod
     def gradcheck_cases(cls) -> Any:

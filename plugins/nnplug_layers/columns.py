@@ -4,12 +4,13 @@ A chunk of ``m`` images is first copied, zero-padded and channels first, into on
 and the columns hold one row per (channel, tap) and one column per output position, so one
 (F, C·kh·kw) @ (C·kh·kw, m·S) product is a whole correlation. Three layouts:
 
-* *chunk* (stride 1, used while S is at most :data:`CHUNK_JUNK_LIMIT` times the real
-  outputs): channel c of image n starts at cell (c·m + n)·Hp·Wp of the buffer, and every
-  cell is an output position (S = Hp·Wp per image), so tap (a, b) of every channel of every
-  image at once is the single contiguous run starting at cell a·Wp + b. im2col is kh·kw
-  copies of one long run and col2im kh·kw adds of one: numpy runs one-dimensional operations
-  several times faster than the same work on a 2-D view. Output positions past row Ho or
+* *chunk* (stride 1, images of at least :data:`CHUNK_MIN_OUTPUTS` outputs, used while S is
+  at most :data:`CHUNK_JUNK_LIMIT` times the real outputs): channel c of image n starts at
+  cell (c·m + n)·Hp·Wp of the buffer, and every cell is an output position (S = Hp·Wp per
+  image), so tap (a, b) of every channel of every image at once is the single contiguous run
+  starting at cell a·Wp + b. im2col is kh·kw copies of one long run and col2im kh·kw adds of
+  one: numpy runs one-dimensional operations several times faster than the same work on a
+  2-D view. Output positions past row Ho or
   column Wo of an image are junk (their windows straddle two rows, images or channels):
   callers drop them from outputs and feed zeros there in gradients; ``slack`` =
   (kh-1)·Wp + kw-1 zero cells after the last image keep the last junk windows inside.
@@ -19,7 +20,10 @@ and the columns hold one row per (channel, tap) and one column per output positi
   Wo·m contiguous cells at stride 1, m at larger strides: long inner loops even on 4×4
   images, where the other layouts' loops are a few cells long. On the digits CNN's second
   convolution (4×4, padded to 6×6) and LeNet's (12×12, k5) forward + backward ran 35-40%
-  faster than in *chunk*; on 28×28 images, 10-20% slower.
+  faster than in *chunk*; on 28×28 images, 10-20% slower. Its outputs are returned with
+  the same memory order, (F, Ho, Wo, N) behind the (N, F, Ho, Wo) shape, and the layers
+  after it keep that order (``geometry.images_like``), so the next convolution fills its
+  buffer without a transpose.
 * *strided*: S = Ho·Wo, no junk, and tap (a, b) is a strided view of the (C, m, Hp, Wp)
   images: short inner loops, but nothing copied that no window reads (a 1×1 kernel at
   stride 2 ran twice as fast as in *batch_inner*).
@@ -40,9 +44,12 @@ from nnplug_layers.geometry import Window2D
 from nnplug_layers.scratch import scratch
 
 #: The *chunk* layout is used while its columns are at most this many times the real outputs
-#: (the digits CNN's first convolution, 8×8 padded to 10×10, 1.56×, ran 10% faster in *chunk*
-#: than in *batch_inner*; its second, 2.25×, 35% slower).
+#: (the digits CNN's second convolution, 4×4 padded to 6×6, 2.25×, ran 35% slower in *chunk*
+#: than in *batch_inner*)...
 CHUNK_JUNK_LIMIT = 1.6
+#: ...and images have at least this many outputs: forward + backward (16 channels, k3, pad 1)
+#: ran 18% and 7% faster in *batch_inner* on 10×10 and 12×12 outputs, 7% slower on 16×16.
+CHUNK_MIN_OUTPUTS = 14 * 14
 
 Mode = Literal["chunk", "strided", "batch_inner"]
 
@@ -58,12 +65,12 @@ class ColumnLayout:
     @classmethod
     def for_geometry(cls, geom: Window2D) -> ColumnLayout:
         """The layout for a geometry (memoised: the cached sizes then live across calls)."""
-        return _layout_for(geom, CHUNK_JUNK_LIMIT)
+        return _layout_for(geom, CHUNK_JUNK_LIMIT, CHUNK_MIN_OUTPUTS)
 
     @classmethod
     def _choose(cls, geom: Window2D) -> ColumnLayout:
         (ho, wo), (hp, wp), (kh, kw), (sh, sw) = geom.out_hw, geom.padded_hw, geom.kernel, geom.stride
-        if (sh, sw) == (1, 1) and hp * wp <= CHUNK_JUNK_LIMIT * ho * wo:
+        if (sh, sw) == (1, 1) and hp * wp <= CHUNK_JUNK_LIMIT * ho * wo and ho * wo >= CHUNK_MIN_OUTPUTS:
             return cls(geom, "chunk")
         if kh >= sh and kw >= sw:  # the windows read every cell that is copied
             return cls(geom, "batch_inner")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nnplug_layers.columns import ColumnLayout, col2im, crop_images, fill_grad, fill_images, im2col
-from nnplug_layers.geometry import Window2D, window_geometry
+from nnplug_layers.geometry import Window2D, batch_innermost, images_like, window_geometry
 from nnplug_layers.scratch import workspace
 from nnplug_layers.workers import MIN_OP_ELEMENTS, blas_threads, run_parts, split_batch
 
@@ -186,7 +186,10 @@ def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Windo
     w2 = layout.weight_matrix(w)  # (F, K) in the columns' row order
     parts = batch_parts(n, layout, x.shape[1], k, itemsize)
     keep_columns = keep == "columns"
-    y = np.empty((n, w2.shape[0], *geom.out_hw), dtype=x.dtype)
+    if layout.mode == "batch_inner":  # its products are (F, Ho, Wo, m): copied without a transpose
+        y = np.empty((w2.shape[0], *geom.out_hw, n), dtype=x.dtype).transpose(3, 0, 1, 2)
+    else:
+        y = np.empty((n, w2.shape[0], *geom.out_hw), dtype=x.dtype)
     kept = run_parts(lambda start, stop: _forward_chunks(
         x[start:stop], w2, b, layout, y[start:stop], keep_columns, start), parts)
     if keep == "none":
@@ -224,7 +227,7 @@ def gemm_backward(w: np.ndarray, cache: GemmCache, dy: np.ndarray, *, input_grad
     fixed order. ∂L/∂b = Σ δ."""
     x, columns, layout = cache.x, cache.columns, cache.layout
     w2 = layout.weight_matrix(w)  # (F, K) in the columns' row order
-    dx = np.empty(x.shape, dtype=dy.dtype) if input_grad else None
+    dx = images_like(batch_innermost(x), x.shape, dy.dtype) if input_grad else None
     dws = run_parts(lambda start, stop: _backward_chunks(
         w2, x[start:stop], dy[start:stop], layout, None if dx is None else dx[start:stop], columns, start),
         cache.parts)

@@ -15,7 +15,16 @@ import numpy as np
 from pydantic import Field, model_validator
 
 import nnplug
-from nnplug_layers.geometry import PaddingSpec, SizeSpec, Window2D, as_pair, index_dtype, window_geometry
+from nnplug_layers.geometry import (
+    PaddingSpec,
+    SizeSpec,
+    Window2D,
+    as_pair,
+    batch_innermost,
+    images_like,
+    index_dtype,
+    window_geometry,
+)
 from nnplug_layers.workers import batch_split, run_parts
 
 
@@ -61,7 +70,7 @@ class Pool2D(nnplug.Layer):
         return self.geometry(x.shape[1:])
 
     @staticmethod
-    def _scatter(geom: Window2D, x_shape: tuple[int, ...], dtype: np.dtype,
+    def _scatter(geom: Window2D, x_shape: tuple[int, ...], batch_inner: bool, dtype: np.dtype,
                  per_tap: Any) -> np.ndarray:
         """∂L/∂x from the (N, C, Ho, Wo) gradient ``per_tap(k, start, stop)`` of every tap k
         for the examples start:stop, the batch split over threads.
@@ -74,7 +83,7 @@ class Pool2D(nnplug.Layer):
         disjoint = geom.stride[0] >= geom.kernel[0] and geom.stride[1] >= geom.kernel[1]
         (ho, wo), (kh, kw) = geom.out_hw, geom.kernel
         tiled = geom.stride == geom.kernel and (ho * kh, wo * kw) == (hp, wp)  # every cell written once
-        dxp = np.empty((n, c, hp, wp), dtype=dtype) if tiled else np.zeros((n, c, hp, wp), dtype=dtype)
+        dxp = images_like(batch_inner, (n, c, hp, wp), dtype, zeroed=not tiled)
 
         def part(start: int, stop: int) -> None:
             for k, a, b in geom.taps():
@@ -84,7 +93,11 @@ class Pool2D(nnplug.Layer):
                     geom.tap(dxp[start:stop], a, b)[...] += per_tap(k, start, stop)
 
         run_parts(part, batch_split(n, n * c * ho * wo))  # each tap's operation spans the output
-        return dxp if not geom.has_padding else np.ascontiguousarray(geom.crop(dxp))
+        if not geom.has_padding:
+            return dxp
+        dx = images_like(batch_inner, x_shape, dtype)
+        dx[...] = geom.crop(dxp)
+        return dx
 
     @classmethod
     def _cases(cls, values: str, extra: Any = None) -> Any:
@@ -134,11 +147,12 @@ class MaxPool2D(Pool2D):
 
     def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         geom = self._checked(x)
-        y = np.empty((*x.shape[:2], *geom.out_hw), dtype=x.dtype)
-        idx = np.empty(y.shape, dtype=index_dtype(geom.n_taps))
+        batch_inner = batch_innermost(x)  # outputs, and backward's ∂L/∂x, keep x's layout
+        y = images_like(batch_inner, (*x.shape[:2], *geom.out_hw), x.dtype)
+        idx = images_like(batch_inner, y.shape, index_dtype(geom.n_taps))
         run_parts(lambda start, stop: self._max_and_argmax(geom, x[start:stop], y[start:stop], idx[start:stop]),
                   batch_split(x.shape[0], y.size))
-        return y, (idx, x.shape, geom)
+        return y, (idx, x.shape, batch_inner, geom)
 
     def _max_and_argmax(self, geom: Window2D, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> None:
         """y and idx (n, C, Ho, Wo) of images x (n, C, H, W), written in place."""
@@ -174,12 +188,13 @@ class MaxPool2D(Pool2D):
 
     def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        idx, x_shape, geom = cache
+        idx, x_shape, batch_inner, geom = cache
         if np.isfinite(dy).all():  # δ · [idx == k] is one pass; exact when δ is finite
-            return self._scatter(geom, x_shape, dy.dtype,
+            return self._scatter(geom, x_shape, batch_inner, dy.dtype,
                                  lambda k, i, j: np.multiply(dy[i:j], idx[i:j] == k)), {}
         zero = dy.dtype.type(0)
-        return self._scatter(geom, x_shape, dy.dtype, lambda k, i, j: np.where(idx[i:j] == k, dy[i:j], zero)), {}
+        return self._scatter(geom, x_shape, batch_inner, dy.dtype,
+                             lambda k, i, j: np.where(idx[i:j] == k, dy[i:j], zero)), {}
 
     @classmethod
     def gradcheck_cases(cls) -> Any:
@@ -211,11 +226,12 @@ class AvgPool2D(Pool2D):
     def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         geom = self._checked(x)
         divisor = self._divisor(geom, x.dtype)
-        y = np.empty((*x.shape[:2], *geom.out_hw), dtype=x.dtype)
+        batch_inner = batch_innermost(x)
+        y = images_like(batch_inner, (*x.shape[:2], *geom.out_hw), x.dtype)
         run_parts(lambda start, stop: self._window_sums(geom, x[start:stop], y[start:stop]),
                   batch_split(x.shape[0], y.size))
         y /= divisor
-        return y, (x.shape, geom, divisor)
+        return y, (x.shape, batch_inner, geom, divisor)
 
     @staticmethod
     def _window_sums(geom: Window2D, x: np.ndarray, y: np.ndarray) -> None:
@@ -233,12 +249,12 @@ class AvgPool2D(Pool2D):
 
     def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        x_shape, geom, divisor = cache
+        x_shape, batch_inner, geom, divisor = cache
         share = dy / divisor  # (N, C, Ho, Wo): what each cell of a window receives
         if geom.non_overlapping:
             (ho, wo), (kh, kw) = geom.out_hw, geom.kernel
             n, c, h, w = x_shape
-            dx = np.zeros(x_shape, dtype=dy.dtype) if (ho * kh, wo * kw) != (h, w) else np.empty(x_shape, dy.dtype)
+            dx = images_like(batch_inner, x_shape, dy.dtype, zeroed=(ho * kh, wo * kw) != (h, w))
             # (N, C, Ho, kh, Wo, kw) view of the covered cells, filled by broadcasting.
             blocks = dx[:, :, :ho * kh, :wo * kw].reshape(n, c, ho, kh, wo, kw)
 
@@ -247,7 +263,7 @@ class AvgPool2D(Pool2D):
 
             run_parts(fill, batch_split(n, dx.size))  # one broadcast copy
             return dx, {}
-        return self._scatter(geom, x_shape, dy.dtype, lambda k, i, j: share[i:j]), {}
+        return self._scatter(geom, x_shape, batch_inner, dy.dtype, lambda k, i, j: share[i:j]), {}
 
     @classmethod
     def gradcheck_cases(cls) -> Any:

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field
 
 import nnplug
+from nnplug_layers.geometry import batch_innermost, images_like
 
 Params = dict[str, np.ndarray]
 
@@ -26,10 +27,13 @@ class Flatten(nnplug.Layer):
         return (math.prod(in_shape),)
 
     def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
-        return x.reshape(x.shape[0], -1), x.shape
+        return x.reshape(x.shape[0], -1), (x.shape, batch_innermost(x))
 
     def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
-        return dy.reshape(cache).copy(), {}  # a copy: gradients never alias δ
+        shape, batch_inner = cache
+        dx = images_like(batch_inner, shape, dy.dtype)  # a copy (never aliasing δ) in x's layout
+        dx[...] = dy.reshape(shape)
+        return dx, {}
 
     @classmethod
     def gradcheck_cases(cls) -> Any:

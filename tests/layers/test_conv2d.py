@@ -158,7 +158,7 @@ def test_gemm_walking_the_batch_in_several_chunks_matches_the_naive_loops(min_co
 
 
 @pytest.mark.parametrize("mode,g", [
-    ("chunk", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 8, "k": (3, 3), "s": (1, 1), "padding": 1}),
+    ("chunk", {"n": 3, "c": 2, "f": 3, "h": 15, "w": 14, "k": (3, 3), "s": (1, 1), "padding": 1}),
     ("batch_inner", {"n": 3, "c": 2, "f": 3, "h": 5, "w": 9, "k": (4, 3), "s": (1, 1), "padding": 0}),
     ("batch_inner", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 7, "k": (3, 3), "s": (2, 1), "padding": 1}),
     ("batch_inner", {"n": 2, "c": 1, "f": 2, "h": 4, "w": 4, "k": (3, 3), "s": (1, 1), "padding": "valid"}),
@@ -353,10 +353,10 @@ def test_auto_picks_gemm_while_its_columns_fit(x_shape, w_shape, padding):
 def test_auto_avoids_a_column_buffer_over_the_limit(monkeypatch):
     layer = Conv2D({"filters": 4, "kernel_size": 3})
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float64) == "gemm"
-    # columns: 3·3·3 rows × 8·10·10 columns (flat layout: every cell of the padded image) × 8 bytes
-    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 100 * 8)
+    # columns: 3·3·3 rows × 8·8·8 columns (batch_inner layout: one per output) × 8 bytes
+    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 64 * 8)
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float64) == "gemm"
-    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 100 * 8 - 1)
+    monkeypatch.setattr(conv_engines, "GEMM_BUFFER_LIMIT", 27 * 8 * 64 * 8 - 1)
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float64) == "scipy"
     assert layer.engine_for((8, 3, 10, 10), (4, 3, 3, 3), np.float32) == "gemm"  # half the bytes
     params = layer.init_params((3, 10, 10), np.random.default_rng(0))
