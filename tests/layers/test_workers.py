@@ -114,12 +114,14 @@ def test_pooling_split_over_threads_equals_the_sequential_result_exactly(layer, 
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("config,in_shape", [
-    ({"filters": 5, "kernel_size": 3, "padding": 1}, (3, 9, 8)),  # chunk layout
-    ({"filters": 4, "kernel_size": [4, 3]}, (2, 5, 9)),  # rows layout
-    ({"filters": 3, "kernel_size": 3, "stride": 2, "padding": 1}, (2, 9, 7)),  # strided layout
+@pytest.mark.parametrize("mode,config,in_shape", [
+    ("chunk", {"filters": 5, "kernel_size": 3, "padding": 1}, (3, 15, 14)),
+    ("batch_inner", {"filters": 4, "kernel_size": [4, 3]}, (2, 5, 9)),
+    ("batch_inner", {"filters": 3, "kernel_size": 3, "stride": 2, "padding": 1}, (2, 9, 7)),
+    ("strided", {"filters": 3, "kernel_size": 1, "stride": 2}, (2, 9, 7)),
 ])
-def test_conv2d_split_over_threads_agrees_with_one_thread_and_repeats_exactly(dtype, config, in_shape, monkeypatch):
+def test_conv2d_split_over_threads_agrees_with_one_thread_and_repeats_exactly(dtype, mode, config, in_shape,
+                                                                              monkeypatch):
     monkeypatch.setattr(conv_engines, "CHUNK_BYTES", 1)  # several chunks, hence two parts
     monkeypatch.setattr(conv_engines, "MIN_CHUNK_COLUMNS", 40)
     monkeypatch.setattr(conv_engines, "MIN_OP_ELEMENTS", 16)
@@ -128,6 +130,7 @@ def test_conv2d_split_over_threads_agrees_with_one_thread_and_repeats_exactly(dt
         with threadpool_limits(2, user_api="blas"):
             x_shape = (11, *in_shape)
             geom = layer.geometry(in_shape)
+            assert conv_engines.gemm_layout(geom).mode == mode
             parts = conv_engines.batch_parts(11, conv_engines.gemm_layout(geom), in_shape[0], 1, 8)
             assert len(parts) == 2
         params = {k: v.astype(dtype) for k, v in layer.init_params(in_shape, rng).items()}
