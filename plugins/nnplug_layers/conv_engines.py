@@ -25,6 +25,7 @@ from nnplug_layers.workers import MIN_OP_ELEMENTS, blas_threads, run_parts, spli
 
 Engine = Literal["scipy", "gemm"]
 
+
 def bias_grad(dy: np.ndarray) -> np.ndarray:
     """∂L/∂b[f] = Σ_{n,i,j} δ[n, f, i, j]: over the batch first, then each filter's contiguous
     row (4-5x faster than one reduction over the axes (0, 2, 3), which numpy walks strided)."""
