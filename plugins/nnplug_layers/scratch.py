@@ -2,10 +2,10 @@
 
 A convolution's im2col columns, padded images and product buffers live only inside one call.
 Allocated afresh each time, buffers of a few hundred KiB come back from the C allocator as
-new pages, and the kernel zero-fills each page on first touch: on this project's VM that cost
-about 3 µs per 4 KiB page, which was a third of a digits-CNN training step (444 page faults
-per step, ~1 ms of 2.7 ms; ``benchmarks/README.md``). Reusing the buffers removes it, as
-PyTorch's oneDNN kernels reuse a scratchpad.
+new pages, and the kernel zero-fills each page on first touch: on this project's VM a
+digits-CNN training step faulted in 182 pages, 28% of its time, and a LeNet step 3,650, 58%
+(``benchmarks/scratch_reuse.py``). Reusing the buffers removes that, as PyTorch's oneDNN
+kernels reuse a scratchpad.
 
 Each thread has its own buffers, so the parts of a batch split over threads
 (:mod:`nnplug_layers.workers`) never share one. A buffer is found by its key, shape and dtype;
