@@ -192,13 +192,12 @@ def _tap_views(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, col
     every tap in window order; ``cols`` is (K, m·S) in the layout's row order."""
     g, span = layout.geom, m * layout.n_cols_per_image
     (kh, kw), wp = g.kernel, g.padded_hw[1]
-    size = layout.image_size
     if layout.mode == "chunk":  # tap-major: one run of C·m·S cells per tap
         runs = cols.reshape(kh, kw, channels * span)
         return [(buf[a * wp + b:a * wp + b + channels * span], runs[a, b]) for _, a, b in g.taps()]
     if layout.mode == "batch_inner":  # tap-major; per channel and output row, one run of Wo·m cells
         (ho, wo), (sh, sw) = g.out_hw, g.stride
-        images = buf[:channels * m * size].reshape(channels, *g.padded_hw, m)
+        images = layout.images(buf, channels, m).transpose(0, 2, 3, 1)  # (C, Hp, Wp, m): its memory order
         blocks6 = cols.reshape(kh, kw, channels, ho, wo, m)
         return [(images[:, a:a + (ho - 1) * sh + 1:sh, b:b + (wo - 1) * sw + 1:sw], blocks6[a, b])
                 for _, a, b in g.taps()]

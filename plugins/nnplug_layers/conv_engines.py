@@ -187,10 +187,8 @@ def gemm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geom: Windo
     w2 = layout.weight_matrix(w)  # (F, K) in the columns' row order
     parts = batch_parts(n, layout, x.shape[1], k, itemsize)
     keep_columns = keep == "columns"
-    if layout.mode == "batch_inner":  # its products are (F, Ho, Wo, m): copied without a transpose
-        y = np.empty((w2.shape[0], *geom.out_hw, n), dtype=x.dtype).transpose(3, 0, 1, 2)
-    else:
-        y = np.empty((n, w2.shape[0], *geom.out_hw), dtype=x.dtype)
+    # batch_inner's products are (F, Ho, Wo, m): y laid out so, they are copied without a transpose.
+    y = images_like(layout.mode == "batch_inner", (n, w2.shape[0], *geom.out_hw), x.dtype)
     kept = run_parts(lambda start, stop: _forward_chunks(
         x[start:stop], w2, b, layout, y[start:stop], keep_columns, start), parts)
     if keep == "none":
