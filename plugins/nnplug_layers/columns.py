@@ -39,6 +39,7 @@ from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from nnplug_layers.geometry import Window2D
 from nnplug_layers.scratch import scratch
@@ -206,11 +207,33 @@ def _tap_views(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, col
     return [(g.tap(images, a, b), blocks[:, a, b].reshape(channels, m, ho, wo)) for _, a, b in g.taps()]
 
 
+def _runs(buf: np.ndarray, layout: ColumnLayout, run: int) -> np.ndarray:
+    """*chunk* layout: the read-only (kh, kw, run) view of a chunk buffer whose [a, b] is tap
+    (a, b)'s run ``buf[a·Wp + b :][:run]``."""
+    (kh, kw), wp, size = layout.geom.kernel, layout.geom.padded_hw[1], buf.itemsize
+    return as_strided(buf, shape=(kh, kw, run), strides=(wp * size, size, size), writeable=False)
+
+
+def _runs_back(dcols: np.ndarray, layout: ColumnLayout, run: int) -> np.ndarray:
+    """*chunk* layout: the read-only (kh, kw, run) view of columns (K, m·S), K = kh·kw·C, whose
+    [a, b, z] is what tap (a, b) adds to cell z of the chunk buffer, ``dcols[a, b][z - a·Wp - b]``
+    with the blocks flattened. Cells a tap does not reach (z < a·Wp + b) read the previous
+    block's last ``a·Wp + b`` columns instead: the trailing junk of its last image, which is at
+    least :attr:`~ColumnLayout.slack` long and zero whenever δ's junk columns are."""
+    (kh, kw), wp, size = layout.geom.kernel, layout.geom.padded_hw[1], dcols.itemsize
+    return as_strided(dcols, shape=(kh, kw, run), strides=((kw * run - wp) * size, (run - 1) * size, size),
+                      writeable=False)
+
+
 def im2col(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, out: np.ndarray) -> np.ndarray:
     """Columns (K, m·S) of the first ``m`` images of a chunk buffer, in the layout's row
     order, written into ``out`` (at least that many elements); returns the filled 2-D view."""
     span = m * layout.n_cols_per_image
     cols = out.reshape(-1)[:channels * layout.geom.n_taps * span].reshape(-1, span)
+    if layout.flat:  # every tap in one call: numpy's loop over the taps instead of Python's
+        (kh, kw), run = layout.geom.kernel, channels * span
+        np.copyto(cols.reshape(kh, kw, run), _runs(buf, layout, run))
+        return cols
     for seen, block in _tap_views(buf, layout, channels, m, cols):
         block[...] = seen
     return cols
@@ -218,7 +241,14 @@ def im2col(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, out: np
 
 def col2im(dcols: np.ndarray, layout: ColumnLayout, channels: int, m: int, buf: np.ndarray) -> np.ndarray:
     """The transpose of :func:`im2col`: adds columns (K, m·S) back where each tap read them
-    (overlapping windows accumulate) into a chunk buffer, which is zeroed first."""
+    (overlapping windows accumulate) into a chunk buffer. In the *chunk* layout the columns
+    must be C-contiguous with their junk columns zero (as Wᵀ·δ's are: :func:`fill_grad` leaves
+    δ's junk zero), and every tap is summed in one call, in window order; cells past the
+    images' runs are left as they were. Otherwise the buffer is zeroed first."""
+    if layout.flat:
+        run = channels * m * layout.n_cols_per_image
+        np.sum(_runs_back(np.ascontiguousarray(dcols), layout, run), axis=(0, 1), out=buf[:run])
+        return buf
     buf[:channels * m * layout.image_size + layout.slack] = 0
     for seen, block in _tap_views(buf, layout, channels, m, dcols):
         seen += block

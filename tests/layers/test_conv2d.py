@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from naive_geometry import naive_pads
-from nnplug_layers import conv_engines
+from nnplug_layers import columns, conv_engines
 from nnplug_layers.conv2d import Conv2D
 from nnplug_layers.geometry import window_geometry
 from scipy import signal
@@ -159,6 +159,7 @@ def test_gemm_walking_the_batch_in_several_chunks_matches_the_naive_loops(min_co
 
 @pytest.mark.parametrize("mode,g", [
     ("chunk", {"n": 3, "c": 2, "f": 3, "h": 15, "w": 14, "k": (3, 3), "s": (1, 1), "padding": 1}),
+    ("chunk", {"n": 3, "c": 3, "f": 2, "h": 16, "w": 18, "k": (2, 4), "s": (1, 1), "padding": [1, 0]}),
     ("batch_inner", {"n": 3, "c": 2, "f": 3, "h": 5, "w": 9, "k": (4, 3), "s": (1, 1), "padding": 0}),
     ("batch_inner", {"n": 3, "c": 2, "f": 3, "h": 9, "w": 7, "k": (3, 3), "s": (2, 1), "padding": 1}),
     ("batch_inner", {"n": 2, "c": 1, "f": 2, "h": 4, "w": 4, "k": (3, 3), "s": (1, 1), "padding": "valid"}),
@@ -180,6 +181,29 @@ def test_every_column_layout_matches_the_naive_loops(mode, g, chunk_bytes, monke
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(grads["w"], dw_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(layer.param_grads(params, cache, dy)["w"], dw_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode,shape,kernel,padding", [
+    ("chunk", (3, 2, 15, 14), (3, 3), 1),
+    ("chunk", (2, 3, 16, 18), (2, 4), (1, 0)),
+    ("batch_inner", (3, 2, 5, 9), (4, 3), 0),
+])
+def test_col2im_is_the_transpose_of_im2col(mode, shape, kernel, padding):
+    # <im2col(x), D> = <x, col2im(D)> for columns D whose junk is zero, as Wᵀ·δ's is: the
+    # chunk layout's single strided sum over every tap must add each column where it was read.
+    (m, c, h, w), rng = shape, np.random.default_rng(3)
+    geom = window_geometry((h, w), kernel, 1, padding, what="kernel")
+    layout = conv_engines.gemm_layout(geom)
+    assert layout.mode == mode
+    x = rng.standard_normal(shape)
+    buf = columns.fill_images(x, layout, np.zeros(c * m * layout.image_size + layout.slack))
+    span, k = m * layout.n_cols_per_image, c * geom.n_taps
+    cols = columns.im2col(buf, layout, c, m, np.empty(k * span))
+    real = columns.fill_grad(np.ones((m, 1, *geom.out_hw)), layout, layout.grad_buffer(1, m, np.float64))
+    d = rng.standard_normal((k, span)) * real  # junk columns zero
+    back = columns.col2im(d, layout, c, m, np.full(c * m * layout.image_size + layout.slack, np.nan))
+    dx = columns.crop_images(back, layout, c, m)
+    assert np.isclose(np.vdot(cols, d), np.vdot(x, dx), rtol=1e-12)
 
 
 def test_chunk_size_splits_the_batch_evenly_within_the_byte_budget():
