@@ -199,8 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: list[str] = [*args.plugin_options, *args.plugin_options_after]
     try:
         registry = make_registry(options)
-        if args.command != "plugins":
+        if args.command == "plugins":  # the table first: it shows what failed and why
+            status = cmd_plugins(args, registry)
             _check_requested(registry, options)
+            return status
+        _check_requested(registry, options)
         return COMMANDS[args.command](args, registry)
     except ConfigError as exc:  # every problem of a file, each on its own line with its path
         _error("\n".join(exc.problems) if len(exc.problems) > 1 else str(exc))

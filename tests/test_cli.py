@@ -50,10 +50,17 @@ def test_plugins_lists_distribution_version_types_and_status(capsys: pytest.Capt
 
 
 def test_plugins_shows_blocked_and_failed_plugins(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-p", "no:nnplug_layers", "-p", "nnplug_test_no_such_module", "plugins"]) == 0
-    out = capsys.readouterr().out
+    # The table still lists everything, then the failed -p plugin is an error (status 2).
+    assert main(["-p", "no:nnplug_layers", "-p", "nnplug_test_no_such_module", "plugins"]) == 2
+    out, err = capsys.readouterr()
     assert "blocked" in out and "failed" in out
     assert "nnplug_test_no_such_module: import failed: ModuleNotFoundError" in out
+    assert "plugin 'nnplug_test_no_such_module' given with -p failed to load" in err
+
+
+def test_plugins_lists_a_blocked_plugin_without_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-p", "no:nnplug_layers", "plugins"]) == 0
+    assert "blocked" in capsys.readouterr().out
 
 
 def test_a_plugin_given_with_p_that_fails_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
