@@ -12,7 +12,8 @@ Every file is written to a temporary name in the same directory, fsynced, rename
 directory fsynced. ``manifest.json`` is renamed last and is the commit point: it names the
 weights and optimizer files of its checkpoint, and older files are deleted only after it
 lands. A run killed at any moment therefore leaves a manifest naming complete files.
-Loading verifies every checksum and never unpickles (``allow_pickle=False``).
+Loading verifies every checksum, checks every array's declared shape and dtype against the
+model before reading its data, and never unpickles (``allow_pickle=False``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 
 from nnplug.errors import ConfigError
 from nnplug.graph import Model
+from nnplug.npzfile import declared_arrays
 from nnplug.registry import Registry
 
 MODEL_FILE = "model.json"
@@ -230,15 +232,36 @@ def _verified(run_dir: Path, entry: dict[str, Any], what: str) -> Path:
     return path
 
 
-def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, what: str, noun: str, expected_shape: Callable[[str], tuple[int, ...] | None],
+              required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays of a .npz file, checked from their headers before any data is read: each
+    must have the shape ``expected_shape(name)`` (None: no such ``noun`` belongs here) and a
+    float dtype, and every ``required`` name must be there. A crafted archive whose headers
+    declare huge arrays (or whose members decompress to gigabytes) is refused without
+    allocating them. Never unpickles."""
     if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
         raise ConfigError(f"{path}: the {what} file is not a .npz (zip) archive")
     try:
+        declared = declared_arrays(path)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
+    problems = [f"missing {noun} {name!r}" for name in sorted(set(required) - set(declared))]
+    for name, array in sorted(declared.items()):
+        wanted, shape, dtype = expected_shape(name), array.shape, array.dtype
+        if wanted is None:
+            problems.append(f"unexpected {noun} {name!r}")
+        elif dtype.hasobject:
+            problems.append(f"{noun} {name!r} holds pickled objects, which are never loaded")
+        elif dtype.kind != "f":
+            problems.append(f"{noun} {name!r} has dtype {dtype}, expected floats")
+        elif shape != wanted:
+            problems.append(f"{noun} {name!r} has shape {shape}, the model expects {wanted}")
+    if problems:
+        raise ConfigError(f"{path}: the {what} do not fit the model:\n  " + "\n  ".join(problems))
+    try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise ConfigError(f"{path}: the {what} hold pickled objects, which are never loaded ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
 
 
@@ -263,18 +286,13 @@ def load_checkpoint(run_dir: str | Path, registry: Registry) -> Checkpoint:
     model_path = _verified(run_dir, manifest["model"], "model")
     spec = load_model_file(model_path, registry)
     model = Model(spec, registry)
-    weights = _load_npz(_verified(run_dir, manifest["weights"], "weights"), "weights")
-    expected = {f"{n}/{k}": v for n, group in model.params.items() for k, v in group.items()}
-    problems = [f"unexpected weight {k!r}" for k in sorted(set(weights) - set(expected))]
-    problems += [f"missing weight {k!r}" for k in sorted(set(expected) - set(weights))]
-    problems += [f"weight {k!r} has shape {weights[k].shape}, the model expects {v.shape}"
-                 for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
-    problems += [f"weight {k!r} has dtype {weights[k].dtype}, expected floats"
-                 for k in expected if k in weights and weights[k].dtype.kind != "f"]
-    if problems:
-        raise ConfigError(f"{run_dir}: the weights do not fit the model:\n  " + "\n  ".join(problems))
+    expected = {f"{n}/{k}": v.shape for n, group in model.params.items() for k, v in group.items()}
+    weights = _load_npz(_verified(run_dir, manifest["weights"], "weights"), "weights", "weight", expected.get,
+                        required=expected)
     model.params = {n: {k: weights[f"{n}/{k}"].astype(model.dtype) for k in group}
                     for n, group in model.params.items()}
-    optim_arrays = _load_npz(_verified(run_dir, manifest["optimizer"], "optimizer"), "optimizer state")
+    # Optimizer slots are keyed node/param/slot and shaped like their parameter.
+    optim_arrays = _load_npz(_verified(run_dir, manifest["optimizer"], "optimizer"), "optimizer state",
+                             "optimizer slot", lambda name: expected.get(name.rpartition("/")[0]))
     scalars = {k: v for k, v in manifest["optimizer"].items() if k not in ("file", "sha256")}
     return Checkpoint(run_dir, model, optim_arrays, scalars, manifest["progress"], manifest)

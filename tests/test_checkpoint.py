@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import signal
 import sys
+import tracemalloc
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,54 @@ def test_weights_that_do_not_fit_the_model_are_refused_naming_them(run: Path, re
     message = str(info.value)
     assert "'hidden/w' has shape (9, 16)" in message and "(8, 16)" in message
     assert "missing weight 'logits/b'" in message and "unexpected weight 'extra/w'" in message
+
+
+def _forge_archive(run_dir: Path, key: str, members: dict[str, bytes]) -> None:
+    """Replace the weights (``key`` "weights") or optimizer file by a zip of raw members, with
+    its checksum updated, as a forger would."""
+    manifest = _manifest(run_dir)
+    path = run_dir / manifest[key]["file"]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    manifest[key]["sha256"] = checkpoint.sha256_of(path)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array)
+    return buffer.getvalue()
+
+
+def test_a_header_declaring_a_huge_array_is_refused_before_any_allocation(
+    run: Path, registry: nnplug.Registry
+) -> None:
+    # The header claims 2**40 float64s (8 TiB); only a few bytes follow it.
+    members = {f"{k}.npy": _npy_bytes(v) for k, v in weights_of(run).items()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)})
+    members["hidden/w.npy"] = header.getvalue() + b"\0" * 64
+    _forge_archive(run, "weights", members)
+    with pytest.raises(nnplug.ConfigError, match=r"'hidden/w' declares shape \(1099511627776,\) .* holds only"):
+        load_checkpoint(run, registry)
+
+
+def test_an_optimizer_zip_bomb_is_refused_without_decompressing_it(run: Path, registry: nnplug.Registry) -> None:
+    # 256 MiB of zeros deflate to about 256 KiB; its header's shape gives it away unread.
+    optim = dict(np.load(run / _manifest(run)["optimizer"]["file"]))
+    members = {f"{k}.npy": _npy_bytes(v) for k, v in optim.items()}
+    slot = next(iter(optim))
+    members[f"{slot}.npy"] = _npy_bytes(np.zeros(2**25))
+    _forge_archive(run, "optimizer", members)
+    tracemalloc.start()
+    try:
+        with pytest.raises(nnplug.ConfigError, match=f"optimizer slot '{slot}' has shape \\(33554432,\\)"):
+            load_checkpoint(run, registry)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20
 
 
 class _Payload:

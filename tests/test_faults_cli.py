@@ -3,10 +3,12 @@ one clear message naming its subject, never a traceback, and leaves a saved run 
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,16 @@ def _npz_replaced_by(tmp: Path, make: Callable[[Path], Any], subject: str) -> Ca
     return case
 
 
+def _npz_with_a_lying_header(path: Path) -> None:
+    """x's header declares 2**40 examples (128 TiB); 64 bytes follow it."""
+    header, y = io.BytesIO(), io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**40, 1, 4, 4)})
+    np.lib.format.write_array(y, Y)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + b"\0" * 64)
+        archive.writestr("y.npy", y.getvalue())
+
+
 def _random_directory(tmp: Path, command: list[str]) -> Case:
     (tmp / "photos").mkdir()
     (tmp / "photos" / "cat.jpg").write_bytes(b"\xff\xd8\xff")
@@ -129,6 +141,7 @@ HOSTILE: dict[str, Callable[[Path, Path], Case]] = {
     "npz_object_array": lambda t, r: _npz(t, x=X.astype(object), y=Y),
     "npz_missing_y": lambda t, r: _npz(t, x=X),
     "npz_not_a_zip": lambda t, r: _npz_replaced_by(t, lambda p: p.write_bytes(b"PK? no"), "not a readable .npz"),
+    "npz_lying_header": lambda t, r: _npz_replaced_by(t, _npz_with_a_lying_header, "'x' declares shape"),
     "npz_path_is_a_directory": lambda t, r: _npz_replaced_by(t, Path.mkdir, "not a regular file"),
     "evaluate_random_directory": lambda t, r: _random_directory(t, ["evaluate"]),
     "evaluate_a_model_file": lambda t, r: Case(["evaluate", str(tiny_model(t))], "no such run directory"),

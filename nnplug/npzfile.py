@@ -1,0 +1,57 @@
+"""What a .npz archive declares, read before trusting it with memory.
+
+``np.load`` allocates each array at the size its .npy header declares before it reads a
+byte of data, so a forged header (8 TiB declared, 64 bytes stored) fails deep inside numpy
+with a ``MemoryError``, and a zip bomb (zeros that deflate 1000:1) loads in full. Reading
+the headers first lets callers refuse both with an error naming the array.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DeclaredArray:
+    """One member of an archive as its header declares it, and the bytes it really holds."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    stored_bytes: int  # the member's uncompressed size, header included
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize if self.shape else self.dtype.itemsize
+
+
+def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
+    """Each array's declared shape and dtype by name (as ``np.load(path).files`` names them),
+    read without reading any data.
+
+    Raises:
+        ValueError: a member that is not a .npy array, or whose header declares more data
+            than the member holds.
+        zipfile.BadZipFile, OSError, EOFError: an unreadable archive.
+    """
+    declared = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"array {name!r} is in .npy format {version}, which nnplug does not read")
+            array = DeclaredArray(tuple(shape), dtype, info.file_size)
+            if not dtype.hasobject and array.nbytes > info.file_size:
+                raise ValueError(f"array {name!r} declares shape {array.shape} ({array.nbytes} bytes of "
+                                 f"{dtype}), but its member holds only {info.file_size} bytes")
+            declared[name] = array
+    return declared
