@@ -9,6 +9,7 @@ from pydantic import Field
 
 import nnplug
 from nnplug_layers import conv_engines as engines
+from nnplug_layers import conv_scipy
 from nnplug_layers.geometry import PaddingSpec, SizeSpec, Window2D, as_pair, window_geometry
 from nnplug_layers.init import Initializer, draw_weights
 
@@ -102,7 +103,7 @@ class Conv2D(nnplug.Layer):
         state: Any
         b = params["b"].astype(x.dtype, copy=False) if self.config.bias else None
         if engine == "scipy":
-            y, state = engines.scipy_forward(x, w, b, geom)
+            y, state = conv_scipy.scipy_forward(x, w, b, geom)
         else:
             keep: Literal["columns", "input", "none"] = (
                 "none" if not training else "columns" if self.config.cache_columns else "input")
@@ -123,7 +124,7 @@ class Conv2D(nnplug.Layer):
         engine, geom, state = cache
         w = params["w"].astype(dy.dtype, copy=False)
         if engine == "scipy":
-            dx, dw, db = engines.scipy_backward(w, state, dy, geom, input_grad=input_grad)
+            dx, dw, db = conv_scipy.scipy_backward(w, state, dy, geom, input_grad=input_grad)
         else:
             if state is None:
                 raise nnplug.PluginError("conv2d backward needs a forward run with training=True")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from naive_geometry import naive_pads
-from nnplug_layers import columns, conv_engines
+from nnplug_layers import columns, conv_engines, conv_scipy
 from nnplug_layers.conv2d import Conv2D
 from nnplug_layers.geometry import window_geometry
 from scipy import signal
@@ -226,7 +226,7 @@ def test_col2im_input_gradient_equals_rot180_full_correlation(g):
     dy = rng.standard_normal(y.shape)
     dx_col2im, _ = layer.backward(params, cache, dy)
     # The seed's form twice: with scipy.signal (the reference engine) and as one GEMM.
-    dx_rot180 = conv_engines.scipy_input_grad(params["w"], conv_engines.dilate(dy, geom.stride), geom)
+    dx_rot180 = conv_scipy.scipy_input_grad(params["w"], conv_scipy.dilate(dy, geom.stride), geom)
     dx_rot180_gemm = conv_engines.gemm_input_grad_full_correlation(params["w"], dy, geom)
     assert rel_err(dx_col2im, dx_rot180) < 1e-10
     assert rel_err(dx_rot180_gemm, dx_rot180) < 1e-10
