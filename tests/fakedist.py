@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -38,10 +39,12 @@ def good_plugin_source(type_name: str) -> str:
 
 def install_fake_dist(root: Path, dist: str, module: str, source: str, version: str = "1.0",
                       entry_name: str | None = None) -> Path:
-    """Write ``module.py`` and ``dist-version.dist-info`` under ``root``; ``root`` must be on sys.path."""
+    """Write ``module.py`` and ``name-version.dist-info`` under ``root``; ``root`` must be on
+    sys.path. The folder's name is escaped as installers write it (runs of ``-_.`` become
+    ``_``), so a distribution named ``nnplug-fancy`` is found by either spelling."""
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist}-{version}.dist-info"
+    info = root / f"{re.sub(r'[-_.]+', '_', dist)}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[nnplug]\n{entry_name or module} = {module}\n")
