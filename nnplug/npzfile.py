@@ -8,6 +8,7 @@ the headers first lets callers refuse both with an error naming the array.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ class DeclaredArray:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize if self.shape else self.dtype.itemsize
+        """Bytes of data the header declares (exact: a crafted shape can overflow int64)."""
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
@@ -50,8 +52,8 @@ def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
                 else:
                     raise ValueError(f"array {name!r} is in .npy format {version}, which nnplug does not read")
             array = DeclaredArray(tuple(shape), dtype, info.file_size)
-            if not dtype.hasobject and array.nbytes > info.file_size:
+            if not dtype.hasobject and array.nbytes > array.stored_bytes:
                 raise ValueError(f"array {name!r} declares shape {array.shape} ({array.nbytes} bytes of "
-                                 f"{dtype}), but its member holds only {info.file_size} bytes")
+                                 f"{dtype}), but its member holds only {array.stored_bytes} bytes")
             declared[name] = array
     return declared
