@@ -8,12 +8,13 @@ and the columns hold one row per (channel, tap) and one column per output positi
   at most :data:`CHUNK_JUNK_LIMIT` times the real outputs): channel c of image n starts at
   cell (c·m + n)·Hp·Wp of the buffer, and every cell is an output position (S = Hp·Wp per
   image), so tap (a, b) of every channel of every image at once is the single contiguous run
-  starting at cell a·Wp + b. im2col is kh·kw copies of one long run and col2im kh·kw adds of
-  one: numpy runs one-dimensional operations several times faster than the same work on a
-  2-D view. Output positions past row Ho or
-  column Wo of an image are junk (their windows straddle two rows, images or channels):
-  callers drop them from outputs and feed zeros there in gradients; ``slack`` =
-  (kh-1)·Wp + kw-1 zero cells after the last image keep the last junk windows inside.
+  starting at cell a·Wp + b. im2col is one numpy copy from a strided (kh, kw, run) view of
+  those runs, and col2im one sum over the taps of a strided view of the columns: numpy walks
+  the runs, long and contiguous, and Python calls it once instead of kh·kw times. Output
+  positions past row Ho or column Wo of an image are junk (their windows straddle two rows,
+  images or channels): callers drop them from outputs and feed zeros there in gradients;
+  ``slack`` = (kh-1)·Wp + kw-1 zero cells after the last image keep the last junk windows
+  inside.
 * *batch_inner* (small images, where *chunk* would be mostly junk; any stride whose windows
   cover every cell): the buffer is (C, Hp, Wp, m), the batch innermost, and the columns
   (S = Ho·Wo, no junk) are ordered (Ho, Wo, m). Tap (a, b) of a channel is then Ho runs of
