@@ -36,7 +36,7 @@ import numpy as np
 
 from nnplug.errors import ConfigError
 from nnplug.graph import Model
-from nnplug.npzfile import declared_arrays
+from nnplug.npzfile import npz_headers
 from nnplug.registry import Registry
 
 MODEL_FILE = "model.json"
@@ -239,12 +239,7 @@ def _load_npz(path: Path, what: str, noun: str, expected_shape: Callable[[str], 
     float dtype, and every ``required`` name must be there. A crafted archive whose headers
     declare huge arrays (or whose members decompress to gigabytes) is refused without
     allocating them. Never unpickles."""
-    if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
-        raise ConfigError(f"{path}: the {what} file is not a .npz (zip) archive")
-    try:
-        declared = declared_arrays(path)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
+    declared = npz_headers(path, f"{path} ({what})")
     problems = [f"missing {noun} {name!r}" for name in sorted(set(required) - set(declared))]
     for name, array in sorted(declared.items()):
         wanted, shape, dtype = expected_shape(name), array.shape, array.dtype

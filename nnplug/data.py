@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nnplug.errors import ConfigError, NnplugError
-from nnplug.npzfile import declared_arrays
+from nnplug.npzfile import npz_headers
 
 if TYPE_CHECKING:
     from nnplug.graph import Model
@@ -81,12 +81,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     where = f"data: {path}"
     if not path.is_file():
         raise ConfigError(f"{where}: {'not a regular file' if path.exists() else 'no such file'}")
-    if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
-        raise ConfigError(f"{where}: not a readable .npz file (not a zip archive)")
-    try:  # headers first: one declaring more data than it stores would fail inside numpy
-        declared_arrays(path)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ConfigError(f"{where}: not a readable .npz file ({exc})") from None
+    npz_headers(path, where)  # headers first: one declaring more data than it stores would fail inside numpy
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnplug.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DeclaredArray:
@@ -57,3 +59,14 @@ def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
                                  f"{dtype}), but its member holds only {array.stored_bytes} bytes")
             declared[name] = array
     return declared
+
+
+def npz_headers(path: Path, where: str) -> dict[str, DeclaredArray]:
+    """:func:`declared_arrays` of a file a user handed nnplug: anything unreadable (not a zip,
+    a bad member, a header that lies) is a ``ConfigError`` starting with ``where``."""
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
+        raise ConfigError(f"{where}: not a readable .npz file (not a zip archive)")
+    try:
+        return declared_arrays(path)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{where}: not a readable .npz file ({exc})") from None
