@@ -191,12 +191,10 @@ def fill_grad(dy: np.ndarray, layout: ColumnLayout, buf: np.ndarray) -> np.ndarr
 def _tap_views(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, cols: np.ndarray
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(what tap k sees of the chunk buffer, tap k's block of the columns), same shapes, for
-    every tap in window order; ``cols`` is (K, m·S) in the layout's row order."""
+    every tap in window order; ``cols`` is (K, m·S) in the layout's row order. (The *chunk*
+    layout walks its taps in one strided view instead: :func:`_runs`, :func:`_runs_back`.)"""
     g, span = layout.geom, m * layout.n_cols_per_image
-    (kh, kw), wp = g.kernel, g.padded_hw[1]
-    if layout.mode == "chunk":  # tap-major: one run of C·m·S cells per tap
-        runs = cols.reshape(kh, kw, channels * span)
-        return [(buf[a * wp + b:a * wp + b + channels * span], runs[a, b]) for _, a, b in g.taps()]
+    kh, kw = g.kernel
     if layout.mode == "batch_inner":  # tap-major; per channel and output row, one run of Wo·m cells
         (ho, wo), (sh, sw) = g.out_hw, g.stride
         images = layout.images(buf, channels, m).transpose(0, 2, 3, 1)  # (C, Hp, Wp, m): its memory order
