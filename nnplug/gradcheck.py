@@ -35,6 +35,13 @@ TOLERANCES: dict[str, tuple[float, float, float]] = {
 KINK_RATIO = 1e-2  # one-sided slopes differing by more than this (relative) mark a kink
 
 
+def _location(tensor: str, index: tuple[int, ...] | str) -> str:
+    """``x[1, 0]`` for an entry, ``x direction 0`` for a directional derivative."""
+    if isinstance(index, tuple):
+        return f"{tensor}[{', '.join(map(str, index))}]"
+    return f"{tensor} {index}"
+
+
 @dataclass
 class Entry:
     """One compared value: an entry of a tensor, or a directional derivative."""
@@ -46,8 +53,7 @@ class Entry:
     rel_error: float
 
     def __str__(self) -> str:
-        return (f"{self.tensor}{list(self.index) if isinstance(self.index, tuple) else ' ' + self.index}: "
-                f"analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
+        return (f"{_location(self.tensor, self.index)}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
                 f"relative error {self.rel_error:.3g}")
 
 
@@ -61,7 +67,7 @@ class Kink:
     right: float
 
     def __str__(self) -> str:
-        return f"{self.tensor}{self.index}: left slope {self.left:.6g}, right slope {self.right:.6g}"
+        return f"{_location(self.tensor, self.index)}: left slope {self.left:.6g}, right slope {self.right:.6g}"
 
 
 @dataclass

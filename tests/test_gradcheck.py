@@ -83,7 +83,13 @@ def test_relu_kink_is_detected_and_not_passed():
     report = nnplug.gradcheck(relu, x, raise_on_failure=False)
     assert not report.ok
     assert report.kinks and report.kinks[0].index == (0, 0)
-    assert "kink" in str(report)
+    assert "kink) at x[0, 0]: left slope 0, right slope " in str(report)
+
+
+def test_a_kink_met_along_a_direction_is_named_like_an_entry():
+    relu = nnplug.load_registry().get("relu")()
+    report = nnplug.gradcheck(relu, np.zeros((2, 3)), mode="fast", raise_on_failure=False)
+    assert report.kinks and "kink) at x direction 0: left slope" in str(report)
 
 
 def test_fast_mode_costs_a_constant_number_of_evaluations_whatever_the_size():
