@@ -153,7 +153,10 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     loss, accuracy = evaluate(model, x, y)
     shown = "n/a" if accuracy is None else f"{accuracy:.2%}"
     print(f"{args.run}: loss {loss:.4f}, accuracy {shown} on {len(x)} {which} examples ({data.origin})")
-    if args.min_accuracy is not None and (accuracy is None or accuracy < args.min_accuracy):
+    if args.min_accuracy is not None and accuracy is None:
+        raise ConfigError(f"--min-accuracy: the run's loss ({model.loss.config.type}) reports no accuracy; "
+                          "leave the option out for a regression model")
+    if args.min_accuracy is not None and accuracy < args.min_accuracy:
         print(f"accuracy {shown} is below --min-accuracy {args.min_accuracy:.2%}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK

@@ -160,13 +160,21 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
         print(f"nnplug: stopped by {result.signal_name} after batch {p.batch} of epoch {p.epoch + 1}; "
               f"saved to {run_dir}\n  continue with: nnplug train --resume {run_dir}", file=sys.stderr)
         return EXIT_SIGNAL.get(result.signal_name or "", 130)
-    last = result.history[-1] if result.history else {}
-    acc = last.get("val_accuracy")
-    summary = f"validation accuracy {acc:.2%}" if acc is not None else f"train loss {last.get('train_loss')}"
-    print(f"saved run to {run_dir} ({summary}, {elapsed:.1f}s)")
+    print(f"saved run to {run_dir} ({final_metric(result.history)}, {elapsed:.1f}s)")
     if args.plot:
         print(f"wrote {plot_curves(run_dir, result.history)}")
     return 0
+
+
+def final_metric(history: list[dict[str, Any]]) -> str:
+    """The last epoch's headline: validation accuracy, else validation loss, else train loss."""
+    last = history[-1] if history else {}
+    if last.get("val_accuracy") is not None:
+        return f"validation accuracy {last['val_accuracy']:.2%}"
+    for key, label in (("val_loss", "validation loss"), ("train_loss", "train loss")):
+        if last.get(key) is not None:
+            return f"{label} {last[key]:.4g}"
+    return "no epoch finished"
 
 
 def _progress(quiet: bool) -> Any:

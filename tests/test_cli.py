@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from runkit import tiny_model
 
 import nnplug
@@ -186,3 +189,26 @@ def test_every_command_as_a_real_subprocess(tmp_path: Path) -> None:
     except ImportError:
         return
     assert _run("gradcheck", "relu", "--examples", "2", "--quiet", cwd=tmp_path).returncode == 0
+
+
+def _regression_model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3))
+    np.savez(tmp_path / "reg.npz", x=x, y=x @ rng.standard_normal((3, 2)))
+    description = {"name": "reg", "input": [3], "layers": [{"type": "dense", "units": 2}],
+                   "loss": {"type": "mse"}, "data": {"source": "npz", "path": "reg.npz", "validation": 0.25},
+                   "train": {"epochs": 1, "batch_size": 10}}
+    path = tmp_path / "reg.yaml"
+    path.write_text(yaml.safe_dump(description, sort_keys=False))
+    return path
+
+
+def test_a_regression_run_ends_on_its_validation_loss_and_refuses_min_accuracy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(_regression_model(tmp_path)), "--out", str(run), "--quiet"]) == 0
+    assert re.search(r"saved run to .* \(validation loss \d\.\d{3}\d*(e[-+]\d+)?, ", capsys.readouterr().out)
+    assert main(["evaluate", str(run), "--min-accuracy", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--min-accuracy: the run's loss (mse) reports no accuracy" in err and "Traceback" not in err
