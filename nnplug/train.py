@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from nnplug.errors import ConfigError, NumericalError
+from nnplug.errors import ConfigError, NumericalError, PluginError, ShapeError
 from nnplug.optim import Optimizer, OptimizerConfig, make_optimizer
 
 if TYPE_CHECKING:
@@ -207,6 +207,8 @@ class Trainer:
         Raises:
             NumericalError: a loss or gradient went non-finite; the message names the first
                 node and where the last good checkpoint is.
+            PluginError, ShapeError: a layer failed; the message also says where the last
+                good checkpoint is.
         """
         if self.position.epoch == 0 and self.position.batch == 0 and not self.position.history:
             self.save()  # a loadable checkpoint exists from the start
@@ -215,11 +217,12 @@ class Trainer:
         with _stop_signals() as flag, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
                 status = self._loop(flag)
-            except NumericalError as exc:
+            except (NumericalError, PluginError, ShapeError) as exc:  # say where training stands
                 p = self.position
-                raise NumericalError(
+                raise type(exc)(
                     f"{exc}\nat epoch {p.epoch + 1}, batch {p.batch + 1}; the last good checkpoint "
-                    f"(after {p.epoch} epoch(s)) is in {self.run_dir}"
+                    f"(after {p.epoch} epoch(s)) is in {self.run_dir}: continue it with "
+                    f"`nnplug train --resume {self.run_dir}` once fixed, or delete it"
                 ) from None
         return TrainResult(self.run_dir, self.position.history, status, flag["signal"])
 

@@ -110,6 +110,9 @@ def test_layer_misbehaving_during_train_is_named_with_node_type_and_plugin(
     err = _clean_error(capsys)
     assert f"node 'suspect' ({type_name}, plugin dist_{kind})" in err
     assert RUNTIME_FAULTS[kind][2] in err
+    # ...and says where training stands and how to go on
+    assert f"at epoch 1, batch 1; the last good checkpoint (after 0 epoch(s)) is in {tmp_path / 'run'}" in err
+    assert f"nnplug train --resume {tmp_path / 'run'}` once fixed" in err
     ckpt = load_checkpoint(tmp_path / "run", nnplug.load_registry())  # the initial checkpoint stays
     assert ckpt.progress["epoch"] == 0 and ckpt.optim_scalars["step"] == 0
 
