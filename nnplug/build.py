@@ -46,7 +46,18 @@ class Node:
         return self.in_shapes if self.layer.n_inputs > 1 else self.in_shapes[0]
 
     def describe(self) -> str:
+        """How run-time messages name the node: ``node 'conv1' (conv2d, plugin nnplug)``."""
         return f"node {self.name!r} ({self.type}, {self.plugin})"
+
+    @property
+    def located(self) -> str:
+        """How build-time messages name the node, by its place in the model file."""
+        return located(self.where, self.plugin)
+
+
+def located(where: str, plugin: str) -> str:
+    """``layers[2] 'conv1' (conv2d)`` and ``plugin X`` -> ``layers[2] 'conv1' (conv2d, plugin X)``."""
+    return f"{where[:-1]}, {plugin})" if where.endswith(")") else f"{where} ({plugin})"
 
 
 def topological_order(spec: ModelSpec) -> list[NodeSpec]:
@@ -96,7 +107,7 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
         except NnplugError:
             raise
         except Exception as exc:  # a plugin's __init__ that breaks: name it, not a traceback
-            raise PluginError(f"{node_spec.where} ({plugin}): creating the layer raised "
+            raise PluginError(f"{located(node_spec.where, plugin)}: creating the layer raised "
                               f"{type(exc).__name__}: {exc}") from exc
         in_shapes = tuple(shapes[i] for i in node_spec.inputs)
         in_shape: Any = in_shapes if layer.n_inputs > 1 else in_shapes[0]
@@ -109,14 +120,14 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
             raise
         except Exception as exc:
             raise PluginError(
-                f"{node_spec.where} ({plugin}): output_shape raised "
+                f"{located(node_spec.where, plugin)}: output_shape raised "
                 f"{type(exc).__name__}: {exc}; received {received}"
             ) from exc
         if not (isinstance(out, (tuple, list)) and out and all(  # a list is taken as the tuple it means
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in out
         )):
             raise ShapeError(
-                f"{node_spec.where} ({plugin}): output_shape returned {out!r} for {received}; "
+                f"{located(node_spec.where, plugin)}: output_shape returned {out!r} for {received}; "
                 "expected a non-empty tuple of positive ints"
             )
         shapes[node_spec.name] = tuple(int(d) for d in out)
@@ -125,21 +136,39 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
     return nodes
 
 def check_budget(nodes: list[Node]) -> None:
-    """Refuse a model whose parameters (counted from ``param_shapes``) exceed the budget."""
-    total, largest, where = 0, 0, ""
+    """Refuse a model whose parameters (counted from ``param_shapes``) exceed the budget.
+
+    A layer that does not declare ``param_shapes`` counts as none here; its parameters are
+    counted as ``init_params`` returns them (:func:`check_running_total`)."""
+    total, largest, where, undeclared = 0, 0, "", 0
     for node in nodes:
         try:
             shapes = node.layer.param_shapes(node.layer_in_shape())
             # exact Python ints: int64 products wrap past 2**63 and would let a huge layer through
             count = sum(math.prod(int(d) for d in s) for s in shapes.values()) if shapes else 0
         except Exception as exc:
-            raise PluginError(f"{node.describe()}: param_shapes raised {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"{node.located}: param_shapes raised {type(exc).__name__}: {exc}") from exc
+        # A layer keeping the base init_params has no parameters: known without param_shapes.
+        undeclared += shapes is None and type(node.layer).init_params is not Layer.init_params
         if shapes:
             total += count
             if count > largest:
                 largest, where = count, node.where
     if total > MAX_PARAMETERS:
+        at_least = f"at least {total:,} parameters ({undeclared} node(s) declare no param_shapes)" \
+            if undeclared else f"{total:,} parameters"
         raise ShapeError(
-            f"{where}: the model would have {total:,} parameters, more than the budget of "
+            f"{where}: the model would have {at_least}, more than the budget of "
             f"{MAX_PARAMETERS:,} ({largest:,} in this node); reduce filters or units"
+        )
+
+
+def check_running_total(node: Node, total: int) -> None:
+    """Called after each node's ``init_params`` with the parameters drawn so far: the budget
+    for layers whose ``param_shapes`` could not say in advance."""
+    if total > MAX_PARAMETERS:
+        raise ShapeError(
+            f"{node.where}: the model has {total:,} parameters once this node's init_params has "
+            f"run, more than the budget of {MAX_PARAMETERS:,}; reduce its size (declaring "
+            "param_shapes in the plugin lets this be refused before any weight is drawn)"
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nnplug.build import Node, build_nodes, check_budget, plugin_label
+from nnplug.build import Node, build_nodes, check_budget, check_running_total, plugin_label
 from nnplug.config import INPUT_NAME, ModelSpec, parse_model
 from nnplug.errors import NnplugError, NumericalError, PluginError, ShapeError
 from nnplug.layer import Loss, Shape
@@ -85,6 +85,7 @@ class Model:
         """Fresh parameters for every node, each drawn from a generator derived from ``seed``
         and the node's name (so adding a node leaves the others' initial weights unchanged)."""
         params: Params = {}
+        total = 0
         for node in self.nodes:
             key = zlib.crc32(node.name.encode())
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
@@ -93,25 +94,27 @@ class Model:
             except NnplugError:
                 raise
             except Exception as exc:
-                raise PluginError(f"{node.describe()}: init_params raised {type(exc).__name__}: {exc}") from exc
+                raise PluginError(f"{node.located}: init_params raised {type(exc).__name__}: {exc}") from exc
             expected = node.layer.param_shapes(node.layer_in_shape())
             params[node.name] = self._checked_params(node, drawn, expected)
+            total += sum(a.size for a in params[node.name].values())
+            check_running_total(node, total)
         return params
 
     def _checked_params(self, node: Node, drawn: Any, expected: dict[str, Shape] | None) -> dict[str, np.ndarray]:
         if not isinstance(drawn, Mapping):
-            raise PluginError(f"{node.describe()}: init_params returned {type(drawn).__name__}, expected a dict")
+            raise PluginError(f"{node.located}: init_params returned {type(drawn).__name__}, expected a dict")
         out = {}
         for name, value in drawn.items():
             if not isinstance(name, str) or "/" in name or not name:
-                raise PluginError(f"{node.describe()}: parameter name {name!r} is not a plain name")
+                raise PluginError(f"{node.located}: parameter name {name!r} is not a plain name")
             try:
                 array = np.array(value, dtype=self.dtype)  # the one cast, into the model's dtype
             except (TypeError, ValueError) as exc:
-                raise PluginError(f"{node.describe()}: init_params gave {name} a value that is not "
+                raise PluginError(f"{node.located}: init_params gave {name} a value that is not "
                                   f"an array of numbers ({type(exc).__name__}: {exc})") from exc
             if expected is not None and name in expected and array.shape != tuple(expected[name]):
-                raise PluginError(f"{node.describe()}: init_params gave {name} the shape "
+                raise PluginError(f"{node.located}: init_params gave {name} the shape "
                                   f"{array.shape}, but param_shapes says {tuple(expected[name])}")
             out[name] = array
         return out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from nnplug.config import ModelSpec, parse_model
-from nnplug.errors import ConfigError, ShapeError
+from nnplug.errors import ConfigError, PluginError, ShapeError
 from nnplug.registry import Registry
 
 if TYPE_CHECKING:
@@ -240,11 +240,11 @@ def build_model(path: str | Path, registry: Registry) -> Model:
     spec, locate = _load(path, registry)
     try:
         return Model(spec, registry)
-    except ShapeError as exc:
+    except (ShapeError, PluginError) as exc:  # a node that does not fit, or whose plugin broke
         message = str(exc)
         match = _NODE_WHERE.match(message)
         line = None
         if match and locate is not None:
             line = locate(("layers", int(match[1])) if match[1] else ("loss",))
         suffix = f" (line {line})" if line else ""
-        raise ShapeError(f"{path}: {message}{suffix}") from None
+        raise type(exc)(f"{path}: {message}{suffix}") from None

@@ -16,7 +16,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import yaml
-from fakedist import install_fake_dist
+from fakedist import good_plugin_source, install_fake_dist
 from faultkit import (
     BUILD_FAULTS,
     PLUGIN_FAULT_KINDS,
@@ -90,6 +90,9 @@ def test_layer_breaking_while_the_model_is_built_is_named_with_node_and_plugin(
     assert main(["validate", str(model_file)]) == 2
     err = _clean_error(capsys)
     assert ("'suspect'" in err or "layers[0]" in err) and type_name in err and BUILD_FAULTS[kind][2] in err
+    if "validator" not in kind:  # named where the file holds it, the way a shape error is
+        assert err.startswith(f"nnplug: error: {model_file}: layers[0] 'suspect' ({type_name}, plugin "
+                              f"fragiledist_{kind}): ") and err.rstrip().endswith("(line 4)"), err
     assert f"fragiledist_{kind}" in err or f"{module}." in err  # the plugin, by distribution or module
 
 
@@ -190,6 +193,29 @@ def test_huge_layer_is_refused_before_allocation_with_the_parameter_count(
     assert outcome.peak_bytes < 4_000_000  # refused from the shapes alone, no weight allocated
     assert main(["validate", str(path)]) == 2
     assert f"{count:,} parameters, more than the budget" in _clean_error(capsys)
+
+
+_UNDECLARED_INIT = ("    def output_shape", "    def init_params(self, in_shape, rng):\n"
+                    "        return {'w': np.zeros((300, *in_shape))}\n    def output_shape")
+
+
+def test_parameters_a_plugin_does_not_declare_count_against_the_budget_as_they_are_drawn(
+    site: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, modules = site
+    install_fake_dist(root, "bulkydist", "bulky", good_plugin_source("bulky").replace(*_UNDECLARED_INIT))
+    modules.append("bulky")
+    monkeypatch.setattr(build, "MAX_PARAMETERS", 1000)  # bulky draws 300 * 4 = 1200, no param_shapes
+    path = tmp_path / "model.yaml"
+    path.write_text(model_text({"type": "bulky", "name": "suspect"}))
+    assert main(["validate", str(path)]) == 2
+    err = _clean_error(capsys)
+    assert f"{path}: layers[0] 'suspect' (bulky): the model has 1,200 parameters once this node's init_params" in err
+    # a declared layer over the budget is refused from shapes, counting the undeclared one as "at least"
+    path.write_text(model_text({"type": "bulky"}, {"type": "dense", "units": 300}))
+    assert main(["validate", str(path)]) == 2
+    assert "at least 2,102 parameters (1 node(s) declare no param_shapes)" in _clean_error(capsys)
 
 
 FUZZ_BUDGET = 200_000  # parameters, patched in so that a fuzzed model stays small
