@@ -8,6 +8,7 @@ A failure is shrunk by hypothesis to a minimal case, printed as a reproducer.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -140,21 +141,17 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
         out.width = max(out.width, 160)  # the table fits a log or a pipe
     err = Console(stderr=True, highlight=False)
     if mode not in MODES:
-        err.print(f"nnplug gradcheck: --mode must be one of {', '.join(MODES)}, got {mode!r}", markup=False)
-        return 2
+        return _usage_error(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
-        err.print(f"nnplug gradcheck: --examples must be a positive integer, got {examples!r}", markup=False)
-        return 2
+        return _usage_error(f"--examples must be a positive integer, got {examples!r}")
     for name in types:
         if name not in registry:
-            err.print(f"nnplug gradcheck: {registry.unknown_type_message(name)}", markup=False)
-            return 2
+            return _usage_error(registry.unknown_type_message(name))
     if types:
         without = [n for n in dict.fromkeys(types) if not is_checkable(registry.get(n))]
         if without:
-            err.print(f"nnplug gradcheck: {', '.join(without)} offer(s) no gradcheck_cases(); nothing to "
-                      "check (the layer's class method gradcheck_cases() returns the cases)", markup=False)
-            return 2
+            return _usage_error(f"{', '.join(without)} offer(s) no gradcheck_cases(); nothing to check "
+                                "(the layer's class method gradcheck_cases() returns the cases)")
         names = list(dict.fromkeys(types))
     else:
         names = [n for n in registry.types if is_checkable(registry.get(n))]
@@ -193,6 +190,12 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
               f"{sum(r.examples for r in runs)} examples, {total_forward} forward evaluations",
               markup=False)
     return 1 if failed else 0
+
+
+def _usage_error(message: str) -> int:
+    """Print a usage error the way every other nnplug command does (one unwrapped line); 2."""
+    print(f"nnplug: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _indent(text: str) -> str:
