@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,6 +106,15 @@ class LineLoader(yaml.SafeLoader):
         return self.lines.get(tuple(str(p) for p in path)) if path else None
 
 
+# YAML 1.1, which PyYAML implements, reads 1e-3 as a string: its floats need a dot (1.0e-3).
+# YAML 1.2, JSON, TOML and every user writing a learning rate read it as a number, and so do we.
+LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:
     try:
         loader = LineLoader(text, source)
@@ -178,11 +188,13 @@ def read_document(path: str | Path) -> tuple[Any, Any]:
         raise ConfigError(f"{source}: unknown model file extension {path.suffix!r}; "
                           f"expected one of {', '.join(FORMATS)}")
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(f"{source}: {size:,} bytes is more than a model file may hold "
-                              f"({MAX_FILE_BYTES:,})")
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():  # a device would never end, a pipe block
+            raise ConfigError(f"{source}: not a regular file (a device, pipe or socket)")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # bounded, whatever the file system says its size is
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(f"{source}: more than the {MAX_FILE_BYTES:,} bytes a model file may hold")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{source}: no such model file") from None
     except IsADirectoryError:

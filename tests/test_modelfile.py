@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnplug
+from nnplug import modelfile
 from nnplug.cli import main
 from nnplug.config import model_json_schema
 from nnplug.modelfile import MAX_NODES, build_model, load_model_file, read_document
@@ -139,6 +141,33 @@ def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"input: [1, 8, 8]\nname: \xff\xfe\n")
     with pytest.raises(nnplug.ConfigError, match="not UTF-8"):
         read_document(path)
+
+
+def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, registry: nnplug.Registry) -> None:
+    # YAML 1.1 (PyYAML) would read 1e-3 as the string '1e-3' and the config would refuse it
+    text = ("input: [4]\nlayers:\n  - {type: dense, units: 3}\nloss: {type: softmax_cross_entropy}\n"
+            "train: {optimizer: {type: sgd, lr: 1e-3}, epochs: 1}\nlist: [2E+1, -5e-1, 1_0e1, 1.5e2, 12, 1e]\n")
+    document, _ = read_document(_write(tmp_path, "m.yaml", text))
+    assert document["train"]["optimizer"]["lr"] == 0.001
+    assert document["list"] == [20.0, -0.5, 100.0, 150.0, 12, "1e"]
+    spec = load_model_file(_write(tmp_path, "n.yaml", text.replace("list:", "# list:")), registry)
+    assert spec.train is not None and spec.train.optimizer.learning_rate == 0.001
+
+
+def test_a_device_or_a_pipe_is_refused_without_being_read(tmp_path: Path) -> None:
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")  # endless: its size reads 0
+    os.mkfifo(tmp_path / "pipe.yaml")  # opening it would wait for a writer
+    for name in ("zero.yaml", "pipe.yaml"):
+        with pytest.raises(nnplug.ConfigError, match="not a regular file"):
+            read_document(tmp_path / name)
+
+
+def test_a_file_over_the_size_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modelfile, "MAX_FILE_BYTES", 100)
+    path = _write(tmp_path, "m.json", "{" + " " * 120 + "}")
+    with pytest.raises(nnplug.ConfigError, match="more than the 100 bytes a model file may hold"):
+        read_document(path)
+    read_document(_write(tmp_path, "n.json", "{" + " " * 98 + "}"))  # 100 bytes: read
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
