@@ -40,7 +40,7 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
     source: Literal["digits", "npz"]
-    path: str | None = Field(None, min_length=1)
+    path: str | None = Field(None, min_length=1, pattern=r"^[^\x00]*$")  # the OS refuses NUL in paths
     validation: float = Field(0.2, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")

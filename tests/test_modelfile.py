@@ -154,6 +154,21 @@ def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, regist
     assert spec.train is not None and spec.train.optimizer.learning_rate == 0.001
 
 
+@pytest.mark.parametrize(("section", "value", "message"), [
+    ("name", "a\u0000b", "name: expected a plain name"),
+    ("name", "../../escaped", "name: expected a plain name"),  # the run directory is named after it
+    ("name", "a/b", "name: expected a plain name"),
+    ("name", "", "name: expected a plain name"),
+    ("data", {"source": "npz", "path": "x\u0000.npz"}, "data -> path: String should match pattern"),
+])
+def test_a_name_or_path_the_file_system_cannot_take_is_a_config_error(
+    tmp_path: Path, registry: nnplug.Registry, section: str, value: object, message: str,
+) -> None:
+    path = _write(tmp_path, "m.json", json.dumps({**MLP, section: value}))
+    with pytest.raises(nnplug.ConfigError, match=message):
+        load_model_file(path, registry)
+
+
 def test_a_device_or_a_pipe_is_refused_without_being_read(tmp_path: Path) -> None:
     (tmp_path / "zero.yaml").symlink_to("/dev/zero")  # endless: its size reads 0
     os.mkfifo(tmp_path / "pipe.yaml")  # opening it would wait for a writer
