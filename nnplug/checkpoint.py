@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -160,13 +161,16 @@ def save_checkpoint(run_dir: Path, model: Model, optim_arrays: dict[str, np.ndar
     path = run_dir / MANIFEST
     atomic_write(path, _json_bytes(manifest))  # the commit point
     for old in run_dir.iterdir():  # earlier checkpoints and temporaries of killed saves
-        stale = old.name.startswith((".weights-", ".optim-", ".manifest.json.", ".model.json."))
-        if old.name not in (weights_name, optim_name) and (
-            stale or (old.name.startswith(("weights-", "optim-")) and old.suffix == ".npz")
-        ):
+        if old.name not in (weights_name, optim_name) and _OWN_FILE.fullmatch(old.name):
             with contextlib.suppress(OSError):
                 old.unlink()
     return path
+
+
+#: The names save_checkpoint writes (and atomic_write's temporaries of them): the only files
+#: it ever deletes, so a user's own copies (weights-best.npz) in a run directory stay.
+_OWN_FILE = re.compile(r"(?:weights|optim)-\d{8}\.npz"
+                       r"|\.(?:(?:weights|optim)-\d{8}\.npz|manifest\.json|model\.json)\.[^/]*\.tmp")
 
 
 @dataclass

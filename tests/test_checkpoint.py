@@ -236,6 +236,24 @@ def test_fault_between_write_and_rename_leaves_the_previous_checkpoint(
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
 
 
+def test_saving_deletes_its_own_earlier_checkpoints_and_never_a_users_files(
+    run: Path, registry: nnplug.Registry
+) -> None:
+    manifest = json.loads((run / "manifest.json").read_text())
+    old_weights, old_optim = manifest["weights"]["file"], manifest["optimizer"]["file"]
+    mine = ["weights-best.npz", "optim-mine.npz", "weights-epoch1-backup.npz", ".weights-notes.txt"]
+    for name in mine:
+        (run / name).write_bytes((run / old_weights).read_bytes())
+    (run / f".{old_weights}.abc123.tmp").write_bytes(b"left by a killed save")
+    ckpt = load_checkpoint(run, registry)
+    scalars = {**ckpt.optim_scalars, "step": ckpt.optim_scalars["step"] + 1}
+    checkpoint.save_checkpoint(run, ckpt.model, ckpt.optim_arrays, scalars, ckpt.progress)
+    names = {p.name for p in run.iterdir()}
+    assert set(mine) <= names  # the user's copies stay
+    assert old_weights not in names and old_optim not in names  # the superseded checkpoint goes
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_kill_9_at_any_point_of_saving_leaves_a_loadable_checkpoint(tmp_path: Path, registry: nnplug.Registry) -> None:
     """A forked child trains and SIGKILLs itself at the k-th file-system step of saving
