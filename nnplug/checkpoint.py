@@ -86,6 +86,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, quota: name the file the save was writing
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

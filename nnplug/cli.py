@@ -214,12 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NnplugError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    except KeyboardInterrupt:  # before training started, or a second Ctrl-C while saving
-        _error("interrupted; a run directory keeps its last complete checkpoint")
+    except KeyboardInterrupt:  # before training started, a second Ctrl-C while saving, or another command
+        _error("interrupted; a run directory keeps its last complete checkpoint" if args.command == "train"
+               else "interrupted")
         return 130
     except OSError as exc:  # the file system refused (permissions, disk full): not a bug
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         _error(f"{where}{exc.strerror or exc}")
+        return EXIT_USAGE
+    except MemoryError as exc:  # an input too large for this machine: say so, not a traceback
+        detail = f" ({exc})" if str(exc) else ""
+        _error(f"{args.command}: out of memory{detail}; the model or data is too large for this machine")
         return EXIT_USAGE
 
 

@@ -115,8 +115,19 @@ def load_dataset(config: DataConfig, model: Model, base_dir: Path | None = None)
     """Load and check the data ``config`` names for ``model``.
 
     Raises:
-        ConfigError: the source cannot be read, or an array does not fit the model.
+        ConfigError: the source cannot be read, holds no examples, is too large for memory,
+            or an array does not fit the model.
     """
+    origin = "digits"
+    try:
+        return _load_dataset(config, model, base_dir)
+    except MemoryError as exc:  # an honest header, but more than this machine holds
+        if config.source == "npz":
+            origin = str(config.path)
+        raise ConfigError(f"data: {origin}: too large to load and check in memory ({exc})") from None
+
+
+def _load_dataset(config: DataConfig, model: Model, base_dir: Path | None) -> Dataset:
     if config.source == "digits":
         x, y = load_digits_arrays()
         origin = "digits"
@@ -130,11 +141,16 @@ def load_dataset(config: DataConfig, model: Model, base_dir: Path | None = None)
         x_val, y_val = arrays.get("x_val"), arrays.get("y_val")
         origin = str(path)
     check_arrays(x, y, model, f"{origin} (x, y)")
+    if len(x) == 0:
+        raise ConfigError(f"data: {origin}: x and y hold no examples")
     if x_val is None:
         x, y, x_val, y_val = split(x, y, config.validation)
     x = x.astype(model.dtype)
     if x_val is not None and y_val is not None:
         check_arrays(x_val, y_val, model, f"{origin} (x_val, y_val)")
+        if len(x_val) == 0:  # an accuracy "on 0 examples" would read 0%
+            raise ConfigError(f"data: {origin}: x_val and y_val hold no examples; leave them out "
+                              "to hold out a fraction of x instead")
         x_val = x_val.astype(model.dtype)
     if len(x) == 0:
         raise ConfigError(f"data: {origin}: no training examples left after holding out "

@@ -188,11 +188,16 @@ def read_document(path: str | Path) -> tuple[Any, Any]:
         raise ConfigError(f"{source}: unknown model file extension {path.suffix!r}; "
                           f"expected one of {', '.join(FORMATS)}")
     try:
-        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():  # a device would never end, a pipe block
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) and not path.is_dir():  # a device would never end, a pipe block
             raise ConfigError(f"{source}: not a regular file (a device, pipe or socket)")
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)  # bounded, whatever the file system says its size is
-        if len(raw) > MAX_FILE_BYTES:
+        raw = b""
+        if info.st_size <= MAX_FILE_BYTES:
+            with path.open("rb") as f:  # read(n) reserves n bytes: ask for the size, then any growth
+                raw = f.read(info.st_size + 1)
+                if len(raw) > info.st_size:
+                    raw += f.read(MAX_FILE_BYTES + 1 - len(raw))
+        if info.st_size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
             raise ConfigError(f"{source}: more than the {MAX_FILE_BYTES:,} bytes a model file may hold")
         text = raw.decode("utf-8")
     except FileNotFoundError:

@@ -64,6 +64,11 @@ def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
 def npz_headers(path: Path, where: str) -> dict[str, DeclaredArray]:
     """:func:`declared_arrays` of a file a user handed nnplug: anything unreadable (not a zip,
     a bad member, a header that lies) is a ``ConfigError`` starting with ``where``."""
+    try:
+        with open(path, "rb"):  # is_zipfile says False for a file it may not open: say why
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror or exc})") from None
     if not zipfile.is_zipfile(path):  # np.load would otherwise try it as a pickle
         raise ConfigError(f"{where}: not a readable .npz file (not a zip archive)")
     try:

@@ -210,21 +210,29 @@ class Trainer:
             PluginError, ShapeError: a layer failed; the message also says where the last
                 good checkpoint is.
         """
-        if self.position.epoch == 0 and self.position.batch == 0 and not self.position.history:
-            self.save()  # a loadable checkpoint exists from the start
         # Non-finite values are checked (and named) explicitly; numpy's warnings would only
         # repeat them without saying where.
         with _stop_signals() as flag, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if self.position.epoch == 0 and self.position.batch == 0 and not self.position.history:
+                self.save()  # a loadable checkpoint from the start; a Ctrl-C meanwhile waits for it
             try:
-                status = self._loop(flag)
-            except (NumericalError, PluginError, ShapeError) as exc:  # say where training stands
-                p = self.position
+                status = "interrupted" if flag["signal"] else self._loop(flag)
+            except NumericalError as exc:  # say where training stands; a resumed run keeps its lr
+                raise NumericalError(f"{exc}\n{self._where_training_stands()}") from None
+            except (PluginError, ShapeError) as exc:  # ...and, for a layer's bug, how to go on
                 raise type(exc)(
-                    f"{exc}\nat epoch {p.epoch + 1}, batch {p.batch + 1}; the last good checkpoint "
-                    f"(after {p.epoch} epoch(s)) is in {self.run_dir}: continue it with "
+                    f"{exc}\n{self._where_training_stands()}: continue it with "
                     f"`nnplug train --resume {self.run_dir}` once fixed, or delete it"
                 ) from None
+            except OSError as exc:  # the disk filled while saving: the previous checkpoint stands
+                raise OSError(exc.errno, f"{exc.strerror or exc}\nthe last checkpoint saved before it, "
+                              f"in {self.run_dir}, is intact", exc.filename) from None
         return TrainResult(self.run_dir, self.position.history, status, flag["signal"])
+
+    def _where_training_stands(self) -> str:
+        p = self.position
+        return (f"at epoch {p.epoch + 1}, batch {p.batch + 1}; the last good checkpoint "
+                f"(after {p.epoch} epoch(s)) is in {self.run_dir}")
 
     def _loop(self, flag: dict[str, str | None]) -> str:
         x, y = self.data.x, self.data.y

@@ -212,3 +212,20 @@ def test_a_regression_run_ends_on_its_validation_loss_and_refuses_min_accuracy(
     assert main(["evaluate", str(run), "--min-accuracy", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "--min-accuracy: the run's loss (mse) reports no accuracy" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("raised", "message"), [
+    (KeyboardInterrupt(), "nnplug: error: interrupted\n"),  # no run directory to speak of
+    (MemoryError("Unable to allocate 64.0 GiB"),
+     "nnplug: error: validate: out of memory (Unable to allocate 64.0 GiB); the model or data is too large"),
+])
+def test_an_interrupt_or_exhausted_memory_outside_training_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: BaseException, message: str,
+) -> None:
+    def raising(*args: object) -> int:
+        raise raised
+
+    monkeypatch.setitem(cli.COMMANDS, "validate", raising)
+    assert main(["validate", "any.yaml"]) in (2, 130)
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err

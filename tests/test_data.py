@@ -86,15 +86,22 @@ def test_values_overflowing_float32_are_refused(tmp_path: Path) -> None:
         check_arrays(np.full((8, 1, 4, 4), 1e300), np.arange(8) % 3, m, "here")
 
 
-@pytest.mark.parametrize("problem", ["object", "missing_y", "not_zip", "absent", "only_x_val"])
+def _raise_memory_error(*args: Any) -> None:
+    raise MemoryError("Unable to allocate 2.00 GiB for an array with shape (268435456,)")
+
+
+@pytest.mark.parametrize("problem", ["object", "missing_y", "not_zip", "absent", "only_x_val", "no_rows",
+                                     "empty_x_val", "unreadable", "too_large"])
 def test_bad_npz_files_stop_train_before_a_run_exists(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, problem: str
 ) -> None:
     model_file = tiny_model(tmp_path)
     npz = tmp_path / "blobs.npz"
     expected = {
         "object": "without unpickling", "missing_y": "missing array(s) y", "not_zip": "not a readable .npz",
         "absent": "no such file", "only_x_val": "x_val and y_val go together",
+        "no_rows": "x and y hold no examples", "empty_x_val": "x_val and y_val hold no examples",
+        "unreadable": "cannot read (Permission denied)", "too_large": "too large to load and check in memory",
     }[problem]
     if problem == "object":
         np.savez(npz, x=np.array([{"a": 1}] * 8, dtype=object), y=np.arange(8) % 3)
@@ -104,6 +111,21 @@ def test_bad_npz_files_stop_train_before_a_run_exists(
         npz.write_bytes(b"not a zip file at all")
     elif problem == "absent":
         npz.unlink()
+    elif problem == "no_rows":
+        np.savez(npz, x=np.zeros((0, 1, 4, 4)), y=np.zeros(0, dtype=int))
+    elif problem == "empty_x_val":  # an accuracy "on 0 validation examples" would read 0%
+        blob_data(npz, x_val=np.zeros((0, 1, 4, 4)), y_val=np.zeros(0, dtype=int))
+    elif problem == "unreadable":  # root reads any file: the refusal is injected where it would happen
+        real_open = open
+
+        def refusing_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if Path(str(file)) == npz:
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", refusing_open)
+    elif problem == "too_large":  # an honest header, but more than the machine holds
+        monkeypatch.setattr("nnplug.data.check_arrays", _raise_memory_error)
     else:
         blob_data(npz, x_val=np.zeros((2, 1, 4, 4)))
     assert main(["train", str(model_file), "--out", str(tmp_path / "run"), "--quiet"]) == 2

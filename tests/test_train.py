@@ -138,6 +138,53 @@ def test_resumed_run_reproduces_the_uninterrupted_run(
     assert (tmp_path / "whole" / "metrics.jsonl").read_bytes() == (tmp_path / "cut" / "metrics.jsonl").read_bytes()
 
 
+def test_a_signal_during_the_first_save_waits_for_a_loadable_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nnplug import checkpoint
+
+    original = checkpoint.atomic_write
+
+    def write_then_signal(path: Path, write: Any) -> str:  # Ctrl-C between the weights and the manifest
+        digest = original(path, write)
+        if path.name.startswith("weights-"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return digest
+
+    monkeypatch.setattr(checkpoint, "atomic_write", write_then_signal)
+    run = tmp_path / "run"
+    assert _train(tiny_model(tmp_path, epochs=2), run) == 130
+    monkeypatch.undo()
+    assert f"saved to {run}" in capsys.readouterr().err
+    manifest = json.loads((run / "manifest.json").read_text())  # a whole checkpoint, step 0
+    assert manifest["optimizer"]["step"] == 0
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+
+
+def test_a_disk_filling_up_mid_run_names_the_file_and_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nnplug import checkpoint
+
+    original, saves = checkpoint.atomic_write, []
+
+    def filling_disk(path: Path, write: Any) -> str:
+        if path.name.startswith("weights-"):
+            saves.append(path)
+            if len(saves) == 2:  # the end of the first epoch
+                raise OSError(28, "No space left on device", str(path))
+        return original(path, write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", filling_disk)
+    run = tmp_path / "run"
+    assert _train(tiny_model(tmp_path, epochs=2), run) == 2
+    err = capsys.readouterr().err
+    assert f"nnplug: error: {saves[1]}: No space left on device" in err
+    assert f"the last checkpoint saved before it, in {run}, is intact" in err
+    monkeypatch.undo()
+    assert main(["evaluate", str(run)]) == 0  # the step-0 checkpoint stands
+
+
 def test_resume_refuses_options_that_would_change_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model_file = tiny_model(tmp_path, epochs=1)
     assert _train(model_file, tmp_path / "run") == 0
