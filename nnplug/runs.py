@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -50,11 +51,32 @@ def resolve_model(path: Path, registry: Registry, args: argparse.Namespace) -> t
         npz = Path(section["path"])
         if not npz.is_absolute():
             raw["data"] = {**section, "path": str((path.parent / npz).resolve())}
-    spec = parse_model(raw, registry, source=str(path), locate=locate)
+    # A value given on the command line is named by its option, not by a line of the file.
+    overrides = {key: option for key, option, value in (
+        (("seed",), "--seed", args.seed), (("train", "epochs"), "--epochs", args.epochs),
+        (("train", "batch_size"), "--batch-size", args.batch_size), (("train", "optimizer", "lr"), "--lr", args.lr),
+    ) if value is not None}
+    try:
+        spec = parse_model(raw, registry, source=str(path), locate=locate)
+    except ConfigError as exc:
+        problems = [_blame_option(line, str(path), overrides) for line in (exc.problems or [str(exc)])]
+        raise ConfigError("\n".join(problems), problems) from None
     if spec.data is None:
         raise ConfigError(f"{path}: no data section to train on; add for example "
                           "`data: {source: digits, validation: 0.2}`")
     return spec, raw
+
+
+def _blame_option(line: str, source: str, overrides: dict[tuple[str, ...], str]) -> str:
+    """``model.yaml: train -> optimizer.lr: ...`` -> ``--lr (train -> optimizer.lr): ...`` when
+    the value came from that option."""
+    for key, option in overrides.items():
+        shown = key[0] if len(key) == 1 else f"{key[0]} -> {'.'.join(key[1:])}"
+        for sep in (": ", " "):
+            if line.startswith(f"{source}: {shown}{sep}"):
+                rest = re.sub(r" \(line \d+\)$", "", line[len(source) + 2 + len(shown) + len(sep):])
+                return f"{option} ({shown}){sep}{rest}"
+    return line
 
 
 def _run_dir(args: argparse.Namespace, name: str) -> Path:
@@ -96,10 +118,10 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
     from nnplug.checkpoint import load_checkpoint, write_model_file
     from nnplug.data import load_dataset
     from nnplug.graph import Model
-    from nnplug.train import TrainConfig, Trainer, plot_curves
+    from nnplug.train import MAX_EPOCHS, TrainConfig, Trainer, plot_curves
 
-    if args.epochs is not None and args.epochs < 1:
-        raise ConfigError(f"--epochs: expected a positive number, got {args.epochs}")
+    if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:  # --resume --epochs meets no model file
+        raise ConfigError(f"--epochs: expected a number from 1 to {MAX_EPOCHS:,}, got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size (train -> batch_size): expected a positive number, got {args.batch_size}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):

@@ -36,12 +36,15 @@ __all__ = ["OptimizerConfig", "TrainConfig", "TrainResult", "Trainer", "evaluate
 _SHUFFLE_STREAM = 2**32  # above every crc32 key the weight streams use
 
 
+MAX_EPOCHS = 100_000  # a run longer than this is a typo
+
+
 class TrainConfig(BaseModel):
     """The ``train`` section of a model file."""
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
-    epochs: int = Field(10, ge=1, le=100_000)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=1_000_000)
     shuffle: bool = True
     optimizer: OptimizerConfig = OptimizerConfig()

@@ -159,6 +159,28 @@ def test_train_refuses_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "train -> optimizer.lr" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--lr", "11", "--lr (train -> optimizer.lr): Input should be less than or equal to 10 (got 11.0)"),
+    ("--batch-size", "100000000", "--batch-size (train -> batch_size): Input should be less than or equal to"),
+    ("--seed", "-3", "--seed (seed): expected a non-negative int, got -3"),
+    ("--epochs", "1000000", "--epochs: expected a number from 1 to 100,000, got 1000000"),
+])
+def test_an_override_out_of_range_is_blamed_on_its_option_not_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, message: str,
+) -> None:
+    model_file = tiny_model(tmp_path)
+    assert main(["train", str(model_file), "--out", str(tmp_path / "r"), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nnplug: error: {message}") and "(line" not in err and str(model_file) not in err
+
+
+def test_resume_caps_epochs_as_a_fresh_run_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_model(tmp_path, epochs=1)), "--out", str(run), "--quiet"]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", str(10**12)]) == 2
+    assert "--epochs: expected a number from 1 to 100,000" in capsys.readouterr().err
+
+
 def test_gradcheck_runs_the_property_runs(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("nnplug.property_runs")
     assert main(["gradcheck", "dense", "relu", "--examples", "2", "--quiet"]) == 0
