@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import pytest
 from fakedist import good_plugin_source
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nnplug
 
@@ -283,3 +285,29 @@ def test_conv_net_parameter_gradients_agree_with_and_without_the_input_gradient(
     for node, own in grads_all.items():
         for name, g in own.items():
             np.testing.assert_allclose(grads[node][name], g, rtol=1e-12, atol=1e-14)
+
+
+def _levels_in_file_order(nodes: list[types.SimpleNamespace]) -> list[str]:
+    """The reference: repeatedly take every node whose inputs are all placed, in file order."""
+    done, order, pending = {"input"}, [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(i in done for i in n.inputs)]
+        order += [n.name for n in ready]
+        done |= {n.name for n in ready}
+        pending = [n for n in pending if n.name not in done]
+    return order
+
+
+@given(st.data())
+def test_topological_order_is_each_level_in_file_order(data: st.DataObject) -> None:
+    from nnplug.build import topological_order
+
+    n = data.draw(st.integers(1, 12))
+    rank = data.draw(st.permutations(range(n)))  # a hidden order the edges respect: a DAG
+    nodes = []
+    for k in range(n):
+        earlier = [f"n{j}" for j in range(n) if rank[j] < rank[k]] + ["input"]
+        inputs = data.draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3))  # repeats allowed
+        nodes.append(types.SimpleNamespace(name=f"n{k}", inputs=tuple(inputs)))
+    order = [node.name for node in topological_order(types.SimpleNamespace(nodes=nodes))]
+    assert order == _levels_in_file_order(nodes)
