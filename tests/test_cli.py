@@ -251,3 +251,14 @@ def test_an_interrupt_or_exhausted_memory_outside_training_is_one_line(
     assert main(["validate", "any.yaml"]) in (2, 130)
     err = capsys.readouterr().err
     assert err.startswith(message) and "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names are bytes")
+def test_a_file_name_that_is_not_utf8_is_echoed_escaped_not_a_traceback(tmp_path: Path) -> None:
+    name = os.fsencode(tmp_path) + b"/bad\xff.yaml"
+    with open(name, "wb") as f:
+        f.write(tiny_model(tmp_path).read_bytes())
+    result = subprocess.run([sys.executable, "-m", "nnplug", "validate", name], capture_output=True,
+                            env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith(b"bad\\udcff.yaml: valid") and not result.stderr
