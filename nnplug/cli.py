@@ -101,8 +101,8 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     rows = [("plugin", "distribution", "version", "status", "layer types")]
     errors = []
     for info in registry.plugins:
-        rows.append((info.name, info.distribution, info.version, info.status,
-                     ", ".join(info.types) or "-"))
+        types = [f"{t} (claimed twice: not registered)" if t in registry.conflicts else t for t in info.types]
+        rows.append((info.name, info.distribution, info.version, info.status, ", ".join(types) or "-"))
         if info.error:
             source = "" if info.distribution == "-" else f" (distribution {info.distribution} {info.version})"
             errors.append(f"  {info.name}{source}: " + info.error.replace("\n", "\n      "))

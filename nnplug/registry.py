@@ -195,6 +195,11 @@ class Registry:
         """Every registered type name and its class, in registration order."""
         return dict(self._types)
 
+    @property
+    def conflicts(self) -> dict[str, str]:
+        """Type names two plugins claim, neither registered, with the message saying so."""
+        return dict(self._conflicts)
+
     def layer_types(self) -> list[str]:
         return [n for n, c in self._types.items() if issubclass(c, Layer)]
 
@@ -227,7 +232,9 @@ class Registry:
             if info.status == "failed" and type_name in info.types:
                 return f"type {type_name!r} comes from {info.label}, which failed: {info.error}"
         available = list(kinds) if kinds is not None else sorted(self._types)
-        message = f"unknown type {type_name!r}; available: {', '.join(sorted(available))}"
+        message = (f"unknown type {type_name!r}; available: {', '.join(sorted(available))}" if available
+                   else f"unknown type {type_name!r}; no types are registered (every plugin failed or "
+                        "was blocked: see `nnplug plugins`)")
         near = difflib.get_close_matches(str(type_name), available, n=1, cutoff=0.6)
         if near:
             message += f" (did you mean {near[0]!r}?)"

@@ -9,6 +9,7 @@ import pytest
 from fakedist import good_plugin_source, install_fake_dist
 
 import nnplug
+from nnplug.cli import main
 from nnplug.registry import contract_problem
 
 BROKEN_SOURCES = {
@@ -133,6 +134,24 @@ def test_type_claimed_twice_is_refused_for_both_whatever_the_load_order(site, cl
     assert own_type in registry
     info = next(p for p in registry.plugins if p.name == mod)
     assert "'relu'" in info.error
+    assert set(registry.conflicts) == {"relu"}
+
+
+def test_the_listing_marks_a_type_claimed_twice_as_not_registered(site, capsys):
+    root, created = site
+    mod = _unique("clash")
+    install_fake_dist(root, "zz-clasher", mod, good_plugin_source("relu"), version="0.9")
+    created.append(mod)
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith((mod, "nnplug_layers"))]
+    assert len(rows) == 2 and all("relu (claimed twice: not registered)" in row for row in rows)
+
+
+def test_with_every_plugin_blocked_an_unknown_type_says_none_are_registered():
+    registry = nnplug.Registry(autoload=False)
+    with pytest.raises(nnplug.PluginError, match="no types are registered"):
+        registry.get("dense")
 
 
 def test_a_plugin_with_one_bad_class_registers_none_of_its_classes(site):
