@@ -7,6 +7,7 @@ how values are drawn so that they stay off the layer's kinks.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,7 +215,14 @@ def cases_for(cls_or_type: Any, registry: Any = None) -> st.SearchStrategy[Case]
     from nnplug._harness import resolve
 
     name, cls = resolve(cls_or_type, registry)
-    strategy = cls.gradcheck_cases()
+    if inspect.isfunction(inspect.getattr_static(cls, "gradcheck_cases", None)):  # no @classmethod
+        raise PluginError(f"{name} ({cls.__module__}.{cls.__qualname__}): gradcheck_cases must be a "
+                          "classmethod; decorate it with @classmethod")
+    try:
+        strategy = cls.gradcheck_cases()
+    except Exception as exc:
+        raise PluginError(f"{name} ({cls.__module__}.{cls.__qualname__}): gradcheck_cases() raised "
+                          f"{type(exc).__name__}: {exc}") from exc
     if strategy is None:
         raise PluginError(f"{name} ({cls.__module__}.{cls.__qualname__}) offers no gradcheck_cases()")
     if not isinstance(strategy, st.SearchStrategy):

@@ -282,6 +282,24 @@ def test_unknown_types_and_types_without_cases_are_clear_errors():
         check_layer(42, CASE)
 
 
+class WithoutClassmethod(Scale):
+    def gradcheck_cases(self) -> Any:  # the decorator forgotten
+        return None
+
+
+class RaisingCases(Scale):
+    @classmethod
+    def gradcheck_cases(cls) -> Any:
+        raise KeyError("shapes")
+
+
+def test_gradcheck_cases_without_classmethod_or_raising_is_named_not_a_typeerror():
+    with pytest.raises(nnplug.PluginError, match="gradcheck_cases must be a classmethod; decorate it"):
+        testing.cases_for(WithoutClassmethod)
+    with pytest.raises(nnplug.PluginError, match=r"gradcheck_cases\(\) raised KeyError: 'shapes'"):
+        testing.cases_for(RaisingCases)
+
+
 def test_state_kept_by_output_shape_or_init_params_is_caught():
     def remembers(self, in_shape):
         self.in_shape = in_shape
