@@ -52,7 +52,7 @@ def resolve_model(path: Path, registry: Registry, args: argparse.Namespace) -> t
         if not npz.is_absolute():
             raw["data"] = {**section, "path": str((path.parent / npz).resolve())}
     # A value given on the command line is named by its option, not by a line of the file.
-    overrides = {key: option for key, option, value in (
+    overrides: dict[tuple[str, ...], str] = {key: option for key, option, value in (
         (("seed",), "--seed", args.seed), (("train", "epochs"), "--epochs", args.epochs),
         (("train", "batch_size"), "--batch-size", args.batch_size), (("train", "optimizer", "lr"), "--lr", args.lr),
     ) if value is not None}

@@ -183,18 +183,26 @@ def saved_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _snapshot(run_dir: Path | None) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())} if run_dir else {}
+    if not run_dir:
+        return {}
+    snapshot = {}
+    for p in sorted(run_dir.iterdir()):
+        with open(p, "rb") as f:  # not through pathlib, which _deny may refuse
+            snapshot[p.name] = f.read()
+    return snapshot
 
 
 def _deny(monkeypatch: pytest.MonkeyPatch, locked: Path) -> None:
-    real = Path.read_text
+    """Opening ``locked`` through pathlib (read_text, read_bytes, open) is refused."""
+    for method in ("read_text", "read_bytes", "open"):
+        real = getattr(Path, method)
 
-    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
-        if self.resolve() == locked.resolve():
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
+        def refused(self: Path, *args: Any, real: Any = real, **kwargs: Any) -> Any:
+            if self.resolve() == locked.resolve():
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+        monkeypatch.setattr(Path, method, refused)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

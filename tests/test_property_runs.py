@@ -221,6 +221,6 @@ def test_kinks_met_are_redrawn_and_counted_in_the_table(capsys):
 def test_a_gradcheck_cases_that_raises_is_an_error_row_not_a_traceback(capsys):
     assert gradcheck_main(ODD, [], examples=3, seed=0, mode="fast", quiet=False) == 1
     out = capsys.readouterr().out
-    assert "cases_raise: ModuleNotFoundError: No module named 'hypothesis_extras'" in out
+    assert "gradcheck_cases() raised ModuleNotFoundError: No module named 'hypothesis_extras'" in out
     row = next(line for line in out.splitlines() if line.startswith("│ cases_raise"))
     assert "ERROR" in row and "Traceback" not in out
