@@ -219,6 +219,11 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems) -> li
             ok = False
             continue
         name = config.name or f"{type_name}_{i}"
+        if name in seen and config.name is None:  # the default name clashes with one given elsewhere
+            problems.add(("layers", i), f"{where}: its default name {name!r} is already used by "
+                                        f"{seen[name]}; give one of them another name")
+            ok = False
+            continue
         if name in seen:
             problems.add(("layers", i), f"{where} -> name: {name!r} is already used by {seen[name]}")
             ok = False

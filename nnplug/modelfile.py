@@ -199,7 +199,7 @@ def read_document(path: str | Path) -> tuple[Any, Any]:
                     raw += f.read(MAX_FILE_BYTES + 1 - len(raw))
         if info.st_size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
             raise ConfigError(f"{source}: more than the {MAX_FILE_BYTES:,} bytes a model file may hold")
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is dropped
     except FileNotFoundError:
         raise ConfigError(f"{source}: no such model file") from None
     except IsADirectoryError:

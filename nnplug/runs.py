@@ -80,6 +80,8 @@ def _blame_option(line: str, source: str, overrides: dict[tuple[str, ...], str])
 
 
 def _run_dir(args: argparse.Namespace, name: str) -> Path:
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out: expected a directory, got an empty string")
     if args.out:
         run_dir = Path(args.out)
     else:

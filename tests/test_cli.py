@@ -262,3 +262,12 @@ def test_a_file_name_that_is_not_utf8_is_echoed_escaped_not_a_traceback(tmp_path
                             env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith(b"bad\\udcff.yaml: valid") and not result.stderr
+
+
+def test_an_empty_out_is_refused_not_taken_as_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(tiny_model(tmp_path)), "--out", ""]) == 2
+    assert "--out: expected a directory, got an empty string" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -169,6 +169,24 @@ def test_a_name_or_path_the_file_system_cannot_take_is_a_config_error(
         load_model_file(path, registry)
 
 
+@pytest.mark.parametrize("suffix", [".yaml", ".json", ".toml"])
+def test_a_byte_order_mark_is_dropped_in_every_format(tmp_path: Path, suffix: str) -> None:
+    text = {".yaml": "input: [4]\n", ".json": '{"input": [4]}', ".toml": "input = [4]\n"}[suffix]
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_document(path)[0] == {"input": [4]}
+
+
+def test_a_default_name_taken_by_a_named_node_says_which_and_how_to_fix_it(
+    tmp_path: Path, registry: nnplug.Registry
+) -> None:
+    text = json.dumps({**MLP, "layers": [{"type": "flatten", "name": "dense_1"}, {"type": "dense", "units": 10}]})
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_model_file(_write(tmp_path, "m.json", text), registry)
+    assert "layers[1] (dense): its default name 'dense_1' is already used by layers[0]; give one of them " \
+           "another name" in str(info.value)
+
+
 def test_a_device_or_a_pipe_is_refused_without_being_read(tmp_path: Path) -> None:
     (tmp_path / "zero.yaml").symlink_to("/dev/zero")  # endless: its size reads 0
     os.mkfifo(tmp_path / "pipe.yaml")  # opening it would wait for a writer
