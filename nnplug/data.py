@@ -118,12 +118,10 @@ def load_dataset(config: DataConfig, model: Model, base_dir: Path | None = None)
         ConfigError: the source cannot be read, holds no examples, is too large for memory,
             or an array does not fit the model.
     """
-    origin = "digits"
     try:
         return _load_dataset(config, model, base_dir)
     except MemoryError as exc:  # an honest header, but more than this machine holds
-        if config.source == "npz":
-            origin = str(config.path)
+        origin = config.path if config.source == "npz" else "digits"
         raise ConfigError(f"data: {origin}: too large to load and check in memory ({exc})") from None
 
 
