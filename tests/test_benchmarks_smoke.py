@@ -65,3 +65,16 @@ def test_scratch_reuse_benchmark_runs_both_settings() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for line in ("digits CNN step", "LeNet step", "scratch kept (default)", "scratch none kept", "speedup from reuse"):
         assert line in proc.stdout
+
+
+@pytest.mark.parametrize(("script", "args", "lines"), [
+    ("blas_spin_probe.py", ["--rounds", "1"],
+     ["after a 0.3 s pause", "right after a 2-thread GEMM", "right after another split", "wall/CPU"]),
+    ("split_threshold.py", ["--rounds", "1"], ["speedup on 2 threads", "65536:"]),
+])
+def test_threading_probes_run_and_print_every_state(script: str, args: list[str], lines: list[str]) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for line in lines:
+        assert line in proc.stdout
