@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nnplug.data import DataConfig
 from nnplug.errors import ConfigError
-from nnplug.layer import NAME_PATTERN, Layer, LayerConfig, Loss, format_validation_error, parse_config
+from nnplug.layer import Layer, LayerConfig, Loss, format_validation_error, parse_config
 from nnplug.registry import Registry
 from nnplug.train import TrainConfig
 
@@ -139,10 +139,9 @@ def parse_model(
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         problems.add(("seed",), f"seed: expected a non-negative int, got {seed!r}")
     name = data.get("name", "model")
-    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name) or len(name) > 128:
-        # the run directory is named after it: a plain name, never a path
-        problems.add(("name",), f"name: expected a plain name (letters, digits, '_', '.', '-', "
-                                f"at most 128, a letter or '_' first), got {name!r}")
+    if not isinstance(name, str) or not name or len(name) > 128 or re.search(r"[\x00-\x1f\x7f]", name):
+        problems.add(("name",), f"name: expected a non-empty string of at most 128 printable "
+                                f"characters, got {name!r}")
     nodes = _parse_nodes(data.get("layers"), registry, problems)
     loss = _parse_loss(data.get("loss"), nodes, registry, problems)
     data_section = _section(DataConfig, data.get("data"), "data", problems)
@@ -300,8 +299,7 @@ def model_json_schema(registry: Registry) -> dict[str, Any]:
     model = create_model(
         "ModelFile",
         __config__=ConfigDict(extra="forbid", title="nnplug model file"),
-        # the run directory is named after it: a plain name, never a path
-        name=(str, Field("model", pattern=NAME_PATTERN, max_length=128)),
+        name=(str, Field("model", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")),
         input=(list[Annotated[int, Field(ge=1)]], Field(..., min_length=1,
                                                        description="one example's shape, no batch axis")),
         dtype=(Literal["float32", "float64"], "float32"),

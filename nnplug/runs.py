@@ -86,6 +86,8 @@ def _run_dir(args: argparse.Namespace, name: str) -> Path:
         run_dir = Path(args.out)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        # the model's name, made a plain file name: "../x" or "a/b" must not leave runs/
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "model"
         run_dir = Path("runs") / f"{name}-{stamp}"
         k = 1
         while run_dir.exists():

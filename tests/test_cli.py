@@ -143,6 +143,21 @@ def test_train_default_run_directory_is_under_runs(
     assert f"saved run to {Path('runs') / run.name}" in capsys.readouterr().out
 
 
+def test_a_model_name_that_is_a_path_still_names_a_run_inside_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_file = tiny_model(tmp_path, epochs=1)
+    description = yaml.safe_load(model_file.read_text())
+    model_file.write_text(yaml.safe_dump({**description, "name": "../../escaped/my model"}))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["train", str(model_file), "--quiet"]) == 0
+    (run,) = (work / "runs").iterdir()  # nothing was written beside or above runs/
+    assert run.name.startswith("escaped_my_model-") and sorted(p.name for p in work.iterdir()) == ["runs"]
+    assert not (tmp_path / "escaped").exists()
+
+
 def test_train_overrides_reach_the_resolved_model_file(tmp_path: Path) -> None:
     run = tmp_path / "run"
     argv = ["train", str(tiny_model(tmp_path)), "--out", str(run), "--quiet",

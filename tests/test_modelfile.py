@@ -155,10 +155,10 @@ def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, regist
 
 
 @pytest.mark.parametrize(("section", "value", "message"), [
-    ("name", "a\u0000b", "name: expected a plain name"),
-    ("name", "../../escaped", "name: expected a plain name"),  # the run directory is named after it
-    ("name", "a/b", "name: expected a plain name"),
-    ("name", "", "name: expected a plain name"),
+    ("name", "a\u0000b", "name: expected a non-empty string of at most 128 printable characters"),
+    ("name", "line\nbreak", "name: expected a non-empty string of at most 128 printable characters"),
+    ("name", "", "name: expected a non-empty string"),
+    ("name", "x" * 129, "name: expected a non-empty string"),
     ("data", {"source": "npz", "path": "x\u0000.npz"}, "data -> path: String should match pattern"),
 ])
 def test_a_name_or_path_the_file_system_cannot_take_is_a_config_error(
