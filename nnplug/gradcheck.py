@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nnplug.errors import GradientCheckError, ShapeError
+from nnplug.errors import ConfigError, GradientCheckError, NnplugError, ShapeError
 from nnplug.layer import Layer, Loss
 
 Mode = Literal["full", "fast"]
@@ -140,7 +140,8 @@ def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
     bad = not np.isfinite(analytic) or diff > report.atol + report.rtol * abs(numeric)
     # Rank by how far past tolerance an entry is (so noise on tiny values is not "worst"),
     # preferring failures, and a named entry over a random direction.
-    badness = diff / (report.atol + report.rtol * abs(numeric)) if np.isfinite(diff) else np.inf
+    tolerance = report.atol + report.rtol * abs(numeric)
+    badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
     key = (bool(bad), isinstance(index, tuple), float(badness))
     if report.worst is None or key > report.worst_key:
         report.worst = entry
@@ -189,10 +190,9 @@ def _run(subject: str, f: Callable[[dict[str, np.ndarray]], float], tensors: dic
          analytic: Mapping[str, np.ndarray], *, mode: Mode, dtype: str, eps: float | None,
          rtol: float | None, atol: float | None, max_entries: int, n_directions: int,
          seed: int | None) -> GradcheckReport:
-    if mode not in ("full", "fast"):
-        raise ValueError(f"mode must be 'full' or 'fast', got {mode!r}")
     h, default_rtol, default_atol = TOLERANCES[dtype]
-    report = GradcheckReport(subject, mode, dtype, eps or h, rtol or default_rtol, atol or default_atol)
+    report = GradcheckReport(subject, mode, dtype, h if eps is None else eps,
+                             default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
     rng = np.random.default_rng(seed)
     counter = _Counter(f)
     f0 = counter(tensors)
@@ -208,8 +208,78 @@ def _run(subject: str, f: Callable[[dict[str, np.ndarray]], float], tensors: dic
     return report
 
 
-def _private_copy(a: Any, dtype: str) -> np.ndarray:
-    return np.array(a, dtype=dtype, copy=True)
+def _check_options(subject: str, mode: Any, dtype: Any, seed: Any, eps: Any, rtol: Any, atol: Any,
+                   max_entries: Any, n_directions: Any) -> None:
+    """Refuse options that would check nothing, or not what was asked (a zero ``max_entries``
+    or ``n_directions`` would pass any gradient)."""
+    def bad(option: str, expected: str, got: Any) -> ConfigError:
+        return ConfigError(f"gradcheck of {subject}: {option}: expected {expected}, got {got!r}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    def is_real(v: Any) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+    if mode not in ("full", "fast"):
+        raise bad("mode", "'full' or 'fast'", mode)
+    if dtype not in TOLERANCES:
+        raise bad("dtype", " or ".join(map(repr, TOLERANCES)), dtype)
+    if seed is not None and not (is_int(seed) and seed >= 0):
+        raise bad("seed", "None or a non-negative int", seed)
+    if eps is not None and not (is_real(eps) and eps > 0):
+        raise bad("eps", "a positive step", eps)
+    for option, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not (is_real(value) and value >= 0):
+            raise bad(option, "a tolerance >= 0", value)
+    for option, value in (("max_entries", max_entries), ("n_directions", n_directions)):
+        if not (is_int(value) and value >= 1):
+            raise bad(option, "an int >= 1 (0 would check nothing)", value)
+
+
+def _checked_array(subject: str, name: str, a: Any, dtype: str, *, batch: bool) -> np.ndarray:
+    """A private ``dtype`` copy of input ``a``: real numbers, finite (finite differences of NaN
+    are NaN), and with ``batch`` a batch axis of at least 2 examples (a bug coupling the
+    examples would not show with one)."""
+    try:
+        array = np.asarray(a)
+    except ValueError as exc:  # ragged nested lists
+        raise ShapeError(f"gradcheck of {subject}: {name} is not an array ({exc})") from None
+    if array.dtype.kind not in "fiub":
+        raise ShapeError(f"gradcheck of {subject}: {name} must hold real numbers, got dtype {array.dtype}")
+    if batch and (array.ndim < 1 or array.shape[0] < 2):
+        raise ShapeError(f"gradcheck of {subject}: {name} needs a batch of at least 2 examples "
+                         f"(batch axis first), got shape {array.shape}")
+    copy = np.array(array, dtype=dtype, copy=True)
+    if not np.isfinite(copy).all():
+        raise ShapeError(f"gradcheck of {subject}: {name} holds {int(np.size(copy) - np.isfinite(copy).sum())} "
+                         "non-finite value(s); finite differences need finite values")
+    return copy
+
+
+def _checked_params(subject: str, layer: Layer, params: Any, in_shape: Any, rng: np.random.Generator,
+                    dtype: str) -> dict[str, np.ndarray]:
+    """``params`` (or fresh ``init_params``) as private copies, with exactly the names and
+    shapes the layer declares for ``in_shape``."""
+    expected = layer.param_shapes(in_shape)
+    if params is None:
+        params = layer.init_params(in_shape, rng)
+    elif not isinstance(params, Mapping):
+        raise ShapeError(f"gradcheck of {subject}: params must be a dict of named arrays, "
+                         f"got {type(params).__name__}")
+    if expected is None:  # undeclared: the names and shapes init_params draws
+        expected = {k: np.shape(v) for k, v in layer.init_params(in_shape, np.random.default_rng(0)).items()}
+    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ShapeError(f"gradcheck of {subject}: params missing {missing or 'none'}, unexpected "
+                         f"{extra or 'none'}; the layer takes {sorted(expected)}")
+    out = {}
+    for k, v in params.items():
+        out[k] = _checked_array(subject, f"params[{k!r}]", v, dtype, batch=False)
+        if out[k].shape != tuple(expected[k]):
+            raise ShapeError(f"gradcheck of {subject}: params[{k!r}] has shape {out[k].shape}, "
+                             f"expected {tuple(expected[k])} for inputs of shape {in_shape}")
+    return out
 
 
 def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = None, *,
@@ -222,19 +292,26 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     ``x`` carries the batch axis (at least two examples); a multi-input layer takes a tuple.
     ``params`` defaults to ``layer.init_params`` drawn from ``seed``.
     """
+    subject = repr(layer)
+    _check_options(subject, mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
     multi = layer.n_inputs > 1
+    if multi and not (isinstance(x, (tuple, list, np.ndarray)) and len(x) == layer.n_inputs):
+        got = f"{type(x).__name__} of {len(x)}" if isinstance(x, (tuple, list, np.ndarray)) else type(x).__name__
+        raise ShapeError(f"gradcheck of {subject}: takes a tuple of {layer.n_inputs} inputs, got {got}")
     xs = tuple(x) if multi else (x,)
     rng = np.random.default_rng(seed)
-    for k, a in enumerate(xs):
-        if np.ndim(a) < 1 or np.shape(a)[0] < 2:
-            raise ShapeError(f"gradcheck of {layer!r}: input {k} needs a batch of at least 2 "
-                             f"examples (batch axis first), got shape {np.shape(a)}")
-    if params is None:
-        in_shape = tuple(np.shape(a)[1:] for a in xs)
-        params = layer.init_params(in_shape if multi else in_shape[0], rng)
     names = [f"x[{k}]" for k in range(len(xs))] if multi else ["x"]
-    tensors = {n: _private_copy(a, dtype) for n, a in zip(names, xs)}
-    tensors.update({f"param {k}": _private_copy(v, dtype) for k, v in params.items()})
+    tensors = {n: _checked_array(subject, f"input {n}", a, dtype, batch=True) for n, a in zip(names, xs)}
+    shapes = tuple(t.shape[1:] for t in tensors.values())
+    in_shape = shapes if multi else shapes[0]
+    try:  # the layer's own words for inputs that do not fit it, before any forward
+        layer.output_shape(in_shape)
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, NnplugError) else f"output_shape raised {type(exc).__name__}: {exc}"
+        raise ShapeError(f"gradcheck of {subject}: inputs of shape {in_shape} (no batch axis): {detail}") from None
+    checked = _checked_params(subject, layer, params, in_shape, rng, dtype)
+    tensors.update({f"param {k}": v for k, v in checked.items()})
+    params = checked
 
     def split(ts: Mapping[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
         inputs = tuple(ts[n] for n in names)
@@ -267,10 +344,12 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
                    rtol: float | None = None, atol: float | None = None, max_entries: int = 200,
                    n_directions: int = 3, raise_on_failure: bool = True) -> GradcheckReport:
     """Check ``loss.backward`` (the gradient of the mean loss) against finite differences."""
-    if np.ndim(pred) < 1 or np.shape(pred)[0] < 2:
-        raise ShapeError(f"gradcheck of {loss!r}: needs a batch of at least 2 predictions, "
-                         f"got shape {np.shape(pred)}")
-    tensors = {"pred": _private_copy(pred, dtype)}
+    _check_options(repr(loss), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
+    tensors = {"pred": _checked_array(repr(loss), "pred", pred, dtype, batch=True)}
+    target_array = np.asarray(target) if not isinstance(target, np.ndarray) else target
+    if target_array.dtype.kind == "f" and not np.isfinite(target_array).all():
+        raise ShapeError(f"gradcheck of {loss!r}: target holds non-finite values; finite differences "
+                         "need finite values")
     _, cache = loss.forward(tensors["pred"], target)
     analytic = {"pred": loss.backward(cache)}
 
@@ -288,10 +367,12 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
                     rtol: float | None = None, atol: float | None = None, max_entries: int = 50,
                     n_directions: int = 3, raise_on_failure: bool = True) -> GradcheckReport:
     """Check a whole model's ``loss_and_grads`` (every parameter, and the input) end to end."""
+    _check_options(repr(model), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
     model = model.astype(dtype)
-    tensors = {"input": _private_copy(x, dtype)}
+    tensors = {"input": _checked_array(repr(model), "input", x, dtype, batch=True)}
     for node, ps in model.params.items():
-        tensors.update({f"{node}/{k}": _private_copy(v, dtype) for k, v in ps.items()})
+        tensors.update({f"{node}/{k}": _checked_array(repr(model), f"params[{node!r}][{k!r}]", v, dtype,
+                                                      batch=False) for k, v in ps.items()})
 
     def params_of(ts: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         return {node: {k: ts[f"{node}/{k}"] for k in ps} for node, ps in model.params.items()}

@@ -149,3 +149,54 @@ def test_model_check_covers_every_parameter_and_the_input():
 def test_float32_check_uses_looser_tolerances():
     report = nnplug.gradcheck(_layer(Dense), _data(), dtype="float32")
     assert report.ok and report.rtol > 1e-3
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("n_directions", 0), ("n_directions", -1), ("max_entries", 0), ("max_entries", -1),
+    ("eps", 0.0), ("eps", -1e-6), ("rtol", -1.0), ("atol", float("nan")), ("mode", "slow"),
+    ("dtype", "float16"), ("seed", -1), ("seed", 1.5), ("n_directions", True),
+])
+def test_options_that_would_check_nothing_or_not_what_was_asked_are_refused(option, value):
+    # a zero count used to return ok=True for a layer with a known bug, having checked nothing
+    with pytest.raises(nnplug.ConfigError, match=f"{option}: expected"):
+        nnplug.gradcheck(_layer(ScaledDense), _data(), **{"mode": "fast", option: value})
+
+
+def test_a_zero_tolerance_is_kept_not_replaced_by_the_default():
+    report = nnplug.gradcheck(_layer(Dense), _data(), rtol=0.0, atol=0.0, raise_on_failure=False)
+    assert (report.rtol, report.atol) == (0.0, 0.0)
+    assert "|analytic - numeric| <= 0 + 0 * |numeric|" in str(report)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((_data()[0],), r"inputs of shape \(\) \(no batch axis\)"),  # one example, no batch axis
+    ((_data(4, 5),), r"params\['w'\] has shape"),
+    ((np.array([["a", "b"], ["c", "d"]]),), "input x must hold real numbers"),
+    ((_data() + 1j,), "input x must hold real numbers"),
+    ((np.full((4, 3), np.nan),), "input x holds 12 non-finite value"),
+    ((_data(), {"w": np.zeros((3, 3))}), r"params missing \['b'\]"),
+    ((_data(), [np.zeros((3, 3))]), "params must be a dict of named arrays, got list"),
+    ((_data(), {"w": np.zeros((3, 2)), "b": np.zeros(3)}), r"params\['w'\] has shape \(3, 2\), expected \(3, 3\)"),
+])
+def test_inputs_and_params_that_do_not_fit_are_shape_errors_naming_them(args, message):
+    layer = _layer(Dense)
+    if message.startswith(r"params\['w'\] has shape") and len(args) == 1:  # x of 5 features, params for 3
+        args = (args[0], layer.init_params((3,), np.random.default_rng(0)))
+    with pytest.raises(nnplug.ShapeError, match=message):
+        nnplug.gradcheck(layer, *args)
+
+
+def test_a_multi_input_layer_given_one_array_is_told_it_takes_a_tuple():
+    add = nnplug.load_registry().get("add")()
+    with pytest.raises(nnplug.ShapeError, match="takes a tuple of 2 inputs, got ndarray of 4"):
+        nnplug.gradcheck(add, _data())
+    assert nnplug.gradcheck(add, (_data(), _data(seed=1))).ok
+
+
+def test_a_non_finite_target_and_a_model_batch_of_one_are_refused():
+    with pytest.raises(nnplug.ShapeError, match="target holds non-finite values"):
+        nnplug.gradcheck(MSE(), _data(), np.full((4, 3), np.nan))
+    model = nnplug.Model.from_config({"input": [3], "layers": [{"type": "dense", "units": 2}],
+                                      "loss": {"type": "softmax_cross_entropy"}, "dtype": "float64"})
+    with pytest.raises(nnplug.ShapeError, match="needs a batch of at least 2"):
+        nnplug.gradcheck(model, _data(1), np.array([1]))
