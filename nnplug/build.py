@@ -19,6 +19,7 @@ from nnplug.layer import Layer, Shape
 from nnplug.registry import Registry
 
 MAX_PARAMETERS = 200_000_000  # a budget checked before any weight is allocated
+MAX_ACTIVATION = 2**31  # values in one example's output of a node (8 GiB in float32)
 
 
 @dataclass
@@ -148,17 +149,21 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
                           shapes[node_spec.name], node_spec.where, plugin))
     return nodes
 
-def check_budget(nodes: list[Node]) -> None:
-    """Refuse a model whose parameters (counted from ``param_shapes``) exceed the budget.
+def check_budget(nodes: list[Node]) -> dict[str, dict[str, Shape] | None]:
+    """Refuse a model whose parameters (counted from ``param_shapes``) exceed the budget;
+    returns each node's declared parameter shapes (``None`` where the layer does not say).
 
     A layer that does not declare ``param_shapes`` counts as none here; its parameters are
     counted as ``init_params`` returns them (:func:`check_running_total`)."""
     total, largest, where, undeclared = 0, 0, "", 0
+    declared: dict[str, dict[str, Shape] | None] = {}
     for node in nodes:
         try:
             shapes = node.layer.param_shapes(node.layer_in_shape())
             # exact Python ints: int64 products wrap past 2**63 and would let a huge layer through
             count = sum(math.prod(int(d) for d in s) for s in shapes.values()) if shapes else 0
+            declared[node.name] = None if shapes is None else {
+                str(k): tuple(int(d) for d in s) for k, s in shapes.items()}
         except Exception as exc:
             raise PluginError(f"{node.located}: param_shapes raised {type(exc).__name__}: {exc}") from exc
         # A layer keeping the base init_params has no parameters: known without param_shapes.
@@ -174,6 +179,17 @@ def check_budget(nodes: list[Node]) -> None:
             f"{where}: the model would have {at_least}, more than the budget of "
             f"{MAX_PARAMETERS:,} ({largest:,} in this node); reduce filters or units"
         )
+    return declared
+
+
+def check_activations(nodes: list[Node]) -> None:
+    """Refuse a node whose output for one example passes :data:`MAX_ACTIVATION` values (a
+    padding of 10**6 builds outputs of terabytes with a handful of parameters)."""
+    for node in nodes:
+        per_example = math.prod(node.out_shape)
+        if per_example > MAX_ACTIVATION:
+            raise ShapeError(f"{node.where}: its output {node.out_shape} holds {per_example:,} values per "
+                             f"example, more than {MAX_ACTIVATION:,}; reduce its padding, size or filters")
 
 
 def check_running_total(node: Node, total: int) -> None:

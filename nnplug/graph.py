@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from nnplug.build import Node, build_nodes, check_budget, check_running_total, plugin_label
+from nnplug.build import Node, build_nodes, check_activations, check_budget, check_running_total, plugin_label
 from nnplug.config import INPUT_NAME, ModelSpec, parse_model
-from nnplug.errors import NnplugError, NumericalError, PluginError, ShapeError
+from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError
 from nnplug.layer import Loss, Shape
 from nnplug.registry import Registry, load_registry
 
@@ -62,7 +62,8 @@ class Model:
             self.loss.check_pred_shape(pred_shape)
         except ShapeError as exc:
             raise ShapeError(f"{loss_spec.where}: {exc} (input from node {self.loss_input!r})") from None
-        check_budget(self.nodes)
+        self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
+        check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
 
     # -- construction --------------------------------------------------------------------
@@ -128,7 +129,10 @@ class Model:
         raise KeyError(f"no node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
 
     def _cast_input(self, x: Any) -> np.ndarray:
-        array = np.asarray(x)
+        try:
+            array = np.asarray(x)
+        except ValueError as exc:  # ragged nested lists
+            raise ShapeError(f"model input: not an array ({exc})") from None
         if array.dtype.kind not in "fiub":
             raise ShapeError(f"model input: expected a numeric array, got dtype {array.dtype}")
         if array.shape[1:] != self.input_shape or array.ndim != len(self.input_shape) + 1:
@@ -136,7 +140,38 @@ class Model:
                 f"model input: expected shape (N, {', '.join(map(str, self.input_shape))}), "
                 f"got {array.shape}"
             )
+        if array.shape[0] == 0:
+            raise ShapeError(f"model input: the batch is empty (shape {array.shape})")
         return array.astype(self.dtype, copy=False)
+
+    def _run_params(self, params: Params | None) -> Params:
+        """``params`` (default ``self.params``) checked against what the layers declare: the
+        names and shapes of every node's parameters, real numbers, cast to the model's dtype
+        where they are another float type (as inputs are). A shape a layer would broadcast
+        silently, or a name it would miss, is named here rather than blamed on the plugin."""
+        params = self.params if params is None else params
+        if not isinstance(params, Mapping):
+            raise ShapeError(f"params: expected {{node: {{name: array}}}}, got {type(params).__name__}")
+        cast: Params | None = None
+        for node in self.nodes:
+            own = params.get(node.name, {})
+            if not isinstance(own, Mapping):
+                raise ShapeError(f"params[{node.name!r}]: expected {{name: array}}, got {type(own).__name__}")
+            expected = self._declared.get(node.name)
+            if expected is not None and own.keys() != expected.keys():
+                raise ShapeError(f"params[{node.name!r}] ({node.type}): holds {sorted(own)}, "
+                                 f"expected {sorted(expected)}")
+            for name, a in own.items():
+                if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+                    got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+                    raise ShapeError(f"params[{node.name!r}][{name!r}]: expected an array of real numbers, got {got}")
+                if expected is not None and a.shape != expected[name]:
+                    raise ShapeError(f"params[{node.name!r}][{name!r}] ({node.type}): shape {a.shape}, "
+                                     f"expected {expected[name]}")
+                if a.dtype != self.dtype:
+                    cast = cast if cast is not None else {n: dict(p) for n, p in params.items()}
+                    cast[node.name][name] = a.astype(self.dtype)
+        return params if cast is None else cast
 
     def _call_forward(self, node: Node, params: Params, values: Mapping[str, Any],
                       training: bool, batch: int) -> tuple[np.ndarray, Any]:
@@ -154,7 +189,7 @@ class Model:
 
     def forward(self, x: Any, params: Params | None = None) -> np.ndarray:
         """Inference: the output of the loss's input node (no caches kept)."""
-        params = self.params if params is None else params
+        params = self._run_params(params)
         x = self._cast_input(x)
         values: dict[str, Any] = {INPUT_NAME: x}
         remaining = self._consumer_counts()
@@ -188,7 +223,7 @@ class Model:
 
     def _loss_and_grads(self, x: Any, target: Any, params: Params | None, *, input_grad: bool
                         ) -> tuple[float, Params, np.ndarray]:
-        params = self.params if params is None else params
+        params = self._run_params(params)
         x = self._cast_input(x)
         values: dict[str, Any] = {INPUT_NAME: x}
         caches: dict[str, Any] = {}
@@ -197,7 +232,7 @@ class Model:
         pred = values[self.loss_input]
         loss, loss_cache = self._loss_forward(pred, target)
         if not np.isfinite(loss):
-            raise NumericalError(self._first_non_finite(values, f"the loss is {loss}"))
+            raise NumericalError(self._first_non_finite(values, target, f"the loss is {loss}"))
         del values
         dpred = self._loss_backward(loss_cache, pred)
         grads_out: dict[str, np.ndarray] = {self.loss_input: dpred}
@@ -284,20 +319,30 @@ class Model:
         if g.dtype != self.dtype:
             raise PluginError(f"{node.describe()}: {method} returned {what} as {g.dtype} in a {self.dtype} model")
 
-    def _first_non_finite(self, values: Mapping[str, Any], what: str) -> str:
+    def _first_non_finite(self, values: Mapping[str, Any], target: Any, what: str) -> str:
+        """Where a non-finite loss came from: the input, the target, a node, or the loss."""
+        if not np.isfinite(values[INPUT_NAME]).all():
+            return f"{what}: the model input holds NaN or infinite values"
+        target_array = np.asarray(target)
+        if target_array.dtype.kind == "f" and not np.isfinite(target_array).all():
+            return f"{what}: the target holds NaN or infinite values"
         for node in self.nodes:
             value = values.get(node.name)
             if isinstance(value, np.ndarray) and not np.isfinite(value).all():
                 return f"{what}: the first non-finite output is at {node.describe()}"
-        if not np.isfinite(values[INPUT_NAME]).all():
-            return f"{what}: the model input holds NaN or infinite values"
         return f"{what}: every node's output is finite, so the loss ({self.loss.type_name()}) overflowed"
 
     # -- inspection ----------------------------------------------------------------------
 
     def astype(self, dtype: str | np.dtype) -> Model:
         """A copy of this model (same graph, same weights cast) in another dtype."""
-        spec = ModelSpec(**{**self.spec.__dict__, "dtype": np.dtype(dtype).name})
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = repr(dtype)
+        if name not in ("float32", "float64"):  # an int model would truncate its weights to zeros
+            raise ConfigError(f"astype: a model is float32 or float64, got {name}")
+        spec = ModelSpec(**{**self.spec.__dict__, "dtype": name})
         other = Model(spec, self.registry, init=False)
         other.params = {n: {k: v.astype(other.dtype) for k, v in p.items()} for n, p in self.params.items()}
         return other

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from nnplug import hookspecs
-from nnplug.errors import PluginError
+from nnplug.errors import ConfigError, PluginError
 from nnplug.layer import Layer, LayerConfig, Loss, type_name_of
 
 DISABLE_AUTOLOAD_ENV = "NNPLUG_DISABLE_PLUGIN_AUTOLOAD"
@@ -73,9 +73,9 @@ class Registry:
 
     def __init__(
         self,
-        plugins: Sequence[Any] = (),
+        plugins: Sequence[Any] | None = (),
         *,
-        blocked: Iterable[str] = (),
+        blocked: Iterable[str] | None = (),
         autoload: bool | None = None,
     ) -> None:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -85,6 +85,11 @@ class Registry:
         self._owner: dict[str, PluginInfo] = {}
         self._claims: dict[str, list[tuple[PluginInfo, LayerClass]]] = {}
         self._conflicts: dict[str, str] = {}
+        plugins, blocked = _sequence("plugins", plugins), _sequence("blocked", blocked)
+        if not all(isinstance(name, str) for name in blocked):
+            raise ConfigError(f"blocked: expected plugin names, got {list(blocked)!r}")
+        if any(p is None for p in plugins):
+            raise ConfigError(f"plugins: None is not a plugin, got {list(plugins)!r}")
         blocked_names = {name.lower() for name in blocked}
         if autoload is None:
             autoload = not autoload_disabled()
@@ -246,6 +251,16 @@ class Registry:
         return message
 
 
+def _sequence(option: str, value: Any) -> tuple[Any, ...]:
+    """A list of plugins or names; one bare name would otherwise be read letter by letter."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{option}: expected a list, got {type(value).__name__} {value!r}"
+                          f"{f'; write [{value!r}]' if isinstance(value, str) else ''}")
+    return tuple(value)
+
+
 def contract_problem(cls: Any) -> str | None:
     """Why ``cls`` cannot be registered, or ``None`` when it keeps the layer contract."""
     if not isinstance(cls, type):
@@ -278,6 +293,6 @@ def _info_for(ep: metadata.EntryPoint) -> PluginInfo:
     )
 
 
-def load_registry(plugins: Sequence[Any] = (), blocked: Iterable[str] = ()) -> Registry:
+def load_registry(plugins: Sequence[Any] | None = (), blocked: Iterable[str] | None = ()) -> Registry:
     """The installed plugins (all of them unless autoload is disabled), plus ``plugins``."""
     return Registry(plugins, blocked=blocked)

@@ -212,6 +212,73 @@ def test_non_finite_loss_names_the_first_node_that_went_non_finite():
         model.loss_and_grads(np.ones((2, 4)), np.array([0, 1]))
 
 
+@pytest.mark.parametrize(("x", "target", "message"), [
+    (np.full((2, 4), np.nan), np.array([0, 1]), "the model input holds NaN or infinite values"),
+])
+def test_a_non_finite_input_is_named_before_any_node(x, target, message):
+    with pytest.raises(nnplug.NumericalError, match=message):
+        nnplug.Model.from_config(mlp()).loss_and_grads(x, target)
+
+
+def test_a_non_finite_target_is_named_not_blamed_on_the_loss():
+    model = nnplug.Model.from_config({**mlp(), "loss": {"type": "mse"}})
+    with pytest.raises(nnplug.NumericalError, match="the target holds NaN or infinite values"):
+        model.loss_and_grads(np.ones((2, 4)), np.full((2, 3), np.nan))
+
+
+def _with(params, node, name, value):
+    return {n: {**p, **({name: value} if n == node else {})} for n, p in params.items()}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p: _with(p, "out", "b", np.zeros(1)), r"params\['out'\]\['b'\] \(dense\): shape \(1,\), expected \(3,\)"),
+    (lambda p: {**p, "out": {"w": p["out"]["w"]}}, r"params\['out'\] \(dense\): holds \['w'\], expected \['b', 'w'\]"),
+    (lambda p: _with(p, "hidden", "w", p["hidden"]["w"] + 0j), "expected an array of real numbers, got complex"),
+    (lambda p: _with(p, "hidden", "w", p["hidden"]["w"].tolist()), "expected an array of real numbers, got list"),
+    (lambda p: [p], r"params: expected \{node: \{name: array\}\}, got list"),
+])
+def test_params_that_do_not_fit_the_model_are_named_not_blamed_on_the_plugin(change, message):
+    # b of shape (1,) used to broadcast silently in forward, then fail in backward as the plugin's fault
+    model = nnplug.Model.from_config(mlp())
+    bad = change(model.params)
+    with pytest.raises(nnplug.ShapeError, match=message):
+        model.forward(np.ones((2, 4)), bad)
+    with pytest.raises(nnplug.ShapeError, match=message):
+        model.loss_and_grads(np.ones((2, 4)), np.array([0, 1]), bad)
+
+
+def test_params_of_another_float_dtype_are_cast_like_inputs():
+    single = nnplug.Model.from_config({**mlp(), "dtype": "float32"})
+    doubled = {n: {k: v.astype(np.float64) for k, v in p.items()} for n, p in single.params.items()}
+    y = single.forward(np.ones((2, 4)), doubled)
+    assert y.dtype == np.float32 and np.array_equal(y, single.forward(np.ones((2, 4))))
+
+
+@pytest.mark.parametrize(("x", "message"), [
+    (np.zeros((0, 4)), r"the batch is empty \(shape \(0, 4\)\)"),
+    ([[1, 2, 3, 4], [1, 2]], "model input: not an array"),
+])
+def test_an_empty_batch_or_a_ragged_list_is_a_shape_error(x, message):
+    with pytest.raises(nnplug.ShapeError, match=message):
+        nnplug.Model.from_config(mlp()).forward(x)
+
+
+@pytest.mark.parametrize("dtype", [int, "float16", "complex128", "bogus"])
+def test_astype_keeps_a_model_float32_or_float64(dtype):
+    # astype(int) used to truncate every weight to 0 and return zeros
+    with pytest.raises(nnplug.ConfigError, match="a model is float32 or float64"):
+        nnplug.Model.from_config(mlp()).astype(dtype)
+
+
+def test_an_output_too_large_for_any_machine_is_refused_at_build():
+    config = {"input": [1, 4, 4], "layers": [{"type": "conv2d", "filters": 1, "kernel_size": 2,
+                                              "padding": 10**6}, {"type": "global_avgpool"},
+                         {"type": "dense", "units": 2}],
+              "loss": {"type": "softmax_cross_entropy"}}
+    with pytest.raises(nnplug.ShapeError, match=r"layers\[0\] 'conv2d_0' \(conv2d\): its output .* values per example"):
+        nnplug.Model.from_config(config)
+
+
 def test_parameter_budget_is_checked_before_allocation():
     config = mlp()
     config["layers"][0]["units"] = 10**9

@@ -246,3 +246,20 @@ def test_plugin_load_order_does_not_change_the_outcome(site):
     for _ in itertools.repeat(None, 2):  # loading twice in one process is stable too
         registry = nnplug.Registry()
         assert all(name in registry for name in names)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"plugins": "nnplug_layers"}, r"plugins: expected a list, got str 'nnplug_layers'; write \['nnplug_layers'\]"),
+    ({"blocked": "nnplug_layers"}, "blocked: expected a list, got str"),
+    ({"plugins": [None]}, "plugins: None is not a plugin"),
+    ({"blocked": [3]}, "blocked: expected plugin names"),
+])
+def test_a_bare_name_or_none_where_a_list_belongs_is_a_config_error(kwargs, message):
+    # a bare string used to be read letter by letter: plugins 'n', 'n', 'p', ... all failed
+    with pytest.raises(nnplug.ConfigError, match=message):
+        nnplug.Registry(**kwargs, autoload=False)
+
+
+def test_none_for_plugins_or_blocked_means_none():
+    registry = nnplug.Registry(None, blocked=None)
+    assert "dense" in registry
