@@ -27,7 +27,7 @@ from nnplug._contract import (
     resolve,
 )
 from nnplug._strategies import Case, draw_values
-from nnplug.errors import PluginError
+from nnplug.errors import PluginError, ShapeError
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
 from nnplug.layer import Layer, Loss
 from nnplug.registry import Registry
@@ -171,7 +171,12 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
         ctx.fail("case shapes", f"{name} takes {cls.n_inputs} input(s), the case gives {len(case.in_shapes)}")
     multi = cls.n_inputs > 1
     in_shape = case.in_shapes if multi else case.in_shapes[0]
-    out_shape = _call(ctx, "output_shape", layer.output_shape, in_shape)
+    try:
+        out_shape = layer.output_shape(in_shape)
+    except ShapeError as exc:  # the layer refusing shapes is its contract; the case is at fault
+        ctx.fail("case shapes", f"{name} refuses the case's input shapes {in_shape}: {exc}")
+    except Exception as exc:
+        ctx.fail("output_shape", f"output_shape raised {type(exc).__name__}: {exc}")
     if not (isinstance(out_shape, tuple) and all(isinstance(d, int) and d >= 0 for d in out_shape)):
         ctx.fail("output_shape", f"output_shape returned {out_shape!r}, expected a tuple of ints")
     declared = _call(ctx, "param_shapes", layer.param_shapes, in_shape)

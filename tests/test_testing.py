@@ -308,3 +308,8 @@ def test_state_kept_by_output_shape_or_init_params_is_caught():
     with pytest.raises(ConformanceError, match="layer state broken") as info:
         check_layer(broken("Remembers", output_shape=remembers), CASE)
     assert "in_shape" in str(info.value)
+
+
+def test_a_case_whose_shapes_the_layer_refuses_blames_the_case_not_output_shape():
+    with pytest.raises(ConformanceError, match=r"case shapes broken: dense refuses the case's input shapes \(3, 4\)"):
+        check_layer("dense", Case({"units": 2}, ((3, 4),)), registry=REGISTRY)
