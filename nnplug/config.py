@@ -133,7 +133,7 @@ def parse_model(
     if "input" not in data:
         problems.add((), "input: missing (the shape of one example, e.g. [1, 8, 8])")
     dtype = data.get("dtype", "float32")
-    if dtype not in ("float32", "float64"):
+    if not isinstance(dtype, str) or dtype not in ("float32", "float64"):
         problems.add(("dtype",), f"dtype: expected 'float32' or 'float64', got {dtype!r}")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:

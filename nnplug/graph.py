@@ -8,6 +8,7 @@ dtype) so a misbehaving plugin is named at the node where it went wrong.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,15 @@ def _pair(node: Node, method: str, result: Any, expected: str) -> tuple[Any, Any
     return result[0], result[1]
 
 
+def _registry_or_default(registry: Any) -> Registry:
+    if registry is None:
+        return load_registry()
+    if not isinstance(registry, Registry):
+        raise ConfigError(f"registry: expected an nnplug.Registry (nnplug.load_registry(...)), "
+                          f"got {type(registry).__name__} {registry!r}")
+    return registry
+
+
 class Model:
     """A built, runnable model graph.
 
@@ -71,7 +81,7 @@ class Model:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | ModelSpec, registry: Registry | None = None) -> Model:
         """Build from a model description given as a mapping (or an already parsed spec)."""
-        registry = registry or load_registry()
+        registry = _registry_or_default(registry)
         spec = config if isinstance(config, ModelSpec) else parse_model(config, registry)
         return cls(spec, registry)
 
@@ -80,7 +90,9 @@ class Model:
         """Build from a YAML, JSON or TOML model file."""
         from nnplug.modelfile import build_model
 
-        return build_model(path, registry or load_registry())
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"from_file: expected a path to a model file, got {type(path).__name__} {path!r}")
+        return build_model(path, _registry_or_default(registry))
 
     def init_params(self, seed: int) -> Params:
         """Fresh parameters for every node, each drawn from a generator derived from ``seed``

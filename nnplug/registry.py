@@ -212,7 +212,7 @@ class Registry:
         return [n for n, c in self._types.items() if issubclass(c, Loss)]
 
     def __contains__(self, type_name: object) -> bool:
-        return type_name in self._types
+        return isinstance(type_name, str) and type_name in self._types
 
     def plugin_of(self, type_name: str) -> PluginInfo:
         """The plugin that registered ``type_name``."""
@@ -226,6 +226,8 @@ class Registry:
             PluginError: naming the failed plugin that claimed it, or listing the available
                 types and the nearest match.
         """
+        if not isinstance(type_name, str):
+            raise PluginError(f"a type name is a string, got {type(type_name).__name__} {type_name!r}")
         if type_name in self._types:
             return self._types[type_name]
         raise PluginError(self.unknown_type_message(type_name))

@@ -378,3 +378,16 @@ def test_topological_order_is_each_level_in_file_order(data: st.DataObject) -> N
         nodes.append(types.SimpleNamespace(name=f"n{k}", inputs=tuple(inputs)))
     order = [node.name for node in topological_order(types.SimpleNamespace(nodes=nodes))]
     assert order == _levels_in_file_order(nodes)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: nnplug.Model.from_config(mlp(), "nnplug_layers"), "registry: expected an nnplug.Registry"),
+    (lambda: nnplug.Model.from_file(None), "from_file: expected a path to a model file, got NoneType"),
+    (lambda: nnplug.Model.from_config({**mlp(), "dtype": np.array(["float32", "float64"])}),
+     "dtype: expected 'float32' or 'float64'"),
+    (lambda: nnplug.load_registry().get(["dense"]), r"a type name is a string, got list \['dense'\]"),
+])
+def test_wrong_kinds_of_arguments_are_named_not_raw_type_errors(call, message):
+    with pytest.raises(nnplug.NnplugError, match=message):
+        call()
+    assert [] not in nnplug.load_registry()  # membership of a non-name is just False
