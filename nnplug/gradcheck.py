@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nnplug.arrays import real_array
 from nnplug.errors import ConfigError, GradientCheckError, NnplugError, ShapeError
 from nnplug.layer import Layer, Loss
 
@@ -241,12 +242,7 @@ def _checked_array(subject: str, name: str, a: Any, dtype: str, *, batch: bool) 
     """A private ``dtype`` copy of input ``a``: real numbers, finite (finite differences of NaN
     are NaN), and with ``batch`` a batch axis of at least 2 examples (a bug coupling the
     examples would not show with one)."""
-    try:
-        array = np.asarray(a)
-    except ValueError as exc:  # ragged nested lists
-        raise ShapeError(f"gradcheck of {subject}: {name} is not an array ({exc})") from None
-    if array.dtype.kind not in "fiub":
-        raise ShapeError(f"gradcheck of {subject}: {name} must hold real numbers, got dtype {array.dtype}")
+    array = real_array(a, f"gradcheck of {subject}: {name}")
     if batch and (array.ndim < 1 or array.shape[0] < 2):
         raise ShapeError(f"gradcheck of {subject}: {name} needs a batch of at least 2 examples "
                          f"(batch axis first), got shape {array.shape}")

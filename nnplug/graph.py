@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nnplug.arrays import real_array
 from nnplug.build import Node, build_nodes, check_activations, check_budget, check_running_total, plugin_label
 from nnplug.config import INPUT_NAME, ModelSpec, parse_model
 from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError
@@ -141,12 +142,7 @@ class Model:
         raise KeyError(f"no node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
 
     def _cast_input(self, x: Any) -> np.ndarray:
-        try:
-            array = np.asarray(x)
-        except ValueError as exc:  # ragged nested lists
-            raise ShapeError(f"model input: not an array ({exc})") from None
-        if array.dtype.kind not in "fiub":
-            raise ShapeError(f"model input: expected a numeric array, got dtype {array.dtype}")
+        array = real_array(x, "model input")
         if array.shape[1:] != self.input_shape or array.ndim != len(self.input_shape) + 1:
             raise ShapeError(
                 f"model input: expected shape (N, {', '.join(map(str, self.input_shape))}), "

@@ -171,8 +171,8 @@ def test_a_zero_tolerance_is_kept_not_replaced_by_the_default():
 @pytest.mark.parametrize(("args", "message"), [
     ((_data()[0],), r"inputs of shape \(\) \(no batch axis\)"),  # one example, no batch axis
     ((_data(4, 5),), r"params\['w'\] has shape"),
-    ((np.array([["a", "b"], ["c", "d"]]),), "input x must hold real numbers"),
-    ((_data() + 1j,), "input x must hold real numbers"),
+    ((np.array([["a", "b"], ["c", "d"]]),), "input x: expected real numbers, got dtype"),
+    ((_data() + 1j,), "input x: expected real numbers, got dtype"),
     ((np.full((4, 3), np.nan),), "input x holds 12 non-finite value"),
     ((_data(), {"w": np.zeros((3, 3))}), r"params missing \['b'\]"),
     ((_data(), [np.zeros((3, 3))]), "params must be a dict of named arrays, got list"),
