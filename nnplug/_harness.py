@@ -27,7 +27,7 @@ from nnplug._contract import (
     resolve,
 )
 from nnplug._strategies import Case, draw_values
-from nnplug.errors import PluginError, ShapeError
+from nnplug.errors import ConfigError, PluginError, ShapeError
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
 from nnplug.layer import Layer, Loss
 from nnplug.registry import Registry
@@ -138,6 +138,10 @@ def _gradient(ctx: _Context, run: Any, redraw: Any) -> tuple[GradcheckReport, in
 def _begin(cls_or_type: Any, case: Case, seed: int, registry: Registry | None,
            kind: type) -> tuple[_Context, np.random.Generator, Any]:
     """Resolve the class, refuse the wrong kind, draw the batch size and build the object."""
+    if registry is not None and not isinstance(registry, Registry):
+        raise ConfigError(f"registry: expected an nnplug.Registry, got {type(registry).__name__} {registry!r}")
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+        raise ConfigError(f"seed: expected a non-negative int, got {seed!r}")
     name, cls = resolve(cls_or_type, registry)
     if not issubclass(cls, kind):
         other = "check_loss" if kind is Layer else "check_layer"

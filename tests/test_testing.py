@@ -313,3 +313,15 @@ def test_state_kept_by_output_shape_or_init_params_is_caught():
 def test_a_case_whose_shapes_the_layer_refuses_blames_the_case_not_output_shape():
     with pytest.raises(ConformanceError, match=r"case shapes broken: dense refuses the case's input shapes \(3, 4\)"):
         check_layer("dense", Case({"units": 2}, ((3, 4),)), registry=REGISTRY)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"registry": "x"}, "registry: expected an nnplug.Registry, got str"),
+    ({"seed": -1}, "seed: expected a non-negative int, got -1"),
+    ({"seed": 1.5}, "seed: expected a non-negative int, got 1.5"),
+    ({"dtype": "float16"}, "dtype: expected"),
+    ({"mode": "slow"}, "mode: expected 'full' or 'fast'"),
+])
+def test_bad_arguments_to_check_layer_are_config_errors(kwargs, message):
+    with pytest.raises(nnplug.ConfigError, match=message):
+        check_layer("dense", Case({"units": 2}, ((3,),)), **kwargs)
