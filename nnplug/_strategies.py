@@ -8,6 +8,7 @@ how values are drawn so that they stay off the layer's kinks.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,15 @@ class Case:
             )
         # Normalise lists (and numpy ints) so that repr and equality are the plain tuple forms.
         object.__setattr__(self, "in_shapes", tuple(tuple(int(d) for d in s) for s in self.in_shapes))
+        largest = max(math.prod(s) for s in self.in_shapes)
+        if largest > MAX_CASE_VALUES:  # (10**6, 10**6) would ask for terabytes once a batch is drawn
+            raise ConfigError(f"Case.in_shapes: {largest:,} values per example is more than a "
+                              f"finite-difference check takes ({MAX_CASE_VALUES:,}); got {self.in_shapes!r}")
+
+
+#: Values of one input of one example a Case may ask for: a check draws a batch of 2-3 and
+#: evaluates the layer a few hundred times.
+MAX_CASE_VALUES = 1 << 22
 
 
 # -- strategies ------------------------------------------------------------------------------

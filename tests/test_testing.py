@@ -325,3 +325,8 @@ def test_a_case_whose_shapes_the_layer_refuses_blames_the_case_not_output_shape(
 def test_bad_arguments_to_check_layer_are_config_errors(kwargs, message):
     with pytest.raises(nnplug.ConfigError, match=message):
         check_layer("dense", Case({"units": 2}, ((3,),)), **kwargs)
+
+
+def test_a_case_asking_for_terabytes_is_refused_before_any_array():
+    with pytest.raises(nnplug.ConfigError, match="values per example is more than a finite-difference check takes"):
+        Case({}, ((10**6, 10**6),))
