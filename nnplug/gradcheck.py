@@ -22,17 +22,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nnplug.arrays import real_array
-from nnplug.errors import ConfigError, GradientCheckError, NnplugError, ShapeError
+from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params
+from nnplug.errors import GradientCheckError, NnplugError, ShapeError
 from nnplug.layer import Layer, Loss
 
 Mode = Literal["full", "fast"]
 
-#: (step h, rtol, atol) for the dtype the check runs in.
-TOLERANCES: dict[str, tuple[float, float, float]] = {
-    "float64": (1e-6, 1e-5, 1e-6),
-    "float32": (1e-2, 2e-2, 2e-3),
-}
 KINK_RATIO = 1e-2  # one-sided slopes differing by more than this (relative) mark a kink
 
 
@@ -209,75 +204,6 @@ def _run(subject: str, f: Callable[[dict[str, np.ndarray]], float], tensors: dic
     return report
 
 
-def _check_options(subject: str, mode: Any, dtype: Any, seed: Any, eps: Any, rtol: Any, atol: Any,
-                   max_entries: Any, n_directions: Any) -> None:
-    """Refuse options that would check nothing, or not what was asked (a zero ``max_entries``
-    or ``n_directions`` would pass any gradient)."""
-    def bad(option: str, expected: str, got: Any) -> ConfigError:
-        return ConfigError(f"gradcheck of {subject}: {option}: expected {expected}, got {got!r}")
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    def is_real(v: Any) -> bool:
-        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
-
-    if mode not in ("full", "fast"):
-        raise bad("mode", "'full' or 'fast'", mode)
-    if dtype not in TOLERANCES:
-        raise bad("dtype", " or ".join(map(repr, TOLERANCES)), dtype)
-    if seed is not None and not (is_int(seed) and seed >= 0):
-        raise bad("seed", "None or a non-negative int", seed)
-    if eps is not None and not (is_real(eps) and eps > 0):
-        raise bad("eps", "a positive step", eps)
-    for option, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (is_real(value) and value >= 0):
-            raise bad(option, "a tolerance >= 0", value)
-    for option, value in (("max_entries", max_entries), ("n_directions", n_directions)):
-        if not (is_int(value) and value >= 1):
-            raise bad(option, "an int >= 1 (0 would check nothing)", value)
-
-
-def _checked_array(subject: str, name: str, a: Any, dtype: str, *, batch: bool) -> np.ndarray:
-    """A private ``dtype`` copy of input ``a``: real numbers, finite (finite differences of NaN
-    are NaN), and with ``batch`` a batch axis of at least 2 examples (a bug coupling the
-    examples would not show with one)."""
-    array = real_array(a, f"gradcheck of {subject}: {name}")
-    if batch and (array.ndim < 1 or array.shape[0] < 2):
-        raise ShapeError(f"gradcheck of {subject}: {name} needs a batch of at least 2 examples "
-                         f"(batch axis first), got shape {array.shape}")
-    copy = np.array(array, dtype=dtype, copy=True)
-    if not np.isfinite(copy).all():
-        raise ShapeError(f"gradcheck of {subject}: {name} holds {int(np.size(copy) - np.isfinite(copy).sum())} "
-                         "non-finite value(s); finite differences need finite values")
-    return copy
-
-
-def _checked_params(subject: str, layer: Layer, params: Any, in_shape: Any, rng: np.random.Generator,
-                    dtype: str) -> dict[str, np.ndarray]:
-    """``params`` (or fresh ``init_params``) as private copies, with exactly the names and
-    shapes the layer declares for ``in_shape``."""
-    expected = layer.param_shapes(in_shape)
-    if params is None:
-        params = layer.init_params(in_shape, rng)
-    elif not isinstance(params, Mapping):
-        raise ShapeError(f"gradcheck of {subject}: params must be a dict of named arrays, "
-                         f"got {type(params).__name__}")
-    if expected is None:  # undeclared: the names and shapes init_params draws
-        expected = {k: np.shape(v) for k, v in layer.init_params(in_shape, np.random.default_rng(0)).items()}
-    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
-    if missing or extra:
-        raise ShapeError(f"gradcheck of {subject}: params missing {missing or 'none'}, unexpected "
-                         f"{extra or 'none'}; the layer takes {sorted(expected)}")
-    out = {}
-    for k, v in params.items():
-        out[k] = _checked_array(subject, f"params[{k!r}]", v, dtype, batch=False)
-        if out[k].shape != tuple(expected[k]):
-            raise ShapeError(f"gradcheck of {subject}: params[{k!r}] has shape {out[k].shape}, "
-                             f"expected {tuple(expected[k])} for inputs of shape {in_shape}")
-    return out
-
-
 def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = None, *,
                     mode: Mode = "full", dtype: str = "float64", seed: int | None = 0,
                     eps: float | None = None, rtol: float | None = None, atol: float | None = None,
@@ -289,7 +215,7 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     ``params`` defaults to ``layer.init_params`` drawn from ``seed``.
     """
     subject = repr(layer)
-    _check_options(subject, mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
+    check_options(subject, mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
     multi = layer.n_inputs > 1
     if multi and not (isinstance(x, (tuple, list, np.ndarray)) and len(x) == layer.n_inputs):
         got = f"{type(x).__name__} of {len(x)}" if isinstance(x, (tuple, list, np.ndarray)) else type(x).__name__
@@ -297,7 +223,7 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     xs = tuple(x) if multi else (x,)
     rng = np.random.default_rng(seed)
     names = [f"x[{k}]" for k in range(len(xs))] if multi else ["x"]
-    tensors = {n: _checked_array(subject, f"input {n}", a, dtype, batch=True) for n, a in zip(names, xs)}
+    tensors = {n: checked_array(subject, f"input {n}", a, dtype, batch=True) for n, a in zip(names, xs)}
     shapes = tuple(t.shape[1:] for t in tensors.values())
     in_shape = shapes if multi else shapes[0]
     try:  # the layer's own words for inputs that do not fit it, before any forward
@@ -305,7 +231,7 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     except Exception as exc:
         detail = str(exc) if isinstance(exc, NnplugError) else f"output_shape raised {type(exc).__name__}: {exc}"
         raise ShapeError(f"gradcheck of {subject}: inputs of shape {in_shape} (no batch axis): {detail}") from None
-    checked = _checked_params(subject, layer, params, in_shape, rng, dtype)
+    checked = checked_params(subject, layer, params, in_shape, rng, dtype)
     tensors.update({f"param {k}": v for k, v in checked.items()})
     params = checked
 
@@ -340,8 +266,8 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
                    rtol: float | None = None, atol: float | None = None, max_entries: int = 200,
                    n_directions: int = 3, raise_on_failure: bool = True) -> GradcheckReport:
     """Check ``loss.backward`` (the gradient of the mean loss) against finite differences."""
-    _check_options(repr(loss), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
-    tensors = {"pred": _checked_array(repr(loss), "pred", pred, dtype, batch=True)}
+    check_options(repr(loss), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
+    tensors = {"pred": checked_array(repr(loss), "pred", pred, dtype, batch=True)}
     target_array = np.asarray(target) if not isinstance(target, np.ndarray) else target
     if target_array.dtype.kind == "f" and not np.isfinite(target_array).all():
         raise ShapeError(f"gradcheck of {loss!r}: target holds non-finite values; finite differences "
@@ -363,11 +289,11 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
                     rtol: float | None = None, atol: float | None = None, max_entries: int = 50,
                     n_directions: int = 3, raise_on_failure: bool = True) -> GradcheckReport:
     """Check a whole model's ``loss_and_grads`` (every parameter, and the input) end to end."""
-    _check_options(repr(model), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
+    check_options(repr(model), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
     model = model.astype(dtype)
-    tensors = {"input": _checked_array(repr(model), "input", x, dtype, batch=True)}
+    tensors = {"input": checked_array(repr(model), "input", x, dtype, batch=True)}
     for node, ps in model.params.items():
-        tensors.update({f"{node}/{k}": _checked_array(repr(model), f"params[{node!r}][{k!r}]", v, dtype,
+        tensors.update({f"{node}/{k}": checked_array(repr(model), f"params[{node!r}][{k!r}]", v, dtype,
                                                       batch=False) for k, v in ps.items()})
 
     def params_of(ts: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
