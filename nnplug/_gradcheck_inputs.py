@@ -65,7 +65,7 @@ def checked_array(subject: str, name: str, a: Any, dtype: str, *, batch: bool) -
 
 
 def checked_params(subject: str, layer: Layer, params: Any, in_shape: Any, rng: np.random.Generator,
-                    dtype: str) -> dict[str, np.ndarray]:
+                   dtype: str) -> dict[str, np.ndarray]:
     """``params`` (or fresh ``init_params``) as private copies, with exactly the names and
     shapes the layer declares for ``in_shape``."""
     expected = layer.param_shapes(in_shape)
