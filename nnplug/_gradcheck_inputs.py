@@ -20,6 +20,11 @@ TOLERANCES: dict[str, tuple[float, float, float]] = {
 }
 
 
+def is_seed(value: Any) -> bool:
+    """A seed numpy takes: a non-negative int (not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 0)
+
+
 def check_options(subject: str, mode: Any, dtype: Any, seed: Any, eps: Any, rtol: Any, atol: Any,
                   max_entries: Any, n_directions: Any) -> None:
     """Refuse options that would check nothing, or not what was asked (a zero ``max_entries``
@@ -37,7 +42,7 @@ def check_options(subject: str, mode: Any, dtype: Any, seed: Any, eps: Any, rtol
         raise bad("mode", "'full' or 'fast'", mode)
     if dtype not in TOLERANCES:
         raise bad("dtype", " or ".join(map(repr, TOLERANCES)), dtype)
-    if seed is not None and not (is_int(seed) and seed >= 0):
+    if seed is not None and not is_seed(seed):
         raise bad("seed", "None or a non-negative int", seed)
     if eps is not None and not (is_real(eps) and eps > 0):
         raise bad("eps", "a positive step", eps)
@@ -71,11 +76,14 @@ def checked_params(subject: str, layer: Layer, params: Any, in_shape: Any, rng: 
     expected = layer.param_shapes(in_shape)
     if params is None:
         params = layer.init_params(in_shape, rng)
+        drawn = params
     elif not isinstance(params, Mapping):
         raise ShapeError(f"gradcheck of {subject}: params must be a dict of named arrays, "
                          f"got {type(params).__name__}")
+    elif expected is None:
+        drawn = layer.init_params(in_shape, np.random.default_rng(0))
     if expected is None:  # undeclared: the names and shapes init_params draws
-        expected = {k: np.shape(v) for k, v in layer.init_params(in_shape, np.random.default_rng(0)).items()}
+        expected = {k: np.shape(v) for k, v in drawn.items()}
     missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
     if missing or extra:
         raise ShapeError(f"gradcheck of {subject}: params missing {missing or 'none'}, unexpected "

@@ -26,6 +26,7 @@ from nnplug._contract import (
     _unchanged,
     resolve,
 )
+from nnplug._gradcheck_inputs import is_seed
 from nnplug._strategies import Case, draw_values
 from nnplug.errors import ConfigError, PluginError, ShapeError
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
@@ -140,7 +141,7 @@ def _begin(cls_or_type: Any, case: Case, seed: int, registry: Registry | None,
     """Resolve the class, refuse the wrong kind, draw the batch size and build the object."""
     if registry is not None and not isinstance(registry, Registry):
         raise ConfigError(f"registry: expected an nnplug.Registry, got {type(registry).__name__} {registry!r}")
-    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+    if not is_seed(seed):
         raise ConfigError(f"seed: expected a non-negative int, got {seed!r}")
     name, cls = resolve(cls_or_type, registry)
     if not issubclass(cls, kind):

@@ -109,8 +109,7 @@ class Model:
                 raise
             except Exception as exc:
                 raise PluginError(f"{node.located}: init_params raised {type(exc).__name__}: {exc}") from exc
-            expected = node.layer.param_shapes(node.layer_in_shape())
-            params[node.name] = self._checked_params(node, drawn, expected)
+            params[node.name] = self._checked_params(node, drawn, self._declared.get(node.name))
             total += sum(a.size for a in params[node.name].values())
             check_running_total(node, total)
         return params
