@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +175,27 @@ def cmd_gradcheck(args: argparse.Namespace, registry: Registry) -> int:
         raise ConfigError("gradcheck is not available in this build of nnplug") from None
     if args.examples < 1:
         raise ConfigError(f"--examples: expected a positive number, got {args.examples}")
-    return int(gradcheck_main(registry, list(args.types), examples=args.examples, seed=args.seed,
-                              mode=args.mode, quiet=args.quiet))
+    with _hypothesis_storage_outside_cwd():
+        return int(gradcheck_main(registry, list(args.types), examples=args.examples,
+                                  seed=args.seed, mode=args.mode, quiet=args.quiet))
+
+
+@contextmanager
+def _hypothesis_storage_outside_cwd() -> Iterator[None]:
+    """Hypothesis caches what it reads from source files under ``./.hypothesis``; a command
+    run from any folder should leave nothing behind, so the cache lives in a temporary folder
+    (unless the user chose one with ``HYPOTHESIS_STORAGE_DIRECTORY``)."""
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    with tempfile.TemporaryDirectory(prefix="nnplug-hypothesis-") as scratch:
+        set_hypothesis_home_dir(scratch)
+        try:
+            yield
+        finally:
+            set_hypothesis_home_dir(None)
 
 
 def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
