@@ -97,6 +97,16 @@ def _check_requested(registry: Registry, options: Sequence[str]) -> None:
             raise ConfigError(f"plugin {info.name!r} given with -p failed to load: {info.error}")
 
 
+def _warn_failed_plugins(registry: Registry) -> None:
+    """A broken plugin must not stop a model that does not use it, nor pass unnoticed."""
+    for info in registry.plugins:
+        if info.status == "failed":
+            first_line = (info.error or "").splitlines()[0] if info.error else "unknown error"
+            print(f"nnplug: warning: {info.label} failed to load ({first_line}); its layer types "
+                  f"are unavailable; `nnplug plugins` shows why, `-p no:{info.name}` skips it",
+                  file=sys.stderr)
+
+
 # -- commands ----------------------------------------------------------------------------
 
 
@@ -233,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_requested(registry, options)
             return status
         _check_requested(registry, options)
+        _warn_failed_plugins(registry)
         return COMMANDS[args.command](args, registry)
     except ConfigError as exc:  # every problem of a file, each on its own line with its path
         _error("\n".join(exc.problems) if len(exc.problems) > 1 else str(exc))

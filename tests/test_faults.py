@@ -68,12 +68,25 @@ def test_failed_plugin_is_named_in_the_listing_and_where_its_type_is_used(
     uses_it = tmp_path / "uses_it.yaml"
     uses_it.write_text(model_text({"type": fault.type_name}))
     assert main(["validate", str(uses_it)]) == 2
-    err = _clean_error(capsys)
+    warning, err = _warning_then(capsys)
+    assert err.startswith("nnplug: error: ")
     assert f"distribution {fault.dist} {fault.version}" in err and fault.phrase in err
 
     healthy = tmp_path / "healthy.yaml"  # the same registry still serves the healthy plugins
     healthy.write_text(model_text(*({"type": t} for t in fault.healthy_types)))
-    assert main(["validate", str(healthy)]) == 0, capsys.readouterr().err
+    assert main(["validate", str(healthy)]) == 0
+    warning, rest = _warning_then(capsys)  # ...and says, once, that one plugin is broken
+    assert rest == "" and f"distribution {fault.dist} {fault.version} (plugin '{fault.module}') failed" in warning
+    assert f"-p no:{fault.module}" in warning
+    assert main(["-p", f"no:{fault.module}", "validate", str(healthy)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def _warning_then(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """A command's one warning line about a failed plugin, and the rest of its stderr."""
+    warning, _, rest = capsys.readouterr().err.partition("\n")
+    assert warning.startswith("nnplug: warning: ") and "Traceback" not in rest, warning + rest
+    return warning, rest
 
 
 @pytest.mark.parametrize("kind", sorted(BUILD_FAULTS))
