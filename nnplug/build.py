@@ -6,6 +6,7 @@ summarised cheaply.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nnplug.config import INPUT_NAME, ModelSpec, NodeSpec
-from nnplug.errors import NnplugError, PluginError, ShapeError
+from nnplug.errors import ConfigError, NnplugError, PluginError, ShapeError
 from nnplug.layer import Layer, Shape
 from nnplug.registry import Registry
 
@@ -62,46 +63,49 @@ def located(where: str, plugin: str) -> str:
 
 
 def topological_order(spec: ModelSpec) -> list[NodeSpec]:
-    """Kahn's algorithm, a level at a time, each level in file order (the nodes whose inputs
-    all lie in earlier levels); a cycle is refused naming the nodes on it. O(nodes + edges)."""
-    by_name = {n.name: n for n in spec.nodes}
+    """The nodes in file order, except that a node comes after every node it reads: Kahn's
+    algorithm always placing the earliest ready node of the file, so a file already in order
+    keeps it. A cycle is refused naming the nodes on it. O((nodes + edges) log nodes)."""
     position = {n.name: k for k, n in enumerate(spec.nodes)}
-    waiting = {n.name: sum(i != INPUT_NAME for i in n.inputs) for n in spec.nodes}  # unmet inputs
-    readers: dict[str, list[str]] = {}
-    for node in spec.nodes:
+    waiting = [sum(i != INPUT_NAME for i in n.inputs) for n in spec.nodes]  # unmet inputs
+    readers: dict[str, list[int]] = {}
+    for k, node in enumerate(spec.nodes):
         for i in node.inputs:
             if i != INPUT_NAME:
-                readers.setdefault(i, []).append(node.name)
+                readers.setdefault(i, []).append(k)
+    ready = [k for k, unmet in enumerate(waiting) if unmet == 0]
+    heapq.heapify(ready)
     order: list[NodeSpec] = []
-    level = [n.name for n in spec.nodes if waiting[n.name] == 0]
-    while level:
-        order.extend(by_name[name] for name in level)
-        following = []
-        for name in level:
-            for reader in readers.get(name, ()):
-                waiting[reader] -= 1
-                if waiting[reader] == 0:
-                    following.append(reader)
-        level = sorted(following, key=position.__getitem__)
+    while ready:
+        node = spec.nodes[heapq.heappop(ready)]
+        order.append(node)
+        for reader in readers.get(node.name, ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
     if len(order) < len(spec.nodes):
         placed = {n.name for n in order}
+        by_name = {n.name: n for n in spec.nodes}
         cycle = _find_cycle([n for n in spec.nodes if n.name not in placed], by_name)
-        raise ShapeError(
-            f"the graph has a cycle: {' -> '.join(cycle)}; "
-            "a node's inputs must not depend on the node itself"
-        )
+        first = min(cycle, key=position.__getitem__)
+        start = cycle.index(first)
+        loop = [*cycle[start:-1], *cycle[:start], first]  # from the earliest node in the file
+        shown = loop if len(loop) <= 12 else [*loop[:6], f"... {len(loop) - 11} more ...", *loop[-5:]]
+        raise ConfigError(f"{by_name[first].where}: is on a cycle of inputs: {' -> '.join(shown)} "
+                          "(each feeds the next); a node must not depend on its own output")
     return order
 
 
 def _find_cycle(pending: list[NodeSpec], by_name: dict[str, NodeSpec]) -> list[str]:
-    """A cycle among ``pending`` (nodes each waiting on another pending node)."""
+    """A cycle among ``pending`` (nodes each waiting on another pending node), in the
+    direction data flows, its first node repeated at the end."""
     names = {p.name for p in pending}
     path: list[str] = []
     current = pending[0].name
     while current not in path:
         path.append(current)
-        current = next(i for i in by_name[current].inputs if i in names)
-    return [*path[path.index(current):], current]
+        current = next(i for i in by_name[current].inputs if i in names)  # walks against the flow
+    return [*path[path.index(current):], current][::-1]
 
 
 def plugin_label(registry: Registry, type_name: str) -> str:
@@ -129,7 +133,12 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
         try:
             out = layer.output_shape(in_shape)
         except ShapeError as exc:
-            raise ShapeError(f"{node_spec.where}: {exc}; received {received}") from None
+            # where the input came from (and its shape, unless the layer's message said it);
+            # several inputs are each paired with their shape
+            origin = f"inputs: {received}" if len(in_shapes) > 1 else f"received {received}"
+            if len(in_shapes) == 1 and str(in_shapes[0]) in str(exc):
+                origin = f"input from {node_spec.inputs[0]!r}"
+            raise ShapeError(f"{node_spec.where}: {exc}; {origin}") from None
         except NnplugError:
             raise
         except Exception as exc:

@@ -7,10 +7,11 @@ and reported at once, each line prefixed with its path (``layers[2] (conv2d) -> 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -68,12 +69,20 @@ class _Problems:
     """Collects problem lines, each with its path and (when known) the source line."""
 
     def __init__(self, locate: Locator | None) -> None:
-        self.lines: list[str] = []
+        self._found: list[tuple[int, str]] = []
         self.locate = locate
 
     def add(self, path: tuple[Any, ...], message: str) -> None:
         line = self.locate(path) if self.locate else None
-        self.lines.append(f"{message} (line {line})" if line else message)
+        # the nodes are checked in two passes (fields, then inputs): their lines go by node
+        node = path[1] if path[:1] == ("layers",) and len(path) > 1 else -1
+        self._found.append((node, f"{message} (line {line})" if line else message))
+
+    @property
+    def lines(self) -> list[str]:
+        """Every problem, in the order found, except that a node's come in file order."""
+        nodes = iter(sorted((item for item in self._found if item[0] >= 0), key=lambda item: item[0]))
+        return [next(nodes)[1] if node >= 0 else text for node, text in self._found]
 
 
 def _section(
@@ -142,8 +151,8 @@ def parse_model(
     if not isinstance(name, str) or not name or len(name) > 128 or re.search(r"[\x00-\x1f\x7f]", name):
         problems.add(("name",), f"name: expected a non-empty string of at most 128 printable "
                                 f"characters, got {name!r}")
-    nodes = _parse_nodes(data.get("layers"), registry, problems)
-    loss = _parse_loss(data.get("loss"), nodes, registry, problems)
+    nodes, names = _parse_nodes(data.get("layers"), registry, problems)
+    loss = _parse_loss(data.get("loss"), names, registry, problems)
     data_section = _section(DataConfig, data.get("data"), "data", problems)
     train_section = _section(TrainConfig, data.get("train"), "train", problems)
     if problems.lines or input_shape is None or loss is None or nodes is None:
@@ -194,66 +203,92 @@ def _validated(config_cls: type[LayerConfig], raw: Any, where: str, loc: tuple[A
     return config
 
 
-def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems) -> list[NodeSpec] | None:
+def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
+                 ) -> tuple[list[NodeSpec] | None, list[str]]:
+    """The nodes (``None`` if any has a problem) and every node name that could be read. A node
+    whose type or fields are wrong still lends its name and inputs to the checks of the
+    others, so that one run reports every problem of the file."""
     if not isinstance(raw_layers, list) or not raw_layers:
         problems.add(("layers",), f"layers: expected a non-empty list of nodes, got {raw_layers!r}")
-        return None
+        return None, []
     if len(raw_layers) > MAX_NODES:
         problems.add(("layers",), f"layers: {len(raw_layers)} nodes is more than {MAX_NODES}")
-        return None
+        return None, []
     kinds = registry.layer_types()
-    parsed: list[tuple[int, str, type[Layer], LayerConfig, str]] = []
+    drafts: list[_Draft] = []
     seen: dict[str, str] = {INPUT_NAME: "the model input"}
     ok = True
     for i, raw in enumerate(raw_layers):
         path = f"layers[{i}]"
         type_name = _type_of(raw, path, kinds, registry, problems, ("layers", i))
-        if type_name is None:
+        # _type_of admits layer types only, so the class is a Layer
+        cls = cast("type[Layer] | None", registry.get(type_name) if type_name is not None else None)
+        config = None if cls is None else _validated(cls.Config, raw, f"{path} ({type_name})", ("layers", i), problems)
+        ok = ok and config is not None
+        draft = _Draft.read(i, raw, cls, config)
+        where = f"{path} ({type_name})" if type_name else path
+        if draft.name in seen:
             ok = False
-            continue
-        where = f"{path} ({type_name})"
-        cls = registry.get(type_name)
-        config = _validated(cls.Config, raw, where, ("layers", i), problems)
-        if config is None:
-            ok = False
-            continue
-        name = config.name or f"{type_name}_{i}"
-        if name in seen and config.name is None:  # the default name clashes with one given elsewhere
-            problems.add(("layers", i), f"{where}: its default name {name!r} is already used by "
-                                        f"{seen[name]}; give one of them another name")
-            ok = False
-            continue
-        if name in seen:
-            problems.add(("layers", i), f"{where} -> name: {name!r} is already used by {seen[name]}")
-            ok = False
-            continue
-        seen[name] = path
-        parsed.append((i, name, cls, config, where))  # type: ignore[arg-type]
-    if not ok:
-        return None
+            problems.add(("layers", i), f"{where} -> name: {draft.name!r} is already used by {seen[draft.name]}"
+                         if draft.named else f"{where}: its default name {draft.name!r} is already used by "
+                                             f"{seen[draft.name]}; give one of them another name")
+        else:
+            seen[draft.name] = path
+        drafts.append(draft)
     nodes = []
     previous = INPUT_NAME
-    for i, name, cls, config, where in parsed:
-        inputs = tuple(config.inputs) if config.inputs is not None else (previous,)
-        where = f"layers[{i}] {name!r} ({config.type})"
+    for draft in drafts:
+        inputs = draft.inputs if draft.inputs != () else (previous,)
+        previous = draft.name
+        if inputs is None:  # unreadable: its own validation has said why
+            continue
+        where = f"layers[{draft.index}] {draft.name!r} ({draft.type_name})"
         for ref in inputs:
             if ref not in seen:
-                near = ", ".join(sorted(seen))
-                problems.add(("layers", i), f"{where} -> inputs: unknown node {ref!r}; nodes: {near}")
+                choices = sorted(set(seen) - {draft.name})
+                near = difflib.get_close_matches(ref, choices, n=1, cutoff=0.6)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                problems.add(("layers", draft.index),
+                             f"{where} -> inputs: unknown node {ref!r}{hint}; nodes: {', '.join(choices)}")
                 ok = False
-        if len(inputs) != cls.n_inputs:
-            problems.add(
-                ("layers", i),
-                f"{where} -> inputs: {config.type} takes {cls.n_inputs} input(s), got {len(inputs)}",
-            )
+        if draft.cls is not None and len(inputs) != draft.cls.n_inputs:
+            problems.add(("layers", draft.index), f"{where} -> inputs: {draft.type_name} takes "
+                                                  f"{draft.cls.n_inputs} input(s), got {len(inputs)}")
             ok = False
-        nodes.append(NodeSpec(name, cls, config, inputs, where))
-        previous = name
-    return nodes if ok else None
+        if draft.config is not None:
+            nodes.append(NodeSpec(draft.name, draft.cls, draft.config, inputs, where))  # type: ignore[arg-type]
+    return (nodes if ok else None), list(seen)[1:]
 
 
-def _parse_loss(raw: Any, nodes: list[NodeSpec] | None, registry: Registry,
-                problems: _Problems) -> LossSpec | None:
+@dataclass(frozen=True)
+class _Draft:
+    """A node as far as it could be read: its config when valid, else what its raw mapping
+    says of its name and inputs."""
+
+    index: int
+    name: str
+    named: bool  # the file gave the name (not the default ``type_index``)
+    type_name: str
+    cls: type[Layer] | None
+    config: LayerConfig | None
+    inputs: tuple[str, ...] | None  # () the node before; None unreadable
+
+    @classmethod
+    def read(cls, i: int, raw: Any, layer: type[Layer] | None, config: LayerConfig | None) -> _Draft:
+        fields = raw if isinstance(raw, Mapping) else {}
+        type_name = str(fields.get("type", "node"))
+        name: Any = config.name if config is not None else fields.get("name")
+        listed: Any = config.inputs if config is not None else fields.get("inputs")
+        inputs: tuple[str, ...] | None = ()
+        if listed is not None:
+            readable = isinstance(listed, (list, tuple)) and listed and all(isinstance(r, str) for r in listed)
+            inputs = tuple(listed) if readable else None
+        named = isinstance(name, str) and bool(name)
+        return cls(i, name if named else f"{type_name}_{i}", named, type_name, layer, config, inputs)
+
+
+def _parse_loss(raw: Any, names: list[str], registry: Registry, problems: _Problems) -> LossSpec | None:
+    """The loss, its ``inputs`` checked against every node name that could be read."""
     if raw is None:
         problems.add((), f"loss: missing; available: {', '.join(sorted(registry.loss_types()))}")
         return None
@@ -265,9 +300,8 @@ def _parse_loss(raw: Any, nodes: list[NodeSpec] | None, registry: Registry,
     config = _validated(cls.Config, raw, where, ("loss",), problems)
     if config is None:
         return None
-    if nodes is None:
+    if not names:
         return None
-    names = [n.name for n in nodes]
     if config.inputs is None:
         target = names[-1]
     elif len(config.inputs) != 1 or config.inputs[0] not in names:

@@ -88,6 +88,8 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
             msgs.append(msg)
     lines = []
     for field, (msgs, received) in by_field.items():
+        if any(other.startswith(field + ".") for other in by_field):
+            continue  # a list whose items failed: pydantic adds "too short" once it drops them
         text = msgs[0] if len(msgs) == 1 else "expected one of: " + "; ".join(msgs)
         shown = repr(received)
         if len(shown) > 60:

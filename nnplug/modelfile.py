@@ -252,12 +252,19 @@ def build_model(path: str | Path, registry: Registry) -> Model:
         ShapeError: a node does not fit the shape it receives; the message starts with the
             file and, for YAML, ends with the node's line.
     """
+    spec, locate = _load(path, registry)
+    return build_located(spec, registry, path, locate)
+
+
+def build_located(spec: ModelSpec, registry: Registry, path: str | Path, locate: Any) -> Model:
+    """Build a model parsed from the file ``path``: an error a node raises while the graph is
+    built (a shape that does not fit, a plugin that broke) starts with the file and ends
+    with the node's line where ``locate`` knows it."""
     from nnplug.graph import Model
 
-    spec, locate = _load(path, registry)
     try:
         return Model(spec, registry)
-    except (ShapeError, PluginError) as exc:  # a node that does not fit, or whose plugin broke
+    except (ShapeError, PluginError, ConfigError) as exc:  # a node that does not fit, a cycle, a plugin that broke
         message = str(exc)
         match = _NODE_WHERE.match(message)
         line = None

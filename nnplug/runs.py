@@ -10,22 +10,26 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nnplug.errors import ConfigError
 from nnplug.registry import Registry
 
+if TYPE_CHECKING:
+    from nnplug.graph import Model
+
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as shells report
 
 
-def resolve_model(path: Path, registry: Registry, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """Read ``path``, apply command-line overrides, validate; returns (spec, resolved dict).
+def resolve_model(path: Path, registry: Registry, args: argparse.Namespace) -> tuple[Model, dict[str, Any]]:
+    """Read ``path``, apply command-line overrides, validate and build; returns (model,
+    resolved dict).
 
     The resolved description is what the run directory keeps: overrides applied and a
     relative ``.npz`` path made absolute, so the run reloads from anywhere.
     """
     from nnplug.config import parse_model
-    from nnplug.modelfile import read_document
+    from nnplug.modelfile import build_located, read_document
 
     data, locate = read_document(path)
     if not isinstance(data, dict):
@@ -64,7 +68,7 @@ def resolve_model(path: Path, registry: Registry, args: argparse.Namespace) -> t
     if spec.data is None:
         raise ConfigError(f"{path}: no data section to train on; add for example "
                           "`data: {source: digits, validation: 0.2}`")
-    return spec, raw
+    return build_located(spec, registry, path, locate), raw
 
 
 def _blame_option(line: str, source: str, overrides: dict[tuple[str, ...], str]) -> str:
@@ -121,7 +125,6 @@ def _format_epoch(m: dict[str, Any], epochs: int) -> str:
 def train_command(args: argparse.Namespace, registry: Registry) -> int:
     from nnplug.checkpoint import load_checkpoint, write_model_file
     from nnplug.data import load_dataset
-    from nnplug.graph import Model
     from nnplug.train import MAX_EPOCHS, TrainConfig, Trainer, plot_curves
 
     if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:  # --resume --epochs meets no model file
@@ -146,9 +149,8 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
     else:
         if not args.model:
             raise ConfigError("train needs a MODEL file (or --resume RUN)")
-        spec, resolved = resolve_model(Path(args.model), registry, args)
-        model = Model(spec, registry)
-        seed, epochs = spec.seed, None
+        model, resolved = resolve_model(Path(args.model), registry, args)
+        seed, epochs = model.spec.seed, None
     spec = model.spec
     if spec.data is None:  # resolve_model refuses such files; a hand-edited run could have none
         raise ConfigError(f"{args.resume}: the run's model file has no data section")

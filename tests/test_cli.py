@@ -288,3 +288,19 @@ def test_an_empty_out_is_refused_not_taken_as_runs(
     assert main(["train", str(tiny_model(tmp_path)), "--out", ""]) == 2
     assert "--out: expected a directory, got an empty string" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_names_the_file_and_line_of_a_node_that_does_not_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_file = tmp_path / "bad.yaml"
+    model_file.write_text("input: [1, 8, 8]\nlayers:\n  - {type: flatten}\n"
+                          "  - {type: conv2d, filters: 2, kernel_size: 3}\n"
+                          "loss: {type: softmax_cross_entropy}\ndata: {source: digits}\n")
+    assert main(["validate", str(model_file)]) == 2
+    validate_err = capsys.readouterr().err
+    assert main(["train", str(model_file), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    train_err = capsys.readouterr().err
+    assert train_err == validate_err
+    assert train_err.startswith(f"nnplug: error: {model_file}: layers[1] 'conv2d_1' (conv2d): ")
+    assert train_err.rstrip().endswith("(line 4)") and not (tmp_path / "run").exists()

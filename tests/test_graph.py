@@ -108,11 +108,24 @@ def test_fan_out_gradients_are_summed():
     np.testing.assert_allclose(grads["stem"]["w"], dstem.T @ x, rtol=1e-10)
 
 
-def test_cycle_is_refused_naming_its_nodes():
+def test_cycle_is_refused_naming_its_nodes_in_the_direction_data_flows():
     config = residual()
     config["layers"][0]["inputs"] = ["sum"]
-    with pytest.raises(nnplug.ShapeError, match=r"cycle: .*stem.*sum"):
+    with pytest.raises(nnplug.ConfigError, match=r"^layers\[0\] 'stem' \(dense\): is on a cycle of inputs: "
+                                                 r"stem -> sum -> stem \(each feeds the next\)"):
         nnplug.Model.from_config(config)
+
+
+def test_a_long_cycle_is_named_in_a_message_of_bounded_length():
+    ring = [{"type": "relu", "name": f"n{k}", "inputs": [f"n{k - 1}"]} for k in range(1000)]
+    ring[0]["inputs"] = ["n999"]
+    config = {"input": [3], "layers": [*ring, {"type": "dense", "name": "out", "units": 2, "inputs": ["n5"]}],
+              "loss": {"type": "softmax_cross_entropy"}}
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config)
+    message = str(err.value)
+    assert "n0 -> n1 -> " in message and "... 990 more ... -> " in message and "n999 -> n0 " in message
+    assert len(message) < 300
 
 
 def test_unknown_input_is_refused_listing_the_nodes():
@@ -152,6 +165,27 @@ def test_all_config_errors_are_reported_at_once():
     assert any(p.startswith("layers[0] (dense) -> units:") for p in problems)
     assert any(p.startswith("layers[2] (dense) -> bias:") for p in problems)
     assert any("layers[3]" in p and "did you mean 'dense'" in p for p in problems)
+
+
+def test_a_node_with_bad_fields_still_has_its_inputs_checked_and_so_has_the_loss():
+    config = mlp()
+    config["layers"][0].update(units=0, name="hidden")
+    config["layers"][2]["inputs"] = ["hiden"]
+    config["loss"]["inputs"] = ["nowhere"]
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config)
+    problems = err.value.problems
+    assert problems[0].startswith("layers[0] (dense) -> units:")
+    assert "inputs: unknown node 'hiden' (did you mean 'hidden'?)" in problems[1]
+    assert problems[2].startswith("loss (softmax_cross_entropy) -> inputs: expected one node of") and len(problems) == 3
+
+
+def test_inputs_that_are_not_names_are_one_problem_not_two():
+    config = mlp()
+    config["layers"][1]["inputs"] = [0]
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config)
+    assert err.value.problems == ["layers[1] (tanh) -> inputs.0: Input should be a valid string (got 0)"]
 
 
 def test_inference_keeps_no_caches_and_matches_training_forward():
@@ -354,19 +388,19 @@ def test_conv_net_parameter_gradients_agree_with_and_without_the_input_gradient(
             np.testing.assert_allclose(grads[node][name], g, rtol=1e-12, atol=1e-14)
 
 
-def _levels_in_file_order(nodes: list[types.SimpleNamespace]) -> list[str]:
-    """The reference: repeatedly take every node whose inputs are all placed, in file order."""
+def _earliest_ready_first(nodes: list[types.SimpleNamespace]) -> list[str]:
+    """The reference: repeatedly take the earliest node of the file whose inputs are all placed."""
     done, order, pending = {"input"}, [], list(nodes)
     while pending:
-        ready = [n for n in pending if all(i in done for i in n.inputs)]
-        order += [n.name for n in ready]
-        done |= {n.name for n in ready}
-        pending = [n for n in pending if n.name not in done]
+        ready = next(n for n in pending if all(i in done for i in n.inputs))
+        order.append(ready.name)
+        done.add(ready.name)
+        pending.remove(ready)
     return order
 
 
 @given(st.data())
-def test_topological_order_is_each_level_in_file_order(data: st.DataObject) -> None:
+def test_topological_order_places_the_earliest_ready_node_of_the_file(data: st.DataObject) -> None:
     from nnplug.build import topological_order
 
     n = data.draw(st.integers(1, 12))
@@ -377,7 +411,21 @@ def test_topological_order_is_each_level_in_file_order(data: st.DataObject) -> N
         inputs = data.draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3))  # repeats allowed
         nodes.append(types.SimpleNamespace(name=f"n{k}", inputs=tuple(inputs)))
     order = [node.name for node in topological_order(types.SimpleNamespace(nodes=nodes))]
-    assert order == _levels_in_file_order(nodes)
+    assert order == _earliest_ready_first(nodes)
+
+
+def test_a_file_already_in_order_keeps_its_order_in_the_summary():
+    config = {"input": [6], "layers": [  # level by level would list h2 before r1
+        {"type": "dense", "name": "h1", "units": 4, "inputs": ["input"]},
+        {"type": "relu", "name": "r1"},
+        {"type": "dense", "name": "h2", "units": 4, "inputs": ["input"]},
+        {"type": "concat", "name": "cat", "inputs": ["r1", "h2"]},
+        {"type": "dense", "name": "logits", "units": 3}],
+        "loss": {"type": "softmax_cross_entropy"}}
+    model = nnplug.Model.from_config(config)
+    assert [n.name for n in model.nodes] == ["h1", "r1", "h2", "cat", "logits"]
+    rows = [line.split()[0] for line in model.summary().splitlines()[2:7]]
+    assert rows == ["h1", "r1", "h2", "cat", "logits"]
 
 
 @pytest.mark.parametrize(("call", "message"), [
