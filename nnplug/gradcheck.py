@@ -288,7 +288,9 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
                     dtype: str = "float64", seed: int | None = 0, eps: float | None = None,
                     rtol: float | None = None, atol: float | None = None, max_entries: int = 50,
                     n_directions: int = 3, raise_on_failure: bool = True) -> GradcheckReport:
-    """Check a whole model's ``loss_and_grads`` (every parameter, and the input) end to end."""
+    """Check a whole model end to end: the parameter gradients of ``loss_and_grads`` (what
+    training uses: a node reading the model input gives them through ``param_grads``) and the
+    input gradient of ``loss_and_all_grads``."""
     check_options(repr(model), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
     model = model.astype(dtype)
     tensors = {"input": checked_array(repr(model), "input", x, dtype, batch=True)}
@@ -299,7 +301,8 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
     def params_of(ts: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         return {node: {k: ts[f"{node}/{k}"] for k in ps} for node, ps in model.params.items()}
 
-    _, grads, dx = model.loss_and_all_grads(tensors["input"], target, params_of(tensors))
+    _, _, dx = model.loss_and_all_grads(tensors["input"], target, params_of(tensors))
+    _, grads = model.loss_and_grads(tensors["input"], target, params_of(tensors))
     analytic = {"input": dx}
     for node, gs in grads.items():
         analytic.update({f"{node}/{k}": g for k, g in gs.items()})
@@ -310,7 +313,7 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
 
     report = _run(repr(model), f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
                   atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
-    report.n_forward += 1
+    report.n_forward += 2
     return report.raise_if_failed() if raise_on_failure else report
 
 

@@ -146,6 +146,51 @@ def test_model_check_covers_every_parameter_and_the_input():
     assert model.params["a"]["w"].dtype == np.float32  # and left untouched
 
 
+class _ScaleConfig(nnplug.LayerConfig):
+    type: Literal["scale_param_grads_doubled"] = "scale_param_grads_doubled"
+
+
+class _ParamGradsDoubled(nnplug.Layer):
+    """y = x * w. Its ``backward`` is right; its ``param_grads`` (what training calls for a
+    node reading the model input) doubles the gradient of w."""
+
+    Config = _ScaleConfig
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def init_params(self, in_shape, rng):
+        return {"w": rng.standard_normal(in_shape)}
+
+    def forward(self, params, x, *, training):
+        return x * params["w"], x
+
+    def backward(self, params, cache, dy):
+        return dy * params["w"], {"w": (dy * cache).sum(axis=0)}
+
+    def param_grads(self, params, cache, dy):
+        return {"w": 2 * (dy * cache).sum(axis=0)}
+
+
+class _DoubledPlugin:
+    @staticmethod
+    @nnplug.hookimpl
+    def nnplug_register_layers():
+        return [_ParamGradsDoubled]
+
+
+def test_model_check_checks_the_gradients_training_uses():
+    registry = nnplug.Registry(plugins=["nnplug_layers", _DoubledPlugin])
+    model = nnplug.Model.from_config({
+        "input": [3], "dtype": "float64",
+        "layers": [{"type": "scale_param_grads_doubled", "name": "a"}, {"type": "tanh"},
+                   {"type": "dense", "units": 2, "name": "b"}],
+        "loss": {"type": "mse"},
+    }, registry)
+    with pytest.raises(nnplug.GradientCheckError, match=r"worst entry: a/w"):
+        nnplug.gradcheck(model, _data(5, 3), _data(5, 2, seed=2))
+
+
 def test_float32_check_uses_looser_tolerances():
     report = nnplug.gradcheck(_layer(Dense), _data(), dtype="float32")
     assert report.ok and report.rtol > 1e-3
