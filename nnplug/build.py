@@ -158,6 +158,19 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
                           shapes[node_spec.name], node_spec.where, plugin))
     return nodes
 
+def unused_nodes(nodes: list[Node], loss_input: str) -> tuple[str, ...]:
+    """The nodes the loss does not depend on (no path from them to the loss's input node), in
+    order: the model never runs nor trains them."""
+    inputs_of = {n.name: n.inputs for n in nodes}
+    needed, stack = {loss_input}, [loss_input]
+    while stack:
+        for source in inputs_of.get(stack.pop(), ()):
+            if source not in needed:
+                needed.add(source)
+                stack.append(source)
+    return tuple(n.name for n in nodes if n.name not in needed)
+
+
 def check_budget(nodes: list[Node]) -> dict[str, dict[str, Shape] | None]:
     """Refuse a model whose parameters (counted from ``param_shapes``) exceed the budget;
     returns each node's declared parameter shapes (``None`` where the layer does not say).

@@ -17,11 +17,20 @@ from typing import Any
 import numpy as np
 
 from nnplug.arrays import real_array
-from nnplug.build import Node, build_nodes, check_activations, check_budget, check_running_total, plugin_label
+from nnplug.build import (
+    Node,
+    build_nodes,
+    check_activations,
+    check_budget,
+    check_running_total,
+    plugin_label,
+    unused_nodes,
+)
 from nnplug.config import INPUT_NAME, ModelSpec, parse_model
 from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError
 from nnplug.layer import Loss, Shape
 from nnplug.registry import Registry, load_registry
+from nnplug.summary import summary_rows, summary_table
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -73,6 +82,9 @@ class Model:
             self.loss.check_pred_shape(pred_shape)
         except ShapeError as exc:
             raise ShapeError(f"{loss_spec.where}: {exc} (input from node {self.loss_input!r})") from None
+        #: nodes the loss does not depend on: initialised, but never run nor trained
+        self.unused: tuple[str, ...] = unused_nodes(self.nodes, self.loss_input)
+        self._run_nodes = [n for n in self.nodes if n.name not in self.unused]
         self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
         check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
@@ -200,7 +212,7 @@ class Model:
         x = self._cast_input(x)
         values: dict[str, Any] = {INPUT_NAME: x}
         remaining = self._consumer_counts()
-        for node in self.nodes:
+        for node in self._run_nodes:
             values[node.name], _ = self._call_forward(node, params, values, False, len(x))
             for name in node.inputs:  # free what no later node needs
                 remaining[name] -= 1
@@ -209,8 +221,8 @@ class Model:
         return values[self.loss_input]
 
     def _consumer_counts(self) -> dict[str, int]:
-        counts = {INPUT_NAME: 0, **{n.name: 0 for n in self.nodes}}
-        for node in self.nodes:
+        counts = {INPUT_NAME: 0, **{n.name: 0 for n in self._run_nodes}}
+        for node in self._run_nodes:
             for name in node.inputs:
                 counts[name] += 1
         return counts
@@ -234,7 +246,7 @@ class Model:
         x = self._cast_input(x)
         values: dict[str, Any] = {INPUT_NAME: x}
         caches: dict[str, Any] = {}
-        for node in self.nodes:
+        for node in self._run_nodes:
             values[node.name], caches[node.name] = self._call_forward(node, params, values, True, len(x))
         pred = values[self.loss_input]
         loss, loss_cache = self._loss_forward(pred, target)
@@ -359,27 +371,12 @@ class Model:
 
     def summary_rows(self) -> list[tuple[str, str, str, str, int]]:
         """(node, type, inputs, output shape, parameter count) per node, in execution order."""
-        rows = []
-        for node in self.nodes:
-            count = sum(int(a.size) for a in self.params.get(node.name, {}).values())
-            rows.append((node.name, node.type, ", ".join(node.inputs), str(node.out_shape), count))
-        return rows
+        return summary_rows(self)
 
     def summary(self) -> str:
-        """A plain-text table: node, type, inputs, output shape, parameters, and the total."""
-        header = ("node", "type", "inputs", "output shape", "params")
-        rows = [header] + [(a, b, c, d, f"{e:,}") for a, b, c, d, e in self.summary_rows()]
-        rows.append(("loss", self.loss.type_name(), self.loss_input, "()", "0"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = []
-        for k, row in enumerate(rows):
-            cells = [c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-            lines.append("  ".join(cells).rstrip())
-            if k == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        lines.append(f"input {self.input_shape}, dtype {self.dtype}, "
-                     f"{self.parameter_count():,} parameters in total")
-        return "\n".join(lines)
+        """A plain-text table: node, type, inputs, output shape, parameters, and the total
+        (and the nodes the loss does not depend on, if any)."""
+        return summary_table(self)
 
     def __repr__(self) -> str:
         return f"Model({self.spec.name!r}, {len(self.nodes)} nodes, {self.parameter_count():,} params, {self.dtype})"

@@ -152,6 +152,10 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
         model, resolved = resolve_model(Path(args.model), registry, args)
         seed, epochs = model.spec.seed, None
     spec = model.spec
+    if model.unused:
+        from nnplug.summary import unused_note
+
+        print(f"nnplug: warning: {unused_note(model)}", file=sys.stderr)
     if spec.data is None:  # resolve_model refuses such files; a hand-edited run could have none
         raise ConfigError(f"{args.resume}: the run's model file has no data section")
     base = Path(args.model).parent if args.model else Path(args.resume)

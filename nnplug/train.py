@@ -201,7 +201,8 @@ class Trainer:
         bad = _first_non_finite_grad(model, grads)
         if bad:
             raise NumericalError(f"{bad} (loss {loss:.6g}); training stopped before the update")
-        self.optimizer.step(model.params, grads)
+        # nodes the loss does not depend on keep their weights (weight decay would shrink them)
+        self.optimizer.step({n: p for n, p in model.params.items() if n not in model.unused}, grads)
         return loss
 
     def run(self) -> TrainResult:

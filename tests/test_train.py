@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pytest
+import yaml
 from runkit import tiny_model, weights_of
 
 import nnplug
@@ -310,3 +311,32 @@ def test_interrupted_at_many_steps_every_resume_reproduces_the_losses(
             cut = weights_of(out)
             assert all(whole[k].tobytes() == cut[k].tobytes() for k in whole), (sig, step)
     capsys.readouterr()
+
+
+def test_a_node_the_loss_does_not_depend_on_is_neither_run_nor_trained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_file = tiny_model(tmp_path, epochs=2, optimizer={"type": "adam", "lr": 0.01, "weight_decay": 0.1})
+    description = yaml.safe_load(model_file.read_text())
+    description["layers"].append({"type": "dense", "name": "aside", "units": 5, "inputs": ["hidden"]})
+    description["loss"]["inputs"] = ["logits"]
+    model_file.write_text(yaml.safe_dump(description))
+    model = nnplug.Model.from_file(model_file)
+    assert model.unused == ("aside",) and "unused: 'aside': the loss ('logits') does not" in model.summary()
+    aside = model.node("aside")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an unused node ran")
+
+    aside.layer.forward = refuse  # type: ignore[method-assign]
+    x = np.ones((2, 1, 4, 4))
+    model.forward(x)
+    _, grads = model.loss_and_grads(x, np.array([0, 1]))
+    assert not grads["aside"]["w"].any()
+
+    assert main(["train", str(model_file), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "nnplug: warning: unused: 'aside'" in capsys.readouterr().err
+    initial = nnplug.Model.from_file(model_file).params["aside"]
+    trained = weights_of(tmp_path / "run")
+    np.testing.assert_array_equal(trained["aside/w"], initial["w"])  # weight decay left it alone
+    assert not np.array_equal(trained["hidden/w"], nnplug.Model.from_file(model_file).params["hidden"]["w"])
