@@ -85,6 +85,7 @@ class Model:
         #: nodes the loss does not depend on: initialised, but never run nor trained
         self.unused: tuple[str, ...] = unused_nodes(self.nodes, self.loss_input)
         self._run_nodes = [n for n in self.nodes if n.name not in self.unused]
+        self._node_names = {n.name for n in self.nodes}
         self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
         check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
@@ -171,6 +172,10 @@ class Model:
         params = self.params if params is None else params
         if not isinstance(params, Mapping):
             raise ShapeError(f"params: expected {{node: {{name: array}}}}, got {type(params).__name__}")
+        if not params.keys() <= self._node_names:  # a typo, or another model's weights
+            unknown = sorted(map(str, params.keys() - self._node_names))
+            raise ShapeError(f"params: no node named {', '.join(map(repr, unknown))} in this model; "
+                             f"nodes: {', '.join(n.name for n in self.nodes)}")
         cast: Params | None = None
         for node in self.nodes:
             own = params.get(node.name, {})

@@ -270,6 +270,7 @@ def _with(params, node, name, value):
     (lambda p: _with(p, "hidden", "w", p["hidden"]["w"] + 0j), "expected an array of real numbers, got complex"),
     (lambda p: _with(p, "hidden", "w", p["hidden"]["w"].tolist()), "expected an array of real numbers, got list"),
     (lambda p: [p], r"params: expected \{node: \{name: array\}\}, got list"),
+    (lambda p: {**p, "otu": p["out"]}, r"params: no node named 'otu' in this model; nodes: hidden, tanh_1, out"),
 ])
 def test_params_that_do_not_fit_the_model_are_named_not_blamed_on_the_plugin(change, message):
     # b of shape (1,) used to broadcast silently in forward, then fail in backward as the plugin's fault
