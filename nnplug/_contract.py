@@ -102,6 +102,13 @@ def _call(ctx: _Context, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         ctx.fail(what, f"{what} raised {type(exc).__name__}: {exc}")
 
 
+def _pair(ctx: _Context, what: str, result: Any, expected: str) -> tuple[Any, Any]:
+    """A method's ``(a, b)`` result, or a failure naming what it returned instead."""
+    if not (isinstance(result, tuple) and len(result) == 2):
+        ctx.fail(what, f"{what} returned {type(result).__name__}, expected a pair {expected}")
+    return result[0], result[1]
+
+
 def _snapshot(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.array(v, copy=True) for k, v in arrays.items()}
 

@@ -9,6 +9,7 @@ counted); anything else that breaks raises :class:`ConformanceError` naming the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from nnplug._contract import (
     _call,
     _Context,
     _no_aliasing,
+    _pair,
     _same,
     _same_attrs,
     _snapshot,
@@ -27,7 +29,7 @@ from nnplug._contract import (
     resolve,
 )
 from nnplug._gradcheck_inputs import is_seed
-from nnplug._strategies import Case, draw_values
+from nnplug._strategies import MAX_CASE_VALUES, Case, draw_values
 from nnplug.errors import ConfigError, PluginError, ShapeError
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
 from nnplug.layer import Layer, Loss
@@ -52,7 +54,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     current = {**{f"param {k}": v for k, v in p.items()}, **inputs}
     label = np.dtype(dtype).name
 
-    y, cache = _call(ctx, "forward", layer.forward, p, x, training=True)
+    y, cache = _pair(ctx, "forward", _call(ctx, "forward", layer.forward, p, x, training=True), "(y, cache)")
     if not isinstance(y, np.ndarray):
         ctx.fail("forward", f"forward returned {type(y).__name__}, expected a numpy array")
     if y.shape != (ctx.batch, *out_shape):
@@ -65,10 +67,9 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
 
     dy = np.asarray(rng.standard_normal(y.shape), dtype=dtype)
     dy_before = dy.copy()
-    returned = _call(ctx, "backward", layer.backward, p, cache, dy)
-    if not (isinstance(returned, tuple) and len(returned) == 2 and isinstance(returned[1], dict)):
-        ctx.fail("backward", "backward must return (dx, {name: gradient})")
-    dx, grads = returned
+    dx, grads = _pair(ctx, "backward", _call(ctx, "backward", layer.backward, p, cache, dy), "(dx, {name: gradient})")
+    if not isinstance(grads, dict):
+        ctx.fail("backward", f"backward returned {type(grads).__name__} as its gradients, expected {{name: gradient}}")
     _unchanged(ctx, "backward", {**before, "dy": dy_before}, {**current, "dy": dy})
     _same_attrs(ctx, "forward/backward", layer, attrs)
     dxs = tuple(dx) if multi and isinstance(dx, (tuple, list)) else (dx,)
@@ -76,7 +77,8 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
         ctx.fail("input gradients", f"backward returned {len(dxs)} input gradients for {len(x_arrays)} inputs")
     if set(grads) != set(p):
         ctx.fail("gradient names", f"backward returned gradients {sorted(grads)}, parameters are {sorted(p)}")
-    named = {f"d{k}": g for k, g in zip(inputs, dxs)} | {f"gradient {k!r}": grads[k] for k in p}
+    dx_names = [f"dx[{k}]" for k in range(len(dxs))] if multi else ["dx"]
+    named = dict(zip(dx_names, dxs)) | {f"gradient {k!r}": grads[k] for k in p}
     wanted = [a.shape for a in x_arrays] + [p[k].shape for k in p]
     for (name, g), shape in zip(named.items(), wanted):
         if not isinstance(g, np.ndarray):
@@ -89,11 +91,11 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
 
     # The same cache twice, and a fresh forward pass, give the same numbers.
     dx2, grads2 = _call(ctx, "backward", layer.backward, p, cache, dy)
-    again = {f"d{k}": g for k, g in zip(inputs, tuple(dx2) if multi else (dx2,))}
+    again = dict(zip(dx_names, tuple(dx2) if multi else (dx2,)))
     again |= {f"gradient {k!r}": grads2[k] for k in p}
     if _same(named, again):
         ctx.fail("determinism", f"a second backward on the same cache changed {_same(named, again)}")
-    y3, _ = _call(ctx, "forward", layer.forward, p, x, training=True)
+    y3, _ = _pair(ctx, "forward", _call(ctx, "forward", layer.forward, p, x, training=True), "(y, cache)")
     if not np.array_equal(y, y3, equal_nan=True):
         ctx.fail("determinism", "two forward passes on the same input differ")
     if type(layer).param_grads is not Layer.param_grads:
@@ -185,11 +187,17 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
     if not (isinstance(out_shape, tuple) and all(isinstance(d, int) and d >= 0 for d in out_shape)):
         ctx.fail("output_shape", f"output_shape returned {out_shape!r}, expected a tuple of ints")
     declared = _call(ctx, "param_shapes", layer.param_shapes, in_shape)
+    # a case's config may build a layer too large to check (units 3e8): refused before any
+    # weight is drawn where param_shapes says, else as soon as init_params returns
+    _within_case_size(ctx, "output values per example", math.prod(out_shape))
+    if isinstance(declared, dict):
+        _within_case_size(ctx, "parameters", sum(math.prod(int(d) for d in s) for s in declared.values()))
 
     def draw() -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]:
         params = _call(ctx, "init_params", layer.init_params, in_shape, rng)
         if not isinstance(params, dict) or not all(isinstance(v, np.ndarray) for v in params.values()):
             ctx.fail("init_params", f"init_params must return {{name: array}}, got {params!r}")
+        _within_case_size(ctx, "parameters", sum(v.size for v in params.values()))
         xs = tuple(draw_values(case.values, (ctx.batch, *s), rng) for s in case.in_shapes)
         return {k: v.astype(np.float64) for k, v in params.items()}, xs
 
@@ -215,6 +223,13 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
     return CheckResult(name, case, seed, ctx.batch, report, redraws, forwards)
 
 
+def _within_case_size(ctx: _Context, what: str, count: int) -> None:
+    if count > MAX_CASE_VALUES:
+        ctx.fail("case size", f"the case's config gives the layer {count:,} {what}, more than "
+                              f"a finite-difference check takes ({MAX_CASE_VALUES:,}); draw smaller configs "
+                              "in gradcheck_cases()")
+
+
 def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "full",
                dtype: str = "float64", registry: Registry | None = None) -> CheckResult:
     """Check a loss on one case: a finite scalar value, ``dpred`` of the prediction's shape and
@@ -235,13 +250,16 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
     for dt in (np.float64, np.float32):
         p = pred.astype(dt)
         before = _snapshot({"pred": p, "target": target})
-        value, cache = _call(ctx, "forward", loss.forward, p, target)
+        value, cache = _pair(ctx, "forward", _call(ctx, "forward", loss.forward, p, target), "(value, cache)")
         if not (np.ndim(value) == 0 and np.isrealobj(value) and np.isfinite(value)):
             ctx.fail("forward", f"the loss value must be a finite real scalar, got {value!r}")
         dpred = _call(ctx, "backward", loss.backward, cache)
         _unchanged(ctx, "forward/backward", before, {"pred": p, "target": target})
-        if not isinstance(dpred, np.ndarray) or dpred.shape != p.shape:
-            ctx.fail("gradient shapes", f"dpred has shape {np.shape(dpred)}, expected {p.shape}")
+        if not isinstance(dpred, np.ndarray):
+            ctx.fail("backward", f"backward returned {type(dpred).__name__}, expected dpred, an array of "
+                                 f"the prediction's shape {p.shape}")
+        if dpred.shape != p.shape:
+            ctx.fail("gradient shapes", f"dpred has shape {dpred.shape}, expected {p.shape}")
         if dpred.dtype != dt:
             ctx.fail("dtype", f"{np.dtype(dt).name} predictions gave dpred of dtype {dpred.dtype}")
         if np.shares_memory(dpred, p):

@@ -234,7 +234,11 @@ def cases_for(cls_or_type: Any, registry: Any = None) -> st.SearchStrategy[Case]
         raise PluginError(f"{name} ({cls.__module__}.{cls.__qualname__}): gradcheck_cases() raised "
                           f"{type(exc).__name__}: {exc}") from exc
     if strategy is None:
-        raise PluginError(f"{name} ({cls.__module__}.{cls.__qualname__}) offers no gradcheck_cases()")
+        base = inspect.getattr_static(Layer, "gradcheck_cases")  # Loss shares it
+        overridden = inspect.getattr_static(cls, "gradcheck_cases") is not base
+        what = ("gradcheck_cases() returned None; it must return a hypothesis strategy of nnplug.testing.Case "
+                "(a missing `return`?)") if overridden else "offers no gradcheck_cases()"
+        raise PluginError(f"{name} ({cls.__module__}.{cls.__qualname__}) {what}")
     if not isinstance(strategy, st.SearchStrategy):
         raise PluginError(f"{name}.gradcheck_cases() must return a hypothesis strategy of "
                           f"nnplug.testing.Case, got {type(strategy).__name__}")

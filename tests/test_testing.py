@@ -3,10 +3,12 @@ property of the layer contract, broken on purpose, is named when it fails."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 from kinked import ShiftedAbs
 from pydantic import field_serializer
 
@@ -330,3 +332,57 @@ def test_bad_arguments_to_check_layer_are_config_errors(kwargs, message):
 def test_a_case_asking_for_terabytes_is_refused_before_any_array():
     with pytest.raises(nnplug.ConfigError, match="values per example is more than a finite-difference check takes"):
         Case({}, ((10**6, 10**6),))
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    (broken("NoCache", forward=lambda self, p, x, *, training: x * p["w"]),
+     "forward broken: forward returned ndarray, expected a pair (y, cache)"),
+    (broken("NoPair", backward=lambda self, p, c, dy: dy * p["w"]),
+     "backward broken: backward returned ndarray, expected a pair (dx, {name: gradient})"),
+    (broken("GradList", backward=lambda self, p, c, dy: (dy * p["w"], [(dy * c).sum(axis=0)])),
+     "backward broken: backward returned list as its gradients, expected {name: gradient}"),
+    (broken("WrongDx", backward=lambda self, p, c, dy: (dy[:, :1] * p["w"][:1], Scale.backward(self, p, c, dy)[1])),
+     "gradient shapes broken: dx has shape"),
+])
+def test_what_forward_and_backward_return_is_named_when_it_is_not_the_contracts_pair(layer, message):
+    # a forward returning y alone used to be unpacked row by row: "too many values to unpack"
+    # or, for a batch of 2, "forward gave (1,), output_shape promised (2, 1)"
+    for seed in (0, 1):  # batches of 2 and 3
+        with pytest.raises(ConformanceError) as info:
+            check_layer(layer, CASE, seed=seed)
+        assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    ({"forward": lambda self, p, t: float(np.mean((p - t) ** 2))},
+     "forward broken: forward returned float, expected a pair (value, cache)"),
+    ({"backward": lambda self, c: (c * (2 / c.size), {})},
+     "backward broken: backward returned tuple, expected dpred, an array of the prediction's shape (2, 3)"),
+])
+def test_a_loss_returning_the_wrong_kind_of_thing_is_named(methods, message):
+    with pytest.raises(ConformanceError, match=re.escape(message)):
+        check_loss(_loss("BrokenMSE", **methods), Case({}, ((3,),)), seed=1)
+
+
+@pytest.mark.parametrize(("methods", "what"), [
+    ({"output_shape": lambda self, s: (5_000_000,)}, "5,000,000 output values per example"),
+    ({"param_shapes": lambda self, s: {"w": (5_000_000,)}}, "5,000,000 parameters"),
+    ({"init_params": lambda self, s, rng: {"w": np.zeros(5_000_000)}, "param_shapes": lambda self, s: None},
+     "5,000,000 parameters"),
+])
+def test_a_case_building_a_layer_too_large_to_check_is_refused_as_the_cases_fault(methods, what):
+    # units: 300_000_000 drawn by a case strategy used to take the machine's memory
+    with pytest.raises(ConformanceError) as info:
+        check_layer(broken("Huge", **methods), CASE, seed=0)
+    assert info.value.check == "case size" and what in str(info.value)
+
+
+class ForgetsReturn(Scale):
+    @classmethod
+    def gradcheck_cases(cls) -> Any:
+        st.just(CASE)  # the `return` forgotten
+
+
+def test_gradcheck_cases_returning_none_is_told_apart_from_offering_none():
+    with pytest.raises(nnplug.PluginError, match=r"gradcheck_cases\(\) returned None; .*a missing `return`"):
+        testing.cases_for(ForgetsReturn)
