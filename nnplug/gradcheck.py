@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nnplug import _returns as returns
 from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params
-from nnplug.errors import GradientCheckError, NnplugError, ShapeError
+from nnplug.errors import GradientCheckError, NnplugError, PluginError, ShapeError
 from nnplug.layer import Layer, Loss
 
 Mode = Literal["full", "fast"]
@@ -192,12 +193,8 @@ def _run(subject: str, f: Callable[[dict[str, np.ndarray]], float], tensors: dic
     rng = np.random.default_rng(seed)
     counter = _Counter(f)
     f0 = counter(tensors)
-    for name, t in tensors.items():
-        grad = np.asarray(analytic[name], dtype=np.float64)
-        if grad.shape != t.shape:
-            report.failures.append(Entry(name, "shape", float("nan"), float("nan"), float("inf")))
-            report.worst = report.failures[-1]
-            continue
+    for name in tensors:
+        grad = np.asarray(analytic[name], dtype=np.float64)  # of the tensor's shape: the callers checked
         if mode == "full" or _directional(counter, tensors, name, grad, f0, report, rng, n_directions):
             _elementwise(counter, tensors, name, grad, f0, report, rng, max_entries)
     report.n_forward = counter.calls
@@ -227,7 +224,7 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     shapes = tuple(t.shape[1:] for t in tensors.values())
     in_shape = shapes if multi else shapes[0]
     try:  # the layer's own words for inputs that do not fit it, before any forward
-        layer.output_shape(in_shape)
+        out_shape = tuple(layer.output_shape(in_shape))
     except Exception as exc:
         detail = str(exc) if isinstance(exc, NnplugError) else f"output_shape raised {type(exc).__name__}: {exc}"
         raise ShapeError(f"gradcheck of {subject}: inputs of shape {in_shape} (no batch axis): {detail}") from None
@@ -240,15 +237,24 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
         return (inputs if multi else inputs[0]), {k: ts[f"param {k}"] for k in params}
 
     inp, p = split(tensors)
-    y, cache = layer.forward(p, inp, training=True)
-    r = rng.standard_normal(np.shape(y)).astype(dtype)
-    dx, grads = layer.backward(p, cache, r.copy())
-    analytic = dict(zip(names, tuple(dx) if multi else (dx,)))
-    analytic.update({f"param {k}": g for k, g in grads.items()})
-    missing = set(tensors) - set(analytic)
-    if missing:
-        raise GradientCheckError(f"gradcheck of {layer!r}: backward returned no gradient for "
-                                 f"{', '.join(sorted(missing))}")
+    before = {name: t.copy() for name, t in tensors.items()}
+    y, cache = returns.pair(subject, "forward", layer.forward(p, inp, training=True), "(y, cache)")
+    batch = len(tensors[names[0]])
+    returns.array(subject, "forward's output", y, (batch, *out_shape))
+    r = rng.standard_normal(y.shape).astype(dtype)
+    dx, grads = returns.pair(subject, "backward", layer.backward(p, cache, r.copy()), "(dx, {name: gradient})")
+    if multi and not (isinstance(dx, (tuple, list)) and len(dx) == len(names)):
+        raise PluginError(f"{subject}: backward returned {type(dx).__name__} as dx, expected a tuple of "
+                          f"{len(names)} input gradients")
+    analytic = {n: returns.array(subject, f"backward's d{n}", g, tensors[n].shape)
+                for n, g in zip(names, tuple(dx) if multi else (dx,))}
+    for k, g in returns.gradients(subject, grads, list(params)).items():
+        analytic[f"param {k}"] = returns.array(subject, f"backward's gradient of {k}", g, params[k].shape)
+    changed = [name for name, t in tensors.items() if not np.array_equal(t, before[name], equal_nan=True)]
+    if changed or set(p) != set(params):  # finite differences of a function that edits its inputs mean nothing
+        what = ", ".join(changed) if changed else "the params dict"
+        raise PluginError(f"{subject}: forward or backward modified {what} in place; the contract "
+                          "forbids it (return new arrays, keep state in the cache)")
 
     def f(ts: dict[str, np.ndarray]) -> float:
         inp_, p_ = split(ts)
@@ -272,8 +278,10 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
     if target_array.dtype.kind == "f" and not np.isfinite(target_array).all():
         raise ShapeError(f"gradcheck of {loss!r}: target holds non-finite values; finite differences "
                          "need finite values")
-    _, cache = loss.forward(tensors["pred"], target)
-    analytic = {"pred": loss.backward(cache)}
+    subject = repr(loss)
+    value, cache = returns.pair(subject, "forward", loss.forward(tensors["pred"], target), "(value, cache)")
+    returns.loss_value(subject, value)
+    analytic = {"pred": returns.array(subject, "backward's dpred", loss.backward(cache), tensors["pred"].shape)}
 
     def f(ts: dict[str, np.ndarray]) -> float:
         return float(loss.forward(ts["pred"], target)[0])
@@ -324,6 +332,9 @@ def gradcheck(subject: Any, *args: Any, **kwargs: Any) -> GradcheckReport:
     Raises:
         GradientCheckError: when an entry is out of tolerance or a kink was met (unless
             ``raise_on_failure=False``); its ``report`` names the worst entry.
+        PluginError: the layer or loss breaks the contract, whatever ``raise_on_failure``
+            says: forward or backward return something other than the contract's pair, arrays
+            of the wrong shape, gradients for other names, or edit their inputs in place.
     """
     if isinstance(subject, Layer):
         return gradcheck_layer(subject, *args, **kwargs)

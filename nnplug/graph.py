@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nnplug._returns import loss_value, pair
 from nnplug.arrays import real_array
 from nnplug.build import (
     Node,
@@ -43,13 +44,6 @@ def _plugin_call(node: Node, method: str, *args: Any, **kwargs: Any) -> Any:
         raise type(exc)(f"{node.describe()}: {exc}") from exc
     except Exception as exc:
         raise PluginError(f"{node.describe()}: {method} raised {type(exc).__name__}: {exc}") from exc
-
-
-def _pair(node: Node, method: str, result: Any, expected: str) -> tuple[Any, Any]:
-    """Unpack what a layer method returned, naming the node when it is not a pair."""
-    if not isinstance(result, tuple) or len(result) != 2:
-        raise PluginError(f"{node.describe()}: {method} returned {type(result).__name__}, expected a pair {expected}")
-    return result[0], result[1]
 
 
 def _registry_or_default(registry: Any) -> Registry:
@@ -201,7 +195,7 @@ class Model:
                       training: bool, batch: int) -> tuple[np.ndarray, Any]:
         x = node.layer_input(values)
         result = _plugin_call(node, "forward", params.get(node.name, {}), x, training=training)
-        y, cache = _pair(node, "forward", result, "(y, cache)")
+        y, cache = pair(node.describe(), "forward", result, "(y, cache)")
         expected = (batch, *node.out_shape)
         if not isinstance(y, np.ndarray) or y.shape != expected:
             got = y.shape if isinstance(y, np.ndarray) else type(y).__name__
@@ -286,12 +280,13 @@ class Model:
     def _loss_forward(self, pred: np.ndarray, target: Any) -> tuple[float, Any]:
         where = f"loss ({self.loss.type_name()}, {self.loss_plugin})"
         try:
-            value, cache = self.loss.forward(pred, target)
+            result = self.loss.forward(pred, target)
         except NnplugError as exc:
             raise type(exc)(f"{where}: {exc}") from exc
         except Exception as exc:
             raise PluginError(f"{where}: forward raised {type(exc).__name__}: {exc}") from exc
-        return float(value), cache
+        value, cache = pair(where, "forward", result, "(value, cache)")
+        return loss_value(where, value), cache
 
     def _loss_backward(self, cache: Any, pred: np.ndarray) -> np.ndarray:
         where = f"loss ({self.loss.type_name()}, {self.loss_plugin})"
@@ -308,7 +303,7 @@ class Model:
                        ) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
         own = params.get(node.name, {})
         result = _plugin_call(node, "backward", own, cache, dy)
-        dx, grads = _pair(node, "backward", result, "(dx, {name: gradient})")
+        dx, grads = pair(node.describe(), "backward", result, "(dx, {name: gradient})")
         dxs = tuple(dx) if node.layer.n_inputs > 1 else (dx,)
         batch = dy.shape[0]
         if len(dxs) != len(node.inputs):

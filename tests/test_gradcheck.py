@@ -3,6 +3,7 @@ detects kinks, and its fast mode costs O(1) evaluations per tensor."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
@@ -245,3 +246,70 @@ def test_a_non_finite_target_and_a_model_batch_of_one_are_refused():
                                       "loss": {"type": "softmax_cross_entropy"}, "dtype": "float64"})
     with pytest.raises(nnplug.ShapeError, match="needs a batch of at least 2"):
         nnplug.gradcheck(model, _data(1), np.array([1]))
+
+
+def _dense_with(name: str, **methods):
+    return _layer(type(name, (Dense,), methods))
+
+
+def _decays_weights(self, params, x, *, training):
+    params["w"] *= 0.5  # "inference-time decay": edits the weights being checked
+    return Dense.forward(self, params, x, training=training)
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    (_dense_with("YOnly", forward=lambda self, p, x, *, training: Dense.forward(self, p, x, training=training)[0]),
+     "forward returned ndarray, expected a pair (y, cache)"),
+    (_dense_with("NoneBack", backward=lambda self, p, c, dy: None),
+     "backward returned NoneType, expected a pair (dx, {name: gradient})"),
+    (_dense_with("ListGrads", backward=lambda self, p, c, dy: (Dense.backward(self, p, c, dy)[0], [1, 2])),
+     "backward returned list as its gradients, expected {name: gradient}"),
+    (_dense_with("ExtraGrad", backward=lambda self, p, c, dy: (Dense.backward(self, p, c, dy)[0],
+                                                               {**Dense.backward(self, p, c, dy)[1], "z": 0})),
+     "backward returned gradients for ['b', 'w', 'z'], the parameters are ['b', 'w']"),
+    (_dense_with("WrongDx", backward=lambda self, p, c, dy: (Dense.backward(self, p, c, dy)[0][:, :2],
+                                                             Dense.backward(self, p, c, dy)[1])),
+     "backward's dx has shape (4, 2), expected (4, 3)"),
+    (_dense_with("WrongY", forward=lambda self, p, x, *, training: (x, x)),
+     "forward's output has shape (4, 3), expected (4, 2)"),
+    (_dense_with("DecaysWeights", forward=_decays_weights),
+     "forward or backward modified param w in place"),
+])
+def test_a_layer_breaking_the_contract_is_named_not_a_raw_error_or_a_misleading_entry(layer, message):
+    # these used to be unpacking errors, AttributeErrors, numpy's matmul error from inside
+    # backward, a report whose worst entry was a correct one, or "met a kink"
+    layer = type(layer)(DenseConfig(units=2))
+    with pytest.raises(nnplug.PluginError, match=re.escape(message)):
+        nnplug.gradcheck(layer, _data(4, 3))
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    ({"forward": lambda self, p, t: ((p - t) ** 2, p - t)},
+     "forward returned an array of shape (4, 2) as the loss value, expected a real scalar"),
+    ({"forward": lambda self, p, t: 0.5}, "forward returned float, expected a pair (value, cache)"),
+    ({"backward": lambda self, c: (c, {})}, "backward's dpred is tuple, expected an array of shape (4, 2)"),
+])
+def test_a_loss_breaking_the_contract_is_named_by_gradcheck_and_by_the_executor(methods, message):
+    loss = type("BrokenMSE", (MSE,), {"Config": _BrokenMSEConfig, **methods})(_BrokenMSEConfig())
+    with pytest.raises(nnplug.PluginError, match=re.escape(message)):
+        nnplug.gradcheck(loss, _data(4, 2), _data(4, 2, seed=1))
+    if "backward" in methods:  # the executor words backward's faults its own way (tested elsewhere)
+        return
+    registry = nnplug.Registry(plugins=["nnplug_layers", _plugin_of(type(loss))])
+    model = nnplug.Model.from_config({"input": [3], "layers": [{"type": "dense", "units": 2}],
+                                      "loss": {"type": "broken_mse"}}, registry)
+    with pytest.raises(nnplug.PluginError, match=re.escape(message)):
+        model.loss_and_grads(_data(4, 3), _data(4, 2))
+
+
+class _BrokenMSEConfig(nnplug.LayerConfig):
+    type: Literal["broken_mse"] = "broken_mse"
+
+
+def _plugin_of(*classes):
+    class Plugin:
+        @staticmethod
+        @nnplug.hookimpl
+        def nnplug_register_layers():
+            return list(classes)
+    return Plugin

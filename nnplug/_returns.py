@@ -1,0 +1,51 @@
+"""What a plugin's forward and backward return, checked where nnplug receives it (the executor,
+``gradcheck``): a contract violation is a :class:`~nnplug.PluginError` naming ``who`` and what
+came back, rather than an unpacking error or a numpy traceback further on."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+
+from nnplug.errors import PluginError
+
+
+def pair(who: str, method: str, result: Any, expected: str) -> tuple[Any, Any]:
+    """``(a, b)`` from a method that must return a pair, such as forward's ``(y, cache)``."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise PluginError(f"{who}: {method} returned {type(result).__name__}, expected a pair {expected}")
+    return result[0], result[1]
+
+
+def loss_value(who: str, value: Any) -> float:
+    """A loss forward's value as a float: it must be a real scalar (the mean over the batch)."""
+    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0 or not np.isrealobj(value):
+        shown = f"an array of shape {np.shape(value)}" if np.ndim(value) else repr(value)
+        raise PluginError(f"{who}: forward returned {shown} as the loss value, expected a real "
+                          "scalar (the mean loss over the batch)")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"{who}: forward returned {value!r} as the loss value, expected a real scalar") from exc
+
+
+def array(who: str, what: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``value``, which must be a numpy array of ``shape``."""
+    if not isinstance(value, np.ndarray):
+        raise PluginError(f"{who}: {what} is {type(value).__name__}, expected an array of shape {shape}")
+    if value.shape != shape:
+        raise PluginError(f"{who}: {what} has shape {value.shape}, expected {shape}")
+    return value
+
+
+def gradients(who: str, grads: Any, names: Collection[str]) -> dict[str, Any]:
+    """backward's ``{name: gradient}``: a dict with one entry per parameter, no more."""
+    if not isinstance(grads, dict):
+        raise PluginError(f"{who}: backward returned {type(grads).__name__} as its gradients, "
+                          "expected {name: gradient}")
+    if set(grads) != set(names):
+        raise PluginError(f"{who}: backward returned gradients for {sorted(map(str, grads))}, "
+                          f"the parameters are {sorted(names)}")
+    return grads
