@@ -278,6 +278,11 @@ def contract_problem(cls: Any) -> str | None:
         return f"{label}: Config.type must be Literal['name'] with that name as its default"
     if not TYPE_NAME_PATTERN.match(name):
         return f"{label}: type name {name!r} is not an identifier"
+    for key in ("name", "inputs"):  # the graph's keys: a layer field of that name would hide them
+        own, base = config.model_fields.get(key), LayerConfig.model_fields[key]
+        if own is None or own.annotation != base.annotation or own.default != base.default:
+            return (f"{label}: Config redefines {key!r}, which every node uses to place the layer "
+                    "in the graph; give the layer's own setting another name")
     if issubclass(cls, Layer):
         n_inputs = getattr(cls, "n_inputs", 1)
         if not isinstance(n_inputs, int) or isinstance(n_inputs, bool) or n_inputs < 1:

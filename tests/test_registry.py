@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from typing import Literal
 
 import pytest
 from fakedist import good_plugin_source, install_fake_dist
@@ -189,6 +190,16 @@ def test_contract_problems_name_the_class():
         pass
 
     assert "no Config" in contract_problem(Orphan)
+
+
+@pytest.mark.parametrize(("field", "annotation"), [("inputs", int), ("name", int), ("name", "str | None")])
+def test_a_config_redefining_the_graphs_keys_is_refused(field, annotation):
+    # `inputs: int = 3` in a plugin's Config used to drop its nodes from the graph: a KeyError traceback
+    namespace = {"__annotations__": {"type": Literal["hides_keys"], field: annotation},
+                 "type": "hides_keys", field: 3 if annotation is int else "fixed"}
+    config = type("HidesKeys", (nnplug.LayerConfig,), namespace)
+    layer = type("HidesKeysLayer", (nnplug.Layer,), {"Config": config})
+    assert f"Config redefines {field!r}" in contract_problem(layer)
 
 
 def test_unknown_type_lists_available_and_nearest_match():
