@@ -8,6 +8,7 @@ dtype) so a misbehaving plugin is named at the node where it went wrong.
 
 from __future__ import annotations
 
+import operator
 import os
 import zlib
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nnplug._returns import loss_value, pair
-from nnplug.arrays import real_array
+from nnplug.arrays import read_only, read_only_params, real_array
 from nnplug.build import (
     Node,
     build_nodes,
@@ -43,7 +44,9 @@ def _plugin_call(node: Node, method: str, *args: Any, **kwargs: Any) -> Any:
     except NnplugError as exc:
         raise type(exc)(f"{node.describe()}: {exc}") from exc
     except Exception as exc:
-        raise PluginError(f"{node.describe()}: {method} raised {type(exc).__name__}: {exc}") from exc
+        hint = ("; the contract forbids editing inputs, params or dy: return new arrays"
+                if isinstance(exc, ValueError) and "read-only" in str(exc) else "")
+        raise PluginError(f"{node.describe()}: {method} raised {type(exc).__name__}: {exc}{hint}") from exc
 
 
 def _registry_or_default(registry: Any) -> Registry:
@@ -80,6 +83,7 @@ class Model:
         self.unused: tuple[str, ...] = unused_nodes(self.nodes, self.loss_input)
         self._run_nodes = [n for n in self.nodes if n.name not in self.unused]
         self._node_names = {n.name for n in self.nodes}
+        self._param_views: dict[str, tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]] = {}
         self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
         check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
@@ -194,7 +198,8 @@ class Model:
     def _call_forward(self, node: Node, params: Params, values: Mapping[str, Any],
                       training: bool, batch: int) -> tuple[np.ndarray, Any]:
         x = node.layer_input(values)
-        result = _plugin_call(node, "forward", params.get(node.name, {}), x, training=training)
+        x = tuple(map(read_only, x)) if isinstance(x, tuple) else read_only(x)
+        result = _plugin_call(node, "forward", self._frozen_params(node, params), x, training=training)
         y, cache = pair(node.describe(), "forward", result, "(y, cache)")
         expected = (batch, *node.out_shape)
         if not isinstance(y, np.ndarray) or y.shape != expected:
@@ -204,6 +209,17 @@ class Model:
         if y.dtype != self.dtype:
             raise PluginError(f"{node.describe()}: forward returned dtype {y.dtype} in a {self.dtype} model")
         return y, cache
+
+    def _frozen_params(self, node: Node, params: Params) -> dict[str, np.ndarray]:
+        """A fresh dict of read-only views of the node's params (see :mod:`nnplug.arrays`); the
+        views are made again only when the arrays change, not on every step."""
+        own = params.get(node.name)
+        if not own:
+            return {}
+        cached = self._param_views.get(node.name)
+        if cached is None or len(cached[0]) != len(own) or not all(map(operator.is_, cached[0], own.values())):
+            cached = self._param_views[node.name] = tuple(own.values()), read_only_params(own)
+        return dict(cached[1])
 
     def forward(self, x: Any, params: Params | None = None) -> np.ndarray:
         """Inference: the output of the loss's input node (no caches kept)."""
@@ -217,7 +233,8 @@ class Model:
                 remaining[name] -= 1
                 if remaining[name] == 0 and name != self.loss_input:
                     del values[name]
-        return values[self.loss_input]
+        out: np.ndarray = values[self.loss_input]
+        return out if out.flags.writeable else out.copy()  # a layer may return a view of what it was given
 
     def _consumer_counts(self) -> dict[str, int]:
         counts = {INPUT_NAME: 0, **{n.name: 0 for n in self._run_nodes}}
@@ -280,7 +297,7 @@ class Model:
     def _loss_forward(self, pred: np.ndarray, target: Any) -> tuple[float, Any]:
         where = f"loss ({self.loss.type_name()}, {self.loss_plugin})"
         try:
-            result = self.loss.forward(pred, target)
+            result = self.loss.forward(read_only(pred), target)
         except NnplugError as exc:
             raise type(exc)(f"{where}: {exc}") from exc
         except Exception as exc:
@@ -302,8 +319,11 @@ class Model:
     def _call_backward(self, node: Node, params: Params, cache: Any, dy: np.ndarray
                        ) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
         own = params.get(node.name, {})
-        result = _plugin_call(node, "backward", own, cache, dy)
+        result = _plugin_call(node, "backward", self._frozen_params(node, params), cache, read_only(dy))
         dx, grads = pair(node.describe(), "backward", result, "(dx, {name: gradient})")
+        if node.layer.n_inputs > 1 and not isinstance(dx, (tuple, list)):  # not split row by row
+            raise PluginError(f"{node.describe()}: backward returned {type(dx).__name__} as dx, expected a "
+                              f"tuple of {node.layer.n_inputs} input gradients")
         dxs = tuple(dx) if node.layer.n_inputs > 1 else (dx,)
         batch = dy.shape[0]
         if len(dxs) != len(node.inputs):
@@ -318,7 +338,7 @@ class Model:
         own = params.get(node.name, {})
         if not own:
             return {}
-        grads = _plugin_call(node, "param_grads", own, cache, dy)
+        grads = _plugin_call(node, "param_grads", self._frozen_params(node, params), cache, read_only(dy))
         return self._checked_param_grads(node, "param_grads", grads, own)
 
     def _checked_param_grads(self, node: Node, method: str, grads: Any, own: dict[str, np.ndarray]

@@ -209,6 +209,8 @@ BACKWARD_LIAR = good_plugin_source("backliar").replace("return 2 * dy, {}", "ret
 UPCASTER = good_plugin_source("upcaster").replace("return 2 * x, None", "return 2.0 * x.astype('float64'), None")
 BARE = good_plugin_source("bare").replace("return 2 * dy, {}", "return 2 * dy")
 RAISER = good_plugin_source("raiser").replace("return 2 * x, None", "raise IndexError('oops')")
+INPUT_EDITOR = good_plugin_source("inputeditor").replace("return 2 * x, None", "x *= 2\n        return x.copy(), None")
+DY_EDITOR = good_plugin_source("dyeditor").replace("return 2 * dy, {}", "dy *= 2\n        return dy.copy(), {}")
 
 
 @pytest.mark.parametrize(
@@ -219,6 +221,10 @@ RAISER = good_plugin_source("raiser").replace("return 2 * x, None", "raise Index
         (UPCASTER, "upcaster", "forward returned dtype float64 in a float32 model"),
         (RAISER, "raiser", "forward raised IndexError: oops"),
         (BARE, "bare", "backward returned ndarray, expected a pair (dx, {name: gradient})"),
+        # editing what it was given would corrupt every other reader of that array, silently
+        (INPUT_EDITOR, "inputeditor", "forward raised ValueError: output array is read-only; the contract "
+                                      "forbids editing inputs, params or dy: return new arrays"),
+        (DY_EDITOR, "dyeditor", "backward raised ValueError: output array is read-only; the contract"),
     ],
 )
 def test_misbehaving_plugin_is_named_with_its_node(source, type_name, phrase):
@@ -237,6 +243,77 @@ def test_misbehaving_plugin_is_named_with_its_node(source, type_name, phrase):
     message = str(err.value)
     assert f"node 'suspect' ({type_name}, plugin 'plugin_{type_name}')" in message
     assert phrase in message
+
+
+def test_a_layer_editing_its_weights_in_place_is_stopped_and_the_weights_stay():
+    from nnplug_layers.dense import Dense, DenseConfig
+
+    class DecayConfig(DenseConfig):
+        type: Literal["decaying_dense"] = "decaying_dense"
+
+    class DecayingDense(Dense):  # "inference-time decay": it would drift the model's weights
+        Config = DecayConfig
+
+        def forward(self, params, x, *, training):
+            params["w"] *= 0.99
+            return super().forward(params, x, training=training)
+
+    class Plugin:
+        @staticmethod
+        @nnplug.hookimpl
+        def nnplug_register_layers():
+            return [DecayingDense]
+
+    registry = nnplug.Registry(plugins=["nnplug_layers", Plugin])
+    model = nnplug.Model.from_config({**mlp(), "layers": [{"type": "decaying_dense", "units": 3, "name": "d"}]},
+                                     registry)
+    before = model.params["d"]["w"].copy()
+    with pytest.raises(nnplug.PluginError, match=r"node 'd' \(decaying_dense, plugin 'Plugin'\): forward raised "
+                                                 r"ValueError: .*read-only; the contract forbids editing"):
+        model.forward(np.ones((2, 4)))
+    np.testing.assert_array_equal(model.params["d"]["w"], before)
+
+
+ONE_DX_FOR_TWO = """
+from typing import Literal
+import nnplug
+
+class SumConfig(nnplug.LayerConfig):
+    type: Literal["onedx_sum"] = "onedx_sum"
+
+class Sum(nnplug.Layer):
+    Config = SumConfig
+    n_inputs = 2
+    def output_shape(self, in_shapes):
+        return in_shapes[0]
+    def forward(self, params, xs, *, training):
+        return xs[0] + xs[1], None
+    def backward(self, params, cache, dy):
+        return dy.copy(), {}  # one array for two inputs
+
+@nnplug.hookimpl
+def nnplug_register_layers():
+    return [Sum]
+"""
+
+
+def test_one_input_gradient_for_a_two_input_layer_is_named_not_split_by_rows():
+    registry = nnplug.Registry(plugins=[plugin_module(ONE_DX_FOR_TWO, "onedx")])
+    model = nnplug.Model.from_config({"input": [3], "layers": [
+        {"type": "dense", "units": 3, "name": "a"}, {"type": "dense", "units": 3, "name": "b", "inputs": ["input"]},
+        {"type": "onedx_sum", "name": "s", "inputs": ["a", "b"]}], "loss": {"type": "mse"}}, registry)
+    # with a batch of 2 the rows of dy used to pass for two gradients of the wrong shape
+    with pytest.raises(nnplug.PluginError, match=r"node 's' .*backward returned ndarray as dx, expected a tuple of 2"):
+        model.loss_and_grads(np.ones((2, 3)), np.ones((2, 3)))
+
+
+def test_the_callers_input_is_untouched_and_the_output_is_the_callers_to_edit():
+    model = nnplug.Model.from_config({"input": [2, 2], "dtype": "float64", "layers": [{"type": "flatten"}],
+                                      "loss": {"type": "mse"}})
+    x = np.arange(8.0).reshape(2, 2, 2)
+    y = model.forward(x)  # flatten's output is a view of what it was given
+    y[...] = 0
+    np.testing.assert_array_equal(x, np.arange(8.0).reshape(2, 2, 2))
 
 
 def test_non_finite_loss_names_the_first_node_that_went_non_finite():
