@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from nnplug._strategies import Case
-from nnplug.errors import ConfigError, GradientCheckError, PluginError
+from nnplug.errors import ConfigError, GradientCheckError, PluginError, exception_text
 from nnplug.gradcheck import GradcheckReport
 from nnplug.layer import Layer, Loss, parse_config
 from nnplug.registry import Registry, load_registry
@@ -99,7 +99,7 @@ def _call(ctx: _Context, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     except ConformanceError:
         raise
     except Exception as exc:
-        ctx.fail(what, f"{what} raised {type(exc).__name__}: {exc}")
+        ctx.fail(what, f"{what} raised {exception_text(exc)}")
 
 
 def _pair(ctx: _Context, what: str, result: Any, expected: str) -> tuple[Any, Any]:

@@ -30,7 +30,7 @@ from nnplug._contract import (
 )
 from nnplug._gradcheck_inputs import is_seed
 from nnplug._strategies import MAX_CASE_VALUES, Case, draw_values
-from nnplug.errors import ConfigError, PluginError, ShapeError
+from nnplug.errors import ConfigError, PluginError, ShapeError, exception_text
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
 from nnplug.layer import Layer, Loss
 from nnplug.registry import Registry
@@ -183,7 +183,7 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
     except ShapeError as exc:  # the layer refusing shapes is its contract; the case is at fault
         ctx.fail("case shapes", f"{name} refuses the case's input shapes {in_shape}: {exc}")
     except Exception as exc:
-        ctx.fail("output_shape", f"output_shape raised {type(exc).__name__}: {exc}")
+        ctx.fail("output_shape", f"output_shape raised {exception_text(exc)}")
     if not (isinstance(out_shape, tuple) and all(isinstance(d, int) and d >= 0 for d in out_shape)):
         ctx.fail("output_shape", f"output_shape returned {out_shape!r}, expected a tuple of ints")
     declared = _call(ctx, "param_shapes", layer.param_shapes, in_shape)

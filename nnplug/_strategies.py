@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nnplug.errors import ConfigError, PluginError
+from nnplug.errors import ConfigError, PluginError, exception_text
 from nnplug.layer import Layer, Loss
 
 Shape = tuple[int, ...]
@@ -232,7 +232,7 @@ def cases_for(cls_or_type: Any, registry: Any = None) -> st.SearchStrategy[Case]
         strategy = cls.gradcheck_cases()
     except Exception as exc:
         raise PluginError(f"{name} ({cls.__module__}.{cls.__qualname__}): gradcheck_cases() raised "
-                          f"{type(exc).__name__}: {exc}") from exc
+                          f"{exception_text(exc)}") from exc
     if strategy is None:
         base = inspect.getattr_static(Layer, "gradcheck_cases")  # Loss shares it
         overridden = inspect.getattr_static(cls, "gradcheck_cases") is not base

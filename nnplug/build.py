@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nnplug.config import INPUT_NAME, ModelSpec, NodeSpec
-from nnplug.errors import ConfigError, NnplugError, PluginError, ShapeError
+from nnplug.errors import ConfigError, NnplugError, PluginError, ShapeError, exception_text
 from nnplug.layer import Layer, Shape
 from nnplug.registry import Registry
 
@@ -126,7 +126,7 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
             raise
         except Exception as exc:  # a plugin's __init__ that breaks: name it, not a traceback
             raise PluginError(f"{located(node_spec.where, plugin)}: creating the layer raised "
-                              f"{type(exc).__name__}: {exc}") from exc
+                              f"{exception_text(exc)}") from exc
         in_shapes = tuple(shapes[i] for i in node_spec.inputs)
         in_shape: Any = in_shapes if layer.n_inputs > 1 else in_shapes[0]
         received = ", ".join(f"{s} from {i!r}" for s, i in zip(in_shapes, node_spec.inputs))
@@ -144,7 +144,7 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
         except Exception as exc:
             raise PluginError(
                 f"{located(node_spec.where, plugin)}: output_shape raised "
-                f"{type(exc).__name__}: {exc}; received {received}"
+                f"{exception_text(exc)}; received {received}"
             ) from exc
         if not (isinstance(out, (tuple, list)) and out and all(  # a list is taken as the tuple it means
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in out
@@ -187,7 +187,7 @@ def check_budget(nodes: list[Node]) -> dict[str, dict[str, Shape] | None]:
             declared[node.name] = None if shapes is None else {
                 str(k): tuple(int(d) for d in s) for k, s in shapes.items()}
         except Exception as exc:
-            raise PluginError(f"{node.located}: param_shapes raised {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"{node.located}: param_shapes raised {exception_text(exc)}") from exc
         # A layer keeping the base init_params has no parameters: known without param_shapes.
         undeclared += shapes is None and type(node.layer).init_params is not Layer.init_params
         if shapes:

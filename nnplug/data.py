@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nnplug.errors import ConfigError, NnplugError
+from nnplug.errors import ConfigError, NnplugError, exception_text
 from nnplug.npzfile import npz_headers
 
 if TYPE_CHECKING:
@@ -193,4 +193,4 @@ def check_arrays(x: Any, y: Any, model: Model, where: str) -> None:
             raise ConfigError(f"data {where}: y does not fit the loss: {exc}") from None
         except Exception as exc:
             raise ConfigError(f"data {where}: y does not fit the loss "
-                              f"({model.loss.type_name()}): {type(exc).__name__}: {exc}") from None
+                              f"({model.loss.type_name()}): {exception_text(exc)}") from None

@@ -37,3 +37,10 @@ class GradientCheckError(NnplugError, AssertionError):
     def __init__(self, message: str, report: object | None = None) -> None:
         self.report = report
         super().__init__(message)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``Type: message``, or just ``Type`` when the exception says nothing (a bare
+    ``raise NotImplementedError``), for messages that quote what a plugin raised."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -24,7 +24,7 @@ import numpy as np
 
 from nnplug import _returns as returns
 from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params
-from nnplug.errors import GradientCheckError, NnplugError, PluginError, ShapeError
+from nnplug.errors import GradientCheckError, NnplugError, PluginError, ShapeError, exception_text
 from nnplug.layer import Layer, Loss
 
 Mode = Literal["full", "fast"]
@@ -226,7 +226,7 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     try:  # the layer's own words for inputs that do not fit it, before any forward
         out_shape = tuple(layer.output_shape(in_shape))
     except Exception as exc:
-        detail = str(exc) if isinstance(exc, NnplugError) else f"output_shape raised {type(exc).__name__}: {exc}"
+        detail = str(exc) if isinstance(exc, NnplugError) else f"output_shape raised {exception_text(exc)}"
         raise ShapeError(f"gradcheck of {subject}: inputs of shape {in_shape} (no batch axis): {detail}") from None
     checked = checked_params(subject, layer, params, in_shape, rng, dtype)
     tensors.update({f"param {k}": v for k, v in checked.items()})

@@ -29,7 +29,7 @@ from nnplug.build import (
     unused_nodes,
 )
 from nnplug.config import INPUT_NAME, ModelSpec, parse_model
-from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError
+from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError, exception_text
 from nnplug.layer import Loss, Shape
 from nnplug.registry import Registry, load_registry
 from nnplug.summary import summary_rows, summary_table
@@ -46,7 +46,7 @@ def _plugin_call(node: Node, method: str, *args: Any, **kwargs: Any) -> Any:
     except Exception as exc:
         hint = ("; the contract forbids editing inputs, params or dy: return new arrays"
                 if isinstance(exc, ValueError) and "read-only" in str(exc) else "")
-        raise PluginError(f"{node.describe()}: {method} raised {type(exc).__name__}: {exc}{hint}") from exc
+        raise PluginError(f"{node.describe()}: {method} raised {exception_text(exc)}{hint}") from exc
 
 
 def _registry_or_default(registry: Any) -> Registry:
@@ -119,7 +119,7 @@ class Model:
             except NnplugError:
                 raise
             except Exception as exc:
-                raise PluginError(f"{node.located}: init_params raised {type(exc).__name__}: {exc}") from exc
+                raise PluginError(f"{node.located}: init_params raised {exception_text(exc)}") from exc
             params[node.name] = self._checked_params(node, drawn, self._declared.get(node.name))
             total += sum(a.size for a in params[node.name].values())
             check_running_total(node, total)
@@ -136,11 +136,16 @@ class Model:
                 array = np.array(value, dtype=self.dtype)  # the one cast, into the model's dtype
             except (TypeError, ValueError) as exc:
                 raise PluginError(f"{node.located}: init_params gave {name} a value that is not "
-                                  f"an array of numbers ({type(exc).__name__}: {exc})") from exc
+                                  f"an array of numbers ({exception_text(exc)})") from exc
             if expected is not None and name in expected and array.shape != tuple(expected[name]):
                 raise PluginError(f"{node.located}: init_params gave {name} the shape "
                                   f"{array.shape}, but param_shapes says {tuple(expected[name])}")
+            if not np.isfinite(array).all():  # training would stop at the first batch, blaming the data
+                raise PluginError(f"{node.located}: init_params drew non-finite values for {name}")
             out[name] = array
+        if expected is not None and set(out) != set(expected):
+            raise PluginError(f"{node.located}: init_params returned {sorted(out)}, but param_shapes "
+                              f"declares {sorted(expected)}")
         return out
 
     # -- running -------------------------------------------------------------------------
@@ -301,7 +306,7 @@ class Model:
         except NnplugError as exc:
             raise type(exc)(f"{where}: {exc}") from exc
         except Exception as exc:
-            raise PluginError(f"{where}: forward raised {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"{where}: forward raised {exception_text(exc)}") from exc
         value, cache = pair(where, "forward", result, "(value, cache)")
         return loss_value(where, value), cache
 
@@ -310,7 +315,7 @@ class Model:
         try:
             dpred = self.loss.backward(cache)
         except Exception as exc:
-            raise PluginError(f"{where}: backward raised {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"{where}: backward raised {exception_text(exc)}") from exc
         if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape or dpred.dtype != pred.dtype:
             got = (dpred.shape, dpred.dtype) if isinstance(dpred, np.ndarray) else type(dpred).__name__
             raise PluginError(f"{where}: backward returned {got}, expected {(pred.shape, pred.dtype)}")

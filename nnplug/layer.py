@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nnplug.errors import ConfigError, PluginError
+from nnplug.errors import ConfigError, PluginError, exception_text
 
 Shape = tuple[int, ...]
 Params = dict[str, np.ndarray]
@@ -125,7 +125,7 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
         raise ConfigError("\n".join(problems), problems) from None
     except Exception as exc:  # pydantic lets a validator's non-ValueError through: the plugin's bug
         raise PluginError(f"{where or config_cls.__name__}: validating it with {config_cls.__module__}."
-                          f"{config_cls.__qualname__} raised {type(exc).__name__}: {exc}") from exc
+                          f"{config_cls.__qualname__} raised {exception_text(exc)}") from exc
 
 
 class _Configured:

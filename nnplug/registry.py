@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from nnplug import hookspecs
-from nnplug.errors import ConfigError, PluginError
+from nnplug.errors import ConfigError, PluginError, exception_text
 from nnplug.layer import Layer, LayerConfig, Loss, type_name_of
 
 DISABLE_AUTOLOAD_ENV = "NNPLUG_DISABLE_PLUGIN_AUTOLOAD"
@@ -129,7 +129,7 @@ class Registry:
         try:
             plugin = importer()
         except (Exception, SystemExit) as exc:
-            return self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
+            return self._fail(info, f"import failed: {exception_text(exc)}")
         try:
             self.manager.register(plugin, name=f"{info.distribution}:{info.name}")
         except (Exception, SystemExit) as exc:
@@ -141,7 +141,7 @@ class Registry:
             returned = caller()
         except (Exception, SystemExit) as exc:
             self.manager.unregister(plugin)
-            return self._fail(info, f"nnplug_register_layers raised {type(exc).__name__}: {exc}")
+            return self._fail(info, f"nnplug_register_layers raised {exception_text(exc)}")
         if not returned:  # pluggy drops None results, and a plugin may lack the hook entirely
             impls = [i for i in self.manager.hook.nnplug_register_layers.get_hookimpls() if i.plugin is plugin]
             self.manager.unregister(plugin)

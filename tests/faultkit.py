@@ -144,6 +144,14 @@ BUILD_FAULTS: dict[str, tuple[str, str, str]] = {
     "init_params_not_numbers": ("    def output_shape", "    def init_params(self, in_shape, rng):\n"
                                 "        return {'w': 'abc'}\n    def output_shape",
                                 "init_params gave w a value that is not an array of numbers"),
+    # validate used to say "valid"; train then stopped at the first batch or blamed the user's params
+    "init_params_draws_nan": ("    def output_shape", "    def init_params(self, in_shape, rng):\n"
+                              "        return {'w': np.full(2, np.nan)}\n    def output_shape",
+                              "init_params drew non-finite values for w"),
+    "init_params_disagrees_with_param_shapes": (
+        "    def output_shape", "    def param_shapes(self, in_shape):\n        return {'w': (2,)}\n"
+        "    def init_params(self, in_shape, rng):\n        return {'w': np.ones(2), 'b': np.ones(2)}\n"
+        "    def output_shape", "init_params returned ['b', 'w'], but param_shapes declares ['w']"),
 }
 
 

@@ -297,6 +297,16 @@ def nnplug_register_layers():
 """
 
 
+def test_a_bare_exception_from_a_plugin_is_quoted_without_a_dangling_colon():
+    source = good_plugin_source("unfinished").replace("return 2 * x, None", "raise NotImplementedError")
+    registry = nnplug.Registry(plugins=[plugin_module(source, "unfinished")])
+    model = nnplug.Model.from_config({"input": [3], "layers": [{"type": "unfinished", "name": "u"}],
+                                      "loss": {"type": "mse"}}, registry)
+    with pytest.raises(nnplug.PluginError) as err:
+        model.forward(np.ones((2, 3)))
+    assert str(err.value).endswith("forward raised NotImplementedError")
+
+
 def test_one_input_gradient_for_a_two_input_layer_is_named_not_split_by_rows():
     registry = nnplug.Registry(plugins=[plugin_module(ONE_DX_FOR_TWO, "onedx")])
     model = nnplug.Model.from_config({"input": [3], "layers": [
