@@ -101,7 +101,11 @@ class GradcheckReport:
         if self.worst:
             lines.append(f"  worst entry: {self.worst}")
         if self.failures:
-            lines.append(f"  {len(self.failures)} entries out of tolerance; tensors: "
+            directions = sum(isinstance(f.index, str) for f in self.failures)  # fast mode's probes
+            counts = [f"{n} {one if n == 1 else many}" for n, one, many in (
+                (len(self.failures) - directions, "entry", "entries"),
+                (directions, "directional derivative", "directional derivatives")) if n]
+            lines.append(f"  {' and '.join(counts)} out of tolerance; tensors: "
                          + ", ".join(sorted({f.tensor for f in self.failures})))
         for kink in self.kinks[:3]:
             lines.append(f"  non-differentiable point (kink) at {kink}; draw inputs away from it")

@@ -78,6 +78,15 @@ def test_report_names_worst_entry_index_analytic_numeric_and_tolerance():
     assert "tolerance" in str(report)
 
 
+def test_the_report_counts_entries_and_fast_modes_directions_apart():
+    layer = DenseConfig(units=1)
+    fast = nnplug.gradcheck(ScaledDense(layer), _data(4, 1), mode="fast", raise_on_failure=False)
+    full = nnplug.gradcheck(ScaledDense(layer), _data(4, 1), mode="full", raise_on_failure=False)
+    # a 1x1 weight used to read "4 entries out of tolerance"
+    assert "  1 entry and 3 directional derivatives out of tolerance; tensors: param w" in str(fast)
+    assert "  1 entry out of tolerance; tensors: param w" in str(full)
+
+
 def test_relu_kink_is_detected_and_not_passed():
     relu = nnplug.load_registry().get("relu")()
     x = np.array([[0.0, 1.0], [-1.0, 2.0]])
