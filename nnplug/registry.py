@@ -93,6 +93,10 @@ class Registry:
         blocked_names = {name.lower() for name in blocked}
         if autoload is None:
             autoload = not autoload_disabled()
+        #: why no installed plugin was loaded, when that is so (for unknown-type messages)
+        self._not_autoloaded = "" if autoload else (
+            f"{DISABLE_AUTOLOAD_ENV}=1 is set: name plugins with -p NAME" if autoload_disabled()
+            else "autoload=False: name plugins in Registry(plugins=[...])")
         wanted = [p for p in plugins if isinstance(p, str)]
         wanted_lower = {name.lower() for name in wanted}
         matched: set[str] = set()
@@ -239,9 +243,9 @@ class Registry:
             if info.status == "failed" and type_name in info.types:
                 return f"type {type_name!r} comes from {info.label}, which failed: {info.error}"
         available = list(kinds) if kinds is not None else sorted(self._types)
+        why = self._not_autoloaded or "every plugin failed or was blocked: see `nnplug plugins`"
         message = (f"unknown type {type_name!r}; available: {', '.join(sorted(available))}" if available
-                   else f"unknown type {type_name!r}; no types are registered (every plugin failed or "
-                        "was blocked: see `nnplug plugins`)")
+                   else f"unknown type {type_name!r}; no types are registered ({why})")
         near = difflib.get_close_matches(str(type_name), available, n=1, cutoff=0.6)
         if near:
             message += f" (did you mean {near[0]!r}?)"

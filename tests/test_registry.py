@@ -149,10 +149,17 @@ def test_the_listing_marks_a_type_claimed_twice_as_not_registered(site, capsys):
     assert len(rows) == 2 and all("relu (claimed twice: not registered)" in row for row in rows)
 
 
-def test_with_every_plugin_blocked_an_unknown_type_says_none_are_registered():
-    registry = nnplug.Registry(autoload=False)
-    with pytest.raises(nnplug.PluginError, match="no types are registered"):
-        registry.get("dense")
+def test_with_every_plugin_blocked_an_unknown_type_says_none_are_registered_and_why():
+    with pytest.raises(nnplug.PluginError, match=r"no types are registered \(autoload=False: name plugins"):
+        nnplug.Registry(autoload=False).get("dense")
+    with pytest.raises(nnplug.PluginError, match=r"no types are registered \(every plugin failed or was blocked"):
+        nnplug.Registry(blocked=["nnplug_layers"]).get("dense")
+
+
+def test_with_autoload_disabled_an_unknown_type_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    with pytest.raises(nnplug.PluginError, match=r"NNPLUG_DISABLE_PLUGIN_AUTOLOAD=1 is set: name plugins with -p"):
+        nnplug.Registry().get("dense")
 
 
 def test_a_plugin_with_one_bad_class_registers_none_of_its_classes(site):
