@@ -42,8 +42,9 @@ MAX_REDRAWS = 5
 
 
 def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs: tuple[np.ndarray, ...],
-                    out_shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -> None:
-    """One forward and backward in ``dtype``: shapes, dtypes, mutation, aliasing, determinism."""
+                    out_shape: tuple[int, ...], dtype: Any, dy_seed: int) -> dict[str, np.ndarray]:
+    """One forward and backward in ``dtype``: shapes, dtypes, mutation, aliasing, determinism,
+    state kept outside the cache. Returns y, dx and the gradients by name."""
     multi = layer.n_inputs > 1
     p = {k: v.astype(dtype) for k, v in params.items()}
     x_arrays = tuple(a.astype(dtype) for a in xs)
@@ -65,7 +66,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
         ctx.fail("forward", "forward returned non-finite values on finite inputs")
     _unchanged(ctx, "forward", before, current)
 
-    dy = np.asarray(rng.standard_normal(y.shape), dtype=dtype)
+    dy = np.asarray(np.random.default_rng(dy_seed).standard_normal(y.shape), dtype=dtype)
     dy_before = dy.copy()
     dx, grads = _pair(ctx, "backward", _call(ctx, "backward", layer.backward, p, cache, dy), "(dx, {name: gradient})")
     if not isinstance(grads, dict):
@@ -98,8 +99,31 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     y3, _ = _pair(ctx, "forward", _call(ctx, "forward", layer.forward, p, x, training=True), "(y, cache)")
     if not np.array_equal(y, y3, equal_nan=True):
         ctx.fail("determinism", "two forward passes on the same input differ")
+    # Several forwards may run before their backwards: another forward (the batch reversed)
+    # must not change what backward makes of the first one's cache.
+    reversed_batch = tuple(a[::-1].copy() for a in x_arrays)
+    _pair(ctx, "forward", _call(ctx, "forward", layer.forward, p, reversed_batch if multi else reversed_batch[0],
+                                training=True), "(y, cache)")
+    dx4, grads4 = _call(ctx, "backward", layer.backward, p, cache, dy)
+    later = dict(zip(dx_names, tuple(dx4) if multi else (dx4,))) | {f"gradient {k!r}": grads4[k] for k in p}
+    if _same(named, later):
+        ctx.fail("layer state", f"a forward on other inputs changed what backward computes from an earlier "
+                                f"forward's cache ({', '.join(_same(named, later))}); keep what backward "
+                                "needs in the cache, not in the layer or anywhere else")
     if type(layer).param_grads is not Layer.param_grads:
         _param_grads_agree(layer, ctx, p, cache, dy, {k: grads[k] for k in p})
+    return {"y": y, **named}
+
+
+def _float32_agrees(ctx: _Context, f64: dict[str, np.ndarray], f32: dict[str, np.ndarray]) -> None:
+    """float32 gives float64's numbers to float32's precision: the gradient itself is checked
+    in float64 only, so a mistake on float32's path alone would pass unseen."""
+    for name, exact in f64.items():
+        scale = max(float(np.max(np.abs(exact), initial=0.0)), 1e-30)
+        worst = float(np.max(np.abs(f32[name].astype(np.float64) - exact), initial=0.0)) / scale
+        if worst > 1e-3:
+            ctx.fail("float32", f"float32 in gives {name} differing from float64's by {worst:.3g} of its "
+                                "largest entry (float32 rounding explains 1e-3 at most)")
 
 
 def _param_grads_agree(layer: Any, ctx: _Context, p: dict[str, np.ndarray], cache: Any, dy: np.ndarray,
@@ -206,8 +230,14 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
     if declared is not None and declared != {k: v.shape for k, v in params.items()}:
         ctx.fail("param_shapes", f"param_shapes says {declared}, init_params gave "
                                  f"{ {k: v.shape for k, v in params.items()} }")
-    for dt in (np.float64, np.float32):
-        _layer_contract(layer, ctx, params, xs, out_shape, dt, rng)
+    again = _call(ctx, "init_params", layer.init_params, in_shape, np.random.default_rng(seed))
+    first = _call(ctx, "init_params", layer.init_params, in_shape, np.random.default_rng(seed))
+    if not isinstance(again, dict) or set(again) != set(first) or _same(first, again):
+        ctx.fail("init_params", "two generators seeded alike gave different parameters: draw from the "
+                                "rng passed in (not np.random's global state), so one seed gives one model")
+    dy_seed = int(rng.integers(2**32))
+    f64, f32 = (_layer_contract(layer, ctx, params, xs, out_shape, dt, dy_seed) for dt in (np.float64, np.float32))
+    _float32_agrees(ctx, f64, f32)
 
     state: dict[str, Any] = {"params": params, "xs": xs}
 

@@ -386,3 +386,38 @@ class ForgetsReturn(Scale):
 def test_gradcheck_cases_returning_none_is_told_apart_from_offering_none():
     with pytest.raises(nnplug.PluginError, match=r"gradcheck_cases\(\) returned None; .*a missing `return`"):
         testing.cases_for(ForgetsReturn)
+
+
+class _Memo(Scale):
+    """Keeps its input in a dict made in __init__: the attribute itself never changes."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._memo = {}
+
+    def forward(self, params, x, *, training):
+        self._memo["x"] = x
+        return Scale.forward(self, params, x, training=training)
+
+    def backward(self, params, cache, dy):
+        return Scale.backward(self, params, self._memo["x"], dy)
+
+
+def _float32_only_bug(self, params, cache, dy):
+    dx, grads = Scale.backward(self, params, cache, dy)
+    return (dx * 1.1 if dx.dtype == np.float32 else dx), grads
+
+
+def _global_random_init(self, in_shape, rng):
+    return {"w": np.random.standard_normal(in_shape)}
+
+
+@pytest.mark.parametrize(("layer", "prop", "phrase"), [
+    (_Memo, "layer state", "a forward on other inputs changed what backward computes from an earlier"),
+    (broken("Float32Only", backward=_float32_only_bug), "float32", "float32 in gives dx differing from float64's"),
+    (broken("GlobalRandom", init_params=_global_random_init), "init_params", "draw from the rng passed in"),
+])
+def test_contract_breaks_that_used_to_pass_the_harness_are_caught(layer, prop, phrase):
+    with pytest.raises(ConformanceError) as info:
+        check_layer(layer, CASE, seed=0)
+    assert info.value.check == prop and phrase in str(info.value)
