@@ -274,6 +274,9 @@ def contract_problem(cls: Any) -> str | None:
     label = f"class {cls.__module__}.{cls.__qualname__}"
     if not issubclass(cls, (Layer, Loss)):
         return f"{label} is not a subclass of nnplug.Layer or nnplug.Loss"
+    if issubclass(cls, Layer) and issubclass(cls, Loss):
+        return f"{label} subclasses both nnplug.Layer and nnplug.Loss; a type is one or the other"
+
     config = getattr(cls, "Config", None)
     if not (isinstance(config, type) and issubclass(config, LayerConfig)):
         return f"{label} has no Config subclassing nnplug.LayerConfig"

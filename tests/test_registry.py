@@ -198,6 +198,11 @@ def test_contract_problems_name_the_class():
 
     assert "no Config" in contract_problem(Orphan)
 
+    class Both(nnplug.Layer, nnplug.Loss):
+        pass
+
+    assert "subclasses both nnplug.Layer and nnplug.Loss" in contract_problem(Both)
+
 
 @pytest.mark.parametrize(("field", "annotation"), [("inputs", int), ("name", int), ("name", "str | None")])
 def test_a_config_redefining_the_graphs_keys_is_refused(field, annotation):
