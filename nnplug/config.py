@@ -237,6 +237,7 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
         drafts.append(draft)
     nodes = []
     previous = INPUT_NAME
+    known, unknown = sorted(seen), 0  # a 10,000-node file may name many unknown inputs: bounded work
     for draft in drafts:
         inputs = draft.inputs if draft.inputs != () else (previous,)
         previous = draft.name
@@ -245,11 +246,9 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
         where = f"layers[{draft.index}] {draft.name!r} ({draft.type_name})"
         for ref in inputs:
             if ref not in seen:
-                choices = sorted(set(seen) - {draft.name})
-                near = difflib.get_close_matches(ref, choices, n=1, cutoff=0.6)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                unknown += 1
                 problems.add(("layers", draft.index),
-                             f"{where} -> inputs: unknown node {ref!r}{hint}; nodes: {', '.join(choices)}")
+                             f"{where} -> inputs: {_unknown_node(ref, draft.name, known, unknown <= 20)}")
                 ok = False
         if draft.cls is not None and len(inputs) != draft.cls.n_inputs:
             problems.add(("layers", draft.index), f"{where} -> inputs: {draft.type_name} takes "
@@ -258,6 +257,18 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
         if draft.config is not None:
             nodes.append(NodeSpec(draft.name, draft.cls, draft.config, inputs, where))  # type: ignore[arg-type]
     return (nodes if ok else None), list(seen)[1:]
+
+
+def _unknown_node(ref: str, own: str, known: list[str], detailed: bool) -> str:
+    """``unknown node 'x' (did you mean 'y'?); nodes: ...``, the list cut short past 20 names;
+    just ``unknown node 'x'`` when not ``detailed`` (past the first few, in a huge file)."""
+    if not detailed:
+        return f"unknown node {ref!r}"
+    choices = [n for n in known if n != own]
+    near = difflib.get_close_matches(ref, choices, n=1, cutoff=0.6) if len(choices) <= 1000 else []
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    shown = ", ".join(choices[:20]) + (f", ... ({len(choices)} in all)" if len(choices) > 20 else "")
+    return f"unknown node {ref!r}{hint}; nodes: {shown}"
 
 
 @dataclass(frozen=True)

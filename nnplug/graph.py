@@ -177,8 +177,10 @@ class Model:
             raise ShapeError(f"params: expected {{node: {{name: array}}}}, got {type(params).__name__}")
         if not params.keys() <= self._node_names:  # a typo, or another model's weights
             unknown = sorted(map(str, params.keys() - self._node_names))
-            raise ShapeError(f"params: no node named {', '.join(map(repr, unknown))} in this model; "
-                             f"nodes: {', '.join(n.name for n in self.nodes)}")
+            names = [n.name for n in self.nodes]
+            listed = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+            raise ShapeError(f"params: no node named {', '.join(map(repr, unknown[:5]))}"
+                             f"{' ...' if len(unknown) > 5 else ''} in this model; nodes: {listed}")
         cast: Params | None = None
         for node in self.nodes:
             own = params.get(node.name, {})

@@ -180,6 +180,15 @@ def test_a_node_with_bad_fields_still_has_its_inputs_checked_and_so_has_the_loss
     assert problems[2].startswith("loss (softmax_cross_entropy) -> inputs: expected one node of") and len(problems) == 3
 
 
+def test_unknown_inputs_in_a_huge_file_give_messages_of_bounded_length():
+    layers = [{"type": "relu", "name": f"n{k}", "inputs": [f"missing{k}"]} for k in range(3000)]
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config({"input": [3], "layers": layers, "loss": {"type": "mse"}})
+    problems = err.value.problems
+    assert len(problems) == 3000 and max(map(len, problems)) < 400
+    assert problems[0].endswith("... (3000 in all)") and problems[-1].endswith("unknown node 'missing2999'")
+
+
 def test_inputs_that_are_not_names_are_one_problem_not_two():
     config = mlp()
     config["layers"][1]["inputs"] = [0]
