@@ -4,7 +4,7 @@ came back, rather than an unpacking error or a numpy traceback further on."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -12,10 +12,12 @@ import numpy as np
 from nnplug.errors import PluginError
 
 
-def pair(who: str, method: str, result: Any, expected: str) -> tuple[Any, Any]:
-    """``(a, b)`` from a method that must return a pair, such as forward's ``(y, cache)``."""
+def pair(who: str | Callable[[], str], method: str, result: Any, expected: str) -> tuple[Any, Any]:
+    """``(a, b)`` from a method that must return a pair, such as forward's ``(y, cache)``.
+    ``who`` may be a function giving the name: the executor's names cost a format per call."""
     if not isinstance(result, tuple) or len(result) != 2:
-        raise PluginError(f"{who}: {method} returned {type(result).__name__}, expected a pair {expected}")
+        name = who if isinstance(who, str) else who()
+        raise PluginError(f"{name}: {method} returned {type(result).__name__}, expected a pair {expected}")
     return result[0], result[1]
 
 

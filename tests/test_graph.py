@@ -333,6 +333,11 @@ def test_the_callers_input_is_untouched_and_the_output_is_the_callers_to_edit():
     y = model.forward(x)  # flatten's output is a view of what it was given
     y[...] = 0
     np.testing.assert_array_equal(x, np.arange(8.0).reshape(2, 2, 2))
+    dense = nnplug.Model.from_config(mlp())
+    _, _, dx = dense.loss_and_all_grads(np.ones((2, 4)), np.array([0, 1]))
+    out = dense.forward(np.ones((2, 4)))
+    out[...] = 0  # what the caller is handed is theirs to edit, though the nodes saw it read-only
+    dx[...] = 0
 
 
 def test_non_finite_loss_names_the_first_node_that_went_non_finite():
