@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nnplug._returns import loss_value, pair
-from nnplug.arrays import read_only, read_only_params, real_array
+from nnplug.arrays import model_input, model_params, read_only, read_only_params
 from nnplug.build import (
     Node,
     build_nodes,
@@ -172,50 +172,12 @@ class Model:
         raise KeyError(f"no node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
 
     def _cast_input(self, x: Any) -> np.ndarray:
-        array = real_array(x, "model input")
-        if array.shape[1:] != self.input_shape or array.ndim != len(self.input_shape) + 1:
-            raise ShapeError(
-                f"model input: expected shape (N, {', '.join(map(str, self.input_shape))}), "
-                f"got {array.shape}"
-            )
-        if array.shape[0] == 0:
-            raise ShapeError(f"model input: the batch is empty (shape {array.shape})")
-        return array.astype(self.dtype, copy=False)
+        return model_input(x, self.input_shape, self.dtype)
 
     def _run_params(self, params: Params | None) -> Params:
-        """``params`` (default ``self.params``) checked against what the layers declare: the
-        names and shapes of every node's parameters, real numbers, cast to the model's dtype
-        where they are another float type (as inputs are). A shape a layer would broadcast
-        silently, or a name it would miss, is named here rather than blamed on the plugin."""
-        params = self.params if params is None else params
-        if not isinstance(params, Mapping):
-            raise ShapeError(f"params: expected {{node: {{name: array}}}}, got {type(params).__name__}")
-        if not params.keys() <= self._node_names:  # a typo, or another model's weights
-            unknown = sorted(map(str, params.keys() - self._node_names))
-            names = [n.name for n in self.nodes]
-            listed = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
-            raise ShapeError(f"params: no node named {', '.join(map(repr, unknown[:5]))}"
-                             f"{' ...' if len(unknown) > 5 else ''} in this model; nodes: {listed}")
-        cast: Params | None = None
-        for node in self.nodes:
-            own = params.get(node.name, {})
-            if not isinstance(own, Mapping):
-                raise ShapeError(f"params[{node.name!r}]: expected {{name: array}}, got {type(own).__name__}")
-            expected = self._declared.get(node.name)
-            if expected is not None and own.keys() != expected.keys():
-                raise ShapeError(f"params[{node.name!r}] ({node.type}): holds {sorted(own)}, "
-                                 f"expected {sorted(expected)}")
-            for name, a in own.items():
-                if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
-                    got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
-                    raise ShapeError(f"params[{node.name!r}][{name!r}]: expected an array of real numbers, got {got}")
-                if expected is not None and a.shape != expected[name]:
-                    raise ShapeError(f"params[{node.name!r}][{name!r}] ({node.type}): shape {a.shape}, "
-                                     f"expected {expected[name]}")
-                if a.dtype != self.dtype:
-                    cast = cast if cast is not None else {n: dict(p) for n, p in params.items()}
-                    cast[node.name][name] = a.astype(self.dtype)
-        return params if cast is None else cast
+        """``params`` (default ``self.params``) checked and cast: :func:`nnplug.arrays.model_params`."""
+        return model_params(self.params if params is None else params, self.nodes, self._node_names,
+                            self._declared, self.dtype)
 
     def _call_forward(self, node: Node, params: Params, values: Mapping[str, Any],
                       training: bool, batch: int) -> tuple[np.ndarray, Any]:
