@@ -227,13 +227,13 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
         ok = ok and config is not None
         draft = _Draft.read(i, raw, cls, config)
         where = f"{path} ({type_name})" if type_name else path
-        if draft.name in seen:
+        if draft.name not in seen:
+            seen[draft.name] = path
+        elif config is not None or draft.named:  # a broken node's stand-in name clashes with nothing
             ok = False
             problems.add(("layers", i), f"{where} -> name: {draft.name!r} is already used by {seen[draft.name]}"
                          if draft.named else f"{where}: its default name {draft.name!r} is already used by "
                                              f"{seen[draft.name]}; give one of them another name")
-        else:
-            seen[draft.name] = path
         drafts.append(draft)
     nodes = []
     previous = INPUT_NAME
@@ -247,8 +247,9 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
         for ref in inputs:
             if ref not in seen:
                 unknown += 1
+                own = draft.name if seen[draft.name] == f"layers[{draft.index}]" else ""  # not a duplicate's
                 problems.add(("layers", draft.index),
-                             f"{where} -> inputs: {_unknown_node(ref, draft.name, known, unknown <= 20)}")
+                             f"{where} -> inputs: {_unknown_node(ref, own, known, unknown <= 20)}")
                 ok = False
         if draft.cls is not None and len(inputs) != draft.cls.n_inputs:
             problems.add(("layers", draft.index), f"{where} -> inputs: {draft.type_name} takes "

@@ -14,7 +14,6 @@ node that reads the same array. What the caller is handed back is writable again
 
 from __future__ import annotations
 
-import operator
 import os
 import zlib
 from collections.abc import Mapping
@@ -98,7 +97,7 @@ class Model:
         self.unused: tuple[str, ...] = unused_nodes(self.nodes, self.loss_input)
         self._run_nodes = [n for n in self.nodes if n.name not in self.unused]
         self._node_names = {n.name for n in self.nodes}
-        self._param_views: dict[str, tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]] = {}
+        self._param_views: dict[str, tuple[tuple[tuple[str, np.ndarray], ...], dict[str, np.ndarray]]] = {}
         self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
         check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
@@ -204,8 +203,8 @@ class Model:
         if not own:
             return {}
         cached = self._param_views.get(node.name)
-        if cached is None or len(cached[0]) != len(own) or not all(map(operator.is_, cached[0], own.values())):
-            cached = self._param_views[node.name] = tuple(own.values()), read_only_params(own)
+        if cached is None or len(cached[0]) != len(own) or not all(own.get(k) is a for k, a in cached[0]):
+            cached = self._param_views[node.name] = tuple(own.items()), read_only_params(own)  # by name
         return dict(cached[1])
 
     def forward(self, x: Any, params: Params | None = None) -> np.ndarray:

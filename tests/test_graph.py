@@ -180,6 +180,15 @@ def test_a_node_with_bad_fields_still_has_its_inputs_checked_and_so_has_the_loss
     assert problems[2].startswith("loss (softmax_cross_entropy) -> inputs: expected one node of") and len(problems) == 3
 
 
+@pytest.mark.parametrize("broken", [{"type": "relu", "name": 5}, {"type": "rellu"}])
+def test_a_broken_nodes_stand_in_name_clashes_with_nothing(broken):
+    config = mlp()
+    config["layers"] = [{"type": "relu", "name": f"{broken['type']}_1"}, broken, {"type": "dense", "units": 3}]
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config)
+    assert len(err.value.problems) == 1 and "already used" not in err.value.problems[0]
+
+
 def test_unknown_inputs_in_a_huge_file_give_messages_of_bounded_length():
     layers = [{"type": "relu", "name": f"n{k}", "inputs": [f"missing{k}"]} for k in range(3000)]
     with pytest.raises(nnplug.ConfigError) as err:
@@ -324,6 +333,43 @@ def test_one_input_gradient_for_a_two_input_layer_is_named_not_split_by_rows():
     # with a batch of 2 the rows of dy used to pass for two gradients of the wrong shape
     with pytest.raises(nnplug.PluginError, match=r"node 's' .*backward returned ndarray as dx, expected a tuple of 2"):
         model.loss_and_grads(np.ones((2, 3)), np.ones((2, 3)))
+
+
+SHIFT = """
+from typing import Literal
+import numpy as np
+import nnplug
+
+class ShiftConfig(nnplug.LayerConfig):
+    type: Literal["shift"] = "shift"
+
+class Shift(nnplug.Layer):
+    Config = ShiftConfig
+    def output_shape(self, in_shape):
+        return in_shape
+    def init_params(self, in_shape, rng):
+        return {"w": rng.standard_normal(in_shape), "b": rng.standard_normal(in_shape)}
+    def forward(self, params, x, *, training):
+        return x * params["w"] + params["b"], x
+    def backward(self, params, cache, dy):
+        return dy * params["w"], {"w": (dy * cache).sum(0), "b": dy.sum(0)}
+
+@nnplug.hookimpl
+def nnplug_register_layers():
+    return [Shift]
+"""
+
+
+def test_params_given_under_other_names_are_used_by_name():
+    # two params of one shape, the same arrays handed back swapped: a cache keyed by the
+    # arrays alone used to keep the first mapping
+    registry = nnplug.Registry(plugins=[plugin_module(SHIFT, "shift")])
+    model = nnplug.Model.from_config({"input": [2], "layers": [{"type": "shift", "name": "s"}],
+                                      "loss": {"type": "mse"}, "dtype": "float64"}, registry)
+    w, b = model.params["s"]["w"], model.params["s"]["b"]
+    x = np.full((1, 2), 2.0)
+    model.forward(x)
+    np.testing.assert_allclose(model.forward(x, {"s": {"b": w, "w": b}}), x * b + w)
 
 
 def test_the_callers_input_is_untouched_and_the_output_is_the_callers_to_edit():
