@@ -99,6 +99,9 @@ def _call(ctx: _Context, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     except ConformanceError:
         raise
     except Exception as exc:
+        if isinstance(exc, ValueError) and "read-only" in str(exc):  # inputs, params and dy come read-only
+            ctx.fail("mutation", f"{what} wrote into an array it was given ({exc}); the contract forbids "
+                                 "editing inputs, params or dy: return new arrays")
         ctx.fail(what, f"{what} raised {exception_text(exc)}")
 
 

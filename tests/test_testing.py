@@ -103,10 +103,7 @@ def _mutates_params(self, params, cache, dy):
 
 def _returns_dy(self, params, cache, dy):
     _, grads = Scale.backward(self, params, cache, dy)
-    if self.config.factor == 1.0:
-        return dy, grads
-    dy *= 1.0  # still the caller's array
-    return dy, grads
+    return dy.reshape(dy.shape), grads  # a view of the caller's array, not a new one
 
 
 def _aliased_grads(self, params, cache, dy):
