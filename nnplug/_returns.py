@@ -4,7 +4,7 @@ came back, rather than an unpacking error or a numpy traceback further on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -42,9 +42,9 @@ def array(who: str, what: str, value: Any, shape: tuple[int, ...]) -> np.ndarray
     return value
 
 
-def gradients(who: str, grads: Any, names: Collection[str]) -> dict[str, Any]:
+def gradients(who: str, grads: Any, names: Collection[str]) -> Mapping[str, Any]:
     """backward's ``{name: gradient}``: a dict with one entry per parameter, no more."""
-    if not isinstance(grads, dict):
+    if not isinstance(grads, Mapping):
         raise PluginError(f"{who}: backward returned {type(grads).__name__} as its gradients, "
                           "expected {name: gradient}")
     if set(grads) != set(names):

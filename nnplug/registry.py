@@ -287,7 +287,7 @@ def contract_problem(cls: Any) -> str | None:
         return f"{label}: type name {name!r} is not an identifier"
     for key in ("name", "inputs"):  # the graph's keys: a layer field of that name would hide them
         own, base = config.model_fields.get(key), LayerConfig.model_fields[key]
-        if own is None or own.annotation != base.annotation or own.default != base.default:
+        if own is None or (own.annotation, own.default, own.metadata) != (base.annotation, base.default, base.metadata):
             return (f"{label}: Config redefines {key!r}, which every node uses to place the layer "
                     "in the graph; give the layer's own setting another name")
     if issubclass(cls, Layer):

@@ -204,11 +204,13 @@ def test_contract_problems_name_the_class():
     assert "subclasses both nnplug.Layer and nnplug.Loss" in contract_problem(Both)
 
 
-@pytest.mark.parametrize(("field", "annotation"), [("inputs", int), ("name", int), ("name", "str | None")])
+@pytest.mark.parametrize(("field", "annotation"), [("inputs", int), ("name", int), ("name", "str | None"),
+                                                  ("name", "str | None = None")])  # the last drops the name pattern
 def test_a_config_redefining_the_graphs_keys_is_refused(field, annotation):
     # `inputs: int = 3` in a plugin's Config used to drop its nodes from the graph: a KeyError traceback
+    annotation, _, default = annotation.partition(" = ") if isinstance(annotation, str) else (annotation, "", "")
     namespace = {"__annotations__": {"type": Literal["hides_keys"], field: annotation},
-                 "type": "hides_keys", field: 3 if annotation is int else "fixed"}
+                 "type": "hides_keys", field: 3 if annotation is int else None if default else "fixed"}
     config = type("HidesKeys", (nnplug.LayerConfig,), namespace)
     layer = type("HidesKeysLayer", (nnplug.Layer,), {"Config": config})
     assert f"Config redefines {field!r}" in contract_problem(layer)
