@@ -342,19 +342,21 @@ def model_json_schema(registry: Registry) -> dict[str, Any]:
     losses = [registry.get(t).Config for t in sorted(registry.loss_types())]
     if not layers or not losses:
         raise ConfigError("no layer or loss types are registered; check `nnplug plugins`")
-    model = create_model(
-        "ModelFile",
-        __config__=ConfigDict(extra="forbid", title="nnplug model file"),
-        name=(str, Field("model", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")),
-        input=(list[Annotated[int, Field(ge=1)]], Field(..., min_length=1,
-                                                       description="one example's shape, no batch axis")),
-        dtype=(Literal["float32", "float64"], "float32"),
-        seed=(int, Field(0, ge=0)),
-        layers=(list[union(layers)], Field(..., min_length=1)),  # type: ignore[misc]
-        loss=(union(losses), ...),
-        data=(DataConfig | None, None),
-        train=(TrainConfig | None, None),
-    )
+    # (type, default) per top-level key, built at run time: typed Any, since the unions are
+    # assembled from the registry (and pydantic's stubs for create_model vary by version)
+    list_of: Any = list  # list[...] of a union made at run time
+    fields: dict[str, Any] = {
+        "name": (str, Field("model", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")),
+        "input": (list[Annotated[int, Field(ge=1)]], Field(..., min_length=1,
+                                                           description="one example's shape, no batch axis")),
+        "dtype": (Literal["float32", "float64"], "float32"),
+        "seed": (int, Field(0, ge=0)),
+        "layers": (list_of[union(layers)], Field(..., min_length=1)),
+        "loss": (union(losses), ...),
+        "data": (DataConfig | None, None),
+        "train": (TrainConfig | None, None),
+    }
+    model = create_model("ModelFile", __config__=ConfigDict(extra="forbid", title="nnplug model file"), **fields)
     schema = TypeAdapter(model).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
