@@ -42,9 +42,10 @@ MAX_REDRAWS = 5
 
 
 def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs: tuple[np.ndarray, ...],
-                    out_shape: tuple[int, ...], dtype: Any, dy_seed: int) -> dict[str, np.ndarray]:
+                    out_shape: tuple[int, ...], dtype: Any, dy_seed: int) -> tuple[dict[str, np.ndarray], float]:
     """One forward and backward in ``dtype``: shapes, dtypes, mutation, aliasing, determinism,
-    state kept outside the cache. Returns y, dx and the gradients by name."""
+    state kept outside the cache. Returns y, dx and the gradients by name, and the largest
+    operand entry (x, params, dy)."""
     multi = layer.n_inputs > 1
     # read-only, as the executor hands them: a plugin that needs writable arrays (a C
     # extension without const buffers, say) finds out here, not inside a model
@@ -114,7 +115,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
                                 "needs in the cache, not in the layer or anywhere else")
     if type(layer).param_grads is not Layer.param_grads:
         _param_grads_agree(layer, ctx, p, cache, dy, {k: grads[k] for k in p})
-    return {"y": y, **named}
+    return {"y": y, **named}, max(_largest(a) for a in [*current.values(), dy])
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -122,20 +123,25 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _float32_agrees(ctx: _Context, f64: dict[str, np.ndarray], f32: dict[str, np.ndarray]) -> None:
+def _largest(a: np.ndarray) -> float:
+    return float(np.max(np.abs(a), initial=0.0))
+
+
+def _float32_agrees(ctx: _Context, f64: dict[str, np.ndarray], f32: dict[str, np.ndarray], operands: float) -> None:
     """float32 gives float64's numbers, up to what float32 can lose: the gradient itself is
     checked in float64 only, so a mistake on float32's path alone would pass unseen.
 
-    The yardstick is the largest entry of any of the layer's results (y, dx, gradients), not
-    of each one: a result that comes out of cancellation (batch norm's dx on a batch of two,
-    a gradient that is zero in exact arithmetic) carries float32's error at the size of the
-    terms that cancelled. A mistake of 5% of that size is still caught."""
-    scale = max(max(float(np.max(np.abs(a), initial=0.0)) for a in f64.values()), 1e-30)
+    The yardstick is the largest of the layer's results (y, dx, gradients) and ``operands``
+    (x, params, dy), not each result's own size: a result that comes out of cancellation
+    (batch norm's dx on a batch of two, a gradient or an output zero in exact arithmetic)
+    carries float32's error at the size of the terms that cancelled. A mistake of 5% of that
+    size is still caught."""
+    scale = max(operands, *map(_largest, f64.values()), 1e-30)
     for name, exact in f64.items():
-        worst = float(np.max(np.abs(f32[name].astype(np.float64) - exact), initial=0.0)) / scale
+        worst = _largest(f32[name].astype(np.float64) - exact) / scale
         if worst > 0.05:
             ctx.fail("float32", f"float32 in gives {name} differing from float64's by {worst:.3g} of the "
-                                "largest result (float32 rounding explains far less)")
+                                "largest result or operand (float32 rounding explains far less)")
 
 
 def _param_grads_agree(layer: Any, ctx: _Context, p: dict[str, np.ndarray], cache: Any, dy: np.ndarray,
@@ -248,8 +254,9 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
         ctx.fail("init_params", "two generators seeded alike gave different parameters: draw from the "
                                 "rng passed in (not np.random's global state), so one seed gives one model")
     dy_seed = int(rng.integers(2**32))
-    f64, f32 = (_layer_contract(layer, ctx, params, xs, out_shape, dt, dy_seed) for dt in (np.float64, np.float32))
-    _float32_agrees(ctx, f64, f32)
+    (f64, operands), (f32, _) = (_layer_contract(layer, ctx, params, xs, out_shape, dt, dy_seed)
+                                 for dt in (np.float64, np.float32))
+    _float32_agrees(ctx, f64, f32, operands)
 
     state: dict[str, Any] = {"params": params, "xs": xs}
 
