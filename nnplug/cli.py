@@ -93,7 +93,8 @@ def make_registry(options: Sequence[str]) -> Registry:
 def _check_requested(registry: Registry, options: Sequence[str]) -> None:
     wanted = {o.lower() for o in options if not o.startswith("no:")}
     for info in registry.plugins:
-        if info.status == "failed" and {info.name.lower(), info.distribution.lower()} & wanted:
+        names = {info.name.lower(), info.distribution.lower(), info.target.partition(":")[0].lower()}
+        if info.status == "failed" and names & wanted:
             raise ConfigError(f"plugin {info.name!r} given with -p failed to load: {info.error}")
 
 

@@ -102,7 +102,8 @@ class Registry:
         matched: set[str] = set()
         for ep in _entry_points():
             info = _info_for(ep)
-            names = {info.name.lower(), info.distribution.lower()}
+            # -p and blocked take the entry point's name, its distribution or its module
+            names = {info.name.lower(), info.distribution.lower(), info.target.partition(":")[0].lower()}
             self.plugins.append(info)
             if names & blocked_names:
                 info.status = "blocked"

@@ -242,6 +242,18 @@ def test_disabled_autoload_loads_only_named_plugins(site, monkeypatch):
     assert len([p for p in named.plugins if p.status == "loaded"]) == 2
 
 
+def test_a_plugin_is_named_by_its_module_as_well_as_its_entry_point_and_distribution(site):
+    root, created = site
+    mod, type_name = _unique("acme_mod"), _unique("acme")
+    install_fake_dist(root, "acme-layers", mod, good_plugin_source(type_name), entry_name="acme")
+    created.append(mod)
+    # with autoload on, naming the module used to register it a second time: a raw pluggy error
+    named = nnplug.Registry(plugins=[mod])
+    assert type_name in named and [p.status for p in named.plugins if p.name == "acme"] == ["loaded"]
+    assert not any(p.name == mod for p in named.plugins)
+    assert type_name not in nnplug.Registry(blocked=[mod])
+
+
 def test_blocked_plugin_is_not_loaded():
     registry = nnplug.Registry(blocked=["nnplug_layers"])
     assert "dense" not in registry
