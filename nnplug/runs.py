@@ -179,7 +179,7 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
         print(f"{spec.name}: {model.parameter_count():,} parameters; {len(data.x)} training and "
               f"{n_val} validation examples ({data.origin})")
         print(f"{config.optimizer.type}, lr {config.optimizer.learning_rate:g}, batch size "
-              f"{config.batch_size}, {total} epochs, seed {seed}; run directory {run_dir}")
+              f"{config.batch_size}, {total} epoch{'s' * (total != 1)}, seed {seed}; run directory {run_dir}")
     started = time.perf_counter()
     if progress is not None:
         with progress:
