@@ -30,6 +30,7 @@ from nnplug._contract import (
 )
 from nnplug._gradcheck_inputs import is_seed
 from nnplug._strategies import MAX_CASE_VALUES, Case, draw_values
+from nnplug.arrays import frozen
 from nnplug.errors import ConfigError, PluginError, ShapeError, exception_text
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
 from nnplug.layer import Layer, Loss
@@ -49,8 +50,8 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     multi = layer.n_inputs > 1
     # read-only, as the executor hands them: a plugin that needs writable arrays (a C
     # extension without const buffers, say) finds out here, not inside a model
-    p = {k: _read_only(v.astype(dtype)) for k, v in params.items()}
-    x_arrays = tuple(_read_only(a.astype(dtype)) for a in xs)
+    p = {k: frozen(v.astype(dtype)) for k, v in params.items()}
+    x_arrays = tuple(frozen(a.astype(dtype)) for a in xs)
     x = x_arrays if multi else x_arrays[0]
     inputs = {f"input {k}" if multi else "the input": a for k, a in enumerate(x_arrays)}
     before = {**_snapshot({f"param {k}": v for k, v in p.items()}), **_snapshot(inputs)}
@@ -69,7 +70,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
         ctx.fail("forward", "forward returned non-finite values on finite inputs")
     _unchanged(ctx, "forward", before, current)
 
-    dy = _read_only(np.asarray(np.random.default_rng(dy_seed).standard_normal(y.shape), dtype=dtype))
+    dy = frozen(np.asarray(np.random.default_rng(dy_seed).standard_normal(y.shape), dtype=dtype))
     dy_before = dy.copy()
     dx, grads = _pair(ctx, "backward", _call(ctx, "backward", layer.backward, p, cache, dy), "(dx, {name: gradient})")
     if not isinstance(grads, dict):
@@ -116,11 +117,6 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     if type(layer).param_grads is not Layer.param_grads:
         _param_grads_agree(layer, ctx, p, cache, dy, {k: grads[k] for k in p})
     return {"y": y, **named}, max(_largest(a) for a in [*current.values(), dy])
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
 
 
 def _largest(a: np.ndarray) -> float:
@@ -297,7 +293,7 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
 
     pred, target = draw()
     for dt in (np.float64, np.float32):
-        p = _read_only(pred.astype(dt))
+        p = frozen(pred.astype(dt))
         before = _snapshot({"pred": p, "target": target})
         value, cache = _pair(ctx, "forward", _call(ctx, "forward", loss.forward, p, target), "(value, cache)")
         if not (np.ndim(value) == 0 and np.isrealobj(value) and np.isfinite(value)):

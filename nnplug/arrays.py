@@ -39,6 +39,13 @@ def read_only(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def frozen(array: np.ndarray) -> np.ndarray:
+    """``array`` itself made read-only, for one the caller owns (a copy it made, a node's
+    output the executor now holds): a flag, cheaper than :func:`read_only`'s view."""
+    array.flags.writeable = False
+    return array
+
+
 def read_only_params(own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A fresh dict of read-only views: a plugin can neither write into the model's weights
     nor add names to them."""

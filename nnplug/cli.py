@@ -93,8 +93,7 @@ def make_registry(options: Sequence[str]) -> Registry:
 def _check_requested(registry: Registry, options: Sequence[str]) -> None:
     wanted = {o.lower() for o in options if not o.startswith("no:")}
     for info in registry.plugins:
-        names = {info.name.lower(), info.distribution.lower(), info.target.partition(":")[0].lower()}
-        if info.status == "failed" and names & wanted:
+        if info.status == "failed" and info.names & wanted:
             raise ConfigError(f"plugin {info.name!r} given with -p failed to load: {info.error}")
 
 

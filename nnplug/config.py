@@ -155,8 +155,9 @@ def parse_model(
     loss = _parse_loss(data.get("loss"), names, registry, problems)
     data_section = _section(DataConfig, data.get("data"), "data", problems)
     train_section = _section(TrainConfig, data.get("train"), "train", problems)
-    if problems.lines or input_shape is None or loss is None or nodes is None:
-        lines = problems.lines or ["the description is incomplete"]
+    found = problems.lines  # sorted on each read: read once
+    if found or input_shape is None or loss is None or nodes is None:
+        lines = found or ["the description is incomplete"]
         raise ConfigError(prefix + "\n".join(lines), [prefix + p for p in lines])
     return ModelSpec(
         input_shape=input_shape,

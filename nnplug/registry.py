@@ -41,6 +41,12 @@ class PluginInfo:
     types: list[str] = field(default_factory=list)  # registered, or claimed when failed
 
     @property
+    def names(self) -> set[str]:
+        """What ``-p`` and ``blocked`` may call it, lower-cased: the entry point's name, its
+        distribution and its module."""
+        return {self.name.lower(), self.distribution.lower(), self.target.partition(":")[0].lower()}
+
+    @property
     def label(self) -> str:
         """``distribution version (plugin name)``, as error messages name a plugin."""
         if self.distribution == "-":
@@ -102,8 +108,7 @@ class Registry:
         matched: set[str] = set()
         for ep in _entry_points():
             info = _info_for(ep)
-            # -p and blocked take the entry point's name, its distribution or its module
-            names = {info.name.lower(), info.distribution.lower(), info.target.partition(":")[0].lower()}
+            names = info.names
             self.plugins.append(info)
             if names & blocked_names:
                 info.status = "blocked"
