@@ -202,7 +202,8 @@ class Trainer:
         if bad:
             raise NumericalError(f"{bad} (loss {loss:.6g}); training stopped before the update")
         # nodes the loss does not depend on keep their weights (weight decay would shrink them)
-        self.optimizer.step({n: p for n, p in model.params.items() if n not in model.unused}, grads)
+        trained = {n: p for n, p in model.params.items() if n not in model.unused} if model.unused else model.params
+        self.optimizer.step(trained, grads)
         return loss
 
     def run(self) -> TrainResult:
