@@ -192,7 +192,8 @@ def _tap_views(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, col
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(what tap k sees of the chunk buffer, tap k's block of the columns), same shapes, for
     every tap in window order; ``cols`` is (K, m·S) in the layout's row order. (The *chunk*
-    layout walks its taps in one strided view instead: :func:`_runs`, :func:`_runs_back`.)"""
+    layout walks its taps in one strided view instead, :func:`_runs` and :func:`_runs_back`,
+    as *batch_inner*'s im2col does, :func:`_batch_inner_taps`: one numpy call, not kh·kw.)"""
     g, span = layout.geom, m * layout.n_cols_per_image
     kh, kw = g.kernel
     if layout.mode == "batch_inner":  # tap-major; per channel and output row, one run of Wo·m cells
@@ -211,6 +212,16 @@ def _runs(buf: np.ndarray, layout: ColumnLayout, run: int) -> np.ndarray:
     (a, b)'s run ``buf[a·Wp + b :][:run]``."""
     (kh, kw), wp, size = layout.geom.kernel, layout.geom.padded_hw[1], buf.itemsize
     return as_strided(buf, shape=(kh, kw, run), strides=(wp * size, size, size), writeable=False)
+
+
+def _batch_inner_taps(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int) -> np.ndarray:
+    """*batch_inner* layout: the read-only (kh, kw, C, Ho, Wo, m) view of a chunk buffer whose
+    [a, b] is what tap (a, b) reads, in the order of the columns' rows and columns."""
+    g, size = layout.geom, buf.itemsize
+    (hp, wp), (sh, sw) = g.padded_hw, g.stride
+    row, cell = wp * m * size, m * size
+    return as_strided(buf, shape=(*g.kernel, channels, *g.out_hw, m),
+                      strides=(row, cell, hp * row, sh * row, sw * cell, size), writeable=False)
 
 
 def _runs_back(dcols: np.ndarray, layout: ColumnLayout, run: int) -> np.ndarray:
@@ -232,6 +243,10 @@ def im2col(buf: np.ndarray, layout: ColumnLayout, channels: int, m: int, out: np
     if layout.flat:  # every tap in one call: numpy's loop over the taps instead of Python's
         (kh, kw), run = layout.geom.kernel, channels * span
         np.copyto(cols.reshape(kh, kw, run), _runs(buf, layout, run))
+        return cols
+    if layout.mode == "batch_inner":  # likewise, with runs of Wo·m cells (m at strides > 1)
+        seen = _batch_inner_taps(buf, layout, channels, m)
+        np.copyto(cols.reshape(seen.shape), seen)
         return cols
     for seen, block in _tap_views(buf, layout, channels, m, cols):
         block[...] = seen

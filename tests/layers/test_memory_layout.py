@@ -66,6 +66,21 @@ def test_results_do_not_depend_on_the_input_memory_order(type_name, config, in_s
 
 
 @pytest.mark.parametrize(("type_name", "config", "in_shape"), _layers())
+def test_gradients_do_not_depend_on_the_output_gradients_memory_order(type_name, config, in_shape):
+    layer = REGISTRY.get(type_name)(config)
+    rng = np.random.default_rng(6)
+    params = layer.init_params(in_shape, rng)
+    y, cache = layer.forward(params, rng.standard_normal((5, *in_shape)), training=True)
+    dy = rng.standard_normal(y.shape)
+    dx, grads = layer.backward(params, cache, dy)
+    dx2, grads2 = layer.backward(params, cache, batch_inner_copy(dy) if dy.ndim == 4 else dy)
+    np.testing.assert_allclose(dx2, dx, rtol=1e-12, atol=1e-12)
+    assert grads2.keys() == grads.keys()
+    for name in grads:  # summed in another order (conv2d's bias): equal to rounding
+        np.testing.assert_allclose(grads2[name], grads[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("type_name", "config", "in_shape"), _layers())
 def test_the_input_gradient_keeps_the_inputs_memory_order(type_name, config, in_shape):
     layer = REGISTRY.get(type_name)(config)
     rng = np.random.default_rng(4)
