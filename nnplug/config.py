@@ -8,7 +8,6 @@ and reported at once, each line prefixed with its path (``layers[2] (conv2d) -> 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, cast
@@ -146,9 +145,9 @@ def parse_model(
         problems.add(("dtype",), f"dtype: expected 'float32' or 'float64', got {dtype!r}")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        problems.add(("seed",), f"seed: expected a non-negative int, got {seed!r}")
+        problems.add(("seed",), f"seed: expected an int from 0 to 2**63 - 1, got {seed!r}")
     name = data.get("name", "model")
-    if not isinstance(name, str) or not name or len(name) > 128 or re.search(r"[\x00-\x1f\x7f]", name):
+    if not isinstance(name, str) or not name or len(name) > 128 or not name.isprintable():
         problems.add(("name",), f"name: expected a non-empty string of at most 128 printable "
                                 f"characters, got {name!r}")
     nodes, names = _parse_nodes(data.get("layers"), registry, problems)

@@ -177,7 +177,7 @@ def test_train_refuses_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--lr", "11", "--lr (train -> optimizer.lr): Input should be less than or equal to 10 (got 11.0)"),
     ("--batch-size", "100000000", "--batch-size (train -> batch_size): Input should be less than or equal to"),
-    ("--seed", "-3", "--seed (seed): expected a non-negative int, got -3"),
+    ("--seed", "-3", "--seed (seed): expected an int from 0 to 2**63 - 1, got -3"),
     ("--epochs", "1000000", "--epochs: expected a number from 1 to 100,000, got 1000000"),
 ])
 def test_an_override_out_of_range_is_blamed_on_its_option_not_the_file(

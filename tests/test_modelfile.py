@@ -157,11 +157,14 @@ def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, regist
 @pytest.mark.parametrize(("section", "value", "message"), [
     ("name", "a\u0000b", "name: expected a non-empty string of at most 128 printable characters"),
     ("name", "line\nbreak", "name: expected a non-empty string of at most 128 printable characters"),
+    ("name", "next\u0085line", "name: expected a non-empty string of at most 128 printable characters"),
+    ("name", "half\ud800pair", "name: expected a non-empty string of at most 128 printable characters"),
+    ("seed", 2**63, r"seed: expected an int from 0 to 2\*\*63 - 1, got 9223372036854775808"),
     ("name", "", "name: expected a non-empty string"),
     ("name", "x" * 129, "name: expected a non-empty string"),
     ("data", {"source": "npz", "path": "x\u0000.npz"}, "data -> path: String should match pattern"),
 ])
-def test_a_name_or_path_the_file_system_cannot_take_is_a_config_error(
+def test_a_name_or_path_the_file_system_cannot_take_or_a_seed_numpy_cannot_is_a_config_error(
     tmp_path: Path, registry: nnplug.Registry, section: str, value: object, message: str,
 ) -> None:
     path = _write(tmp_path, "m.json", json.dumps({**MLP, section: value}))

@@ -33,7 +33,8 @@ class ReLUConfig(nnplug.LayerConfig):
 
 
 class ReLU(_Elementwise):
-    """y = max(x, 0); dx = δ · [x > 0] (the subgradient 0 is taken at x = 0)."""
+    """y = max(x, 0); dx = δ · [x > 0] (the subgradient 0 is taken at x = 0; a NaN input passes
+    δ through, as PyTorch's ReLU does)."""
 
     Config = ReLUConfig
 
@@ -42,8 +43,9 @@ class ReLU(_Elementwise):
         return y, y
 
     def backward(self, params: Params, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Params]:
-        # ∂L/∂x in x's memory layout (y's), whatever δ's: see geometry.images_like.
-        return np.multiply(dy, cache > 0, out=np.empty_like(cache)), {}
+        # ∂L/∂x in x's memory layout (y's), whatever δ's: see geometry.images_like. y ≠ 0 is
+        # x > 0, except that y = NaN (x = NaN) passes δ as PyTorch does.
+        return np.multiply(dy, cache != 0, out=np.empty_like(cache)), {}
 
     @classmethod
     def gradcheck_cases(cls) -> Any:

@@ -56,11 +56,15 @@ class SoftmaxCrossEntropy(nnplug.Loss):
         if pred.ndim != 2:
             raise nnplug.ShapeError(f"softmax_cross_entropy expects (N, classes) logits, received {pred.shape}")
         onehot = self._onehot(pred, target)
-        shifted = pred - pred.max(axis=1, keepdims=True)  # log-sum-exp stays finite
-        log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        log_softmax = shifted - log_z
-        with np.errstate(invalid="ignore"):  # inf logits give NaN, which the executor reports
-            value = -(onehot * log_softmax).sum() / pred.shape[0]
+        # Only the target's classes count: elsewhere log_softmax may be -inf (a logit of -inf,
+        # or a spread past the dtype's range) and 0 · -inf would be NaN. A logit of +inf
+        # still gives NaN, which the executor reports.
+        with np.errstate(over="ignore", invalid="ignore"):
+            shifted = pred - pred.max(axis=1, keepdims=True)  # log-sum-exp stays finite
+            log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            log_softmax = shifted - log_z
+            terms = np.multiply(onehot, log_softmax, out=np.zeros_like(log_softmax), where=onehot != 0)
+            value = 0.0 - terms.sum() / pred.shape[0]  # 0.0 -: a perfect fit is 0.0, not -0.0
         return float(value), (log_softmax, onehot)
 
     def backward(self, cache: Any) -> np.ndarray:

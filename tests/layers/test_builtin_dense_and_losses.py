@@ -61,6 +61,24 @@ def test_softmax_cross_entropy_stays_finite_for_huge_logits():
     assert np.isfinite(grad).all() and grad.dtype == np.float32
 
 
+@pytest.mark.parametrize(("z", "labels", "expected"), [
+    (np.array([[3e38, -3e38]], dtype=np.float32), [0], 0.0),  # the spread overflows float32
+    (np.array([[-1e308, 1e308]]), [1], 0.0),  # ... and float64
+    (np.array([[0.0, -np.inf, 1.0]]), [2], np.log1p(np.exp(-1.0))),  # a class ruled out
+])
+def test_softmax_cross_entropy_is_finite_when_non_target_classes_are_minus_inf(z, labels, expected):
+    loss = layer("softmax_cross_entropy")
+    for target in (np.array(labels), np.eye(z.shape[1], dtype=z.dtype)[labels]):
+        value, cache = loss.forward(z, target)
+        assert value == pytest.approx(expected, abs=1e-12) and np.isfinite(loss.backward(cache)).all()
+
+
+def test_relu_passes_the_gradient_through_nan_as_pytorch_does():
+    relu = layer("relu")
+    _, cache = relu.forward({}, np.array([np.nan, -1.0, -0.0, 0.0, 2.0]), training=True)
+    np.testing.assert_array_equal(relu.backward({}, cache, np.full(5, 3.0))[0], [3.0, 0.0, 0.0, 0.0, 3.0])
+
+
 def test_sigmoid_stays_finite_and_exact_at_extremes():
     y, _ = layer("sigmoid").forward({}, np.array([[-1e4, 1e4, 0.0]], dtype=np.float32), training=False)
     np.testing.assert_array_equal(y, np.array([[0.0, 1.0, 0.5]], dtype=np.float32))
