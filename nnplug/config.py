@@ -338,19 +338,20 @@ def model_json_schema(registry: Registry) -> dict[str, Any]:
             return classes[0]
         return Annotated[Union[tuple(classes)], Field(discriminator="type")]  # noqa: UP007
 
-    layers = [registry.get(t).Config for t in sorted(registry.layer_types())]
-    losses = [registry.get(t).Config for t in sorted(registry.loss_types())]
+    layer_types, loss_types = sorted(registry.layer_types()), sorted(registry.loss_types())
+    layers = [registry.get(t).Config for t in layer_types]
+    losses = [registry.get(t).Config for t in loss_types]
     if not layers or not losses:
         raise ConfigError("no layer or loss types are registered; check `nnplug plugins`")
     # (type, default) per top-level key, built at run time: typed Any, since the unions are
     # assembled from the registry (and pydantic's stubs for create_model vary by version)
     list_of: Any = list  # list[...] of a union made at run time
     fields: dict[str, Any] = {
-        "name": (str, Field("model", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")),
+        "name": (str, Field("model", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")),
         "input": (list[Annotated[int, Field(ge=1)]], Field(..., min_length=1,
                                                            description="one example's shape, no batch axis")),
         "dtype": (Literal["float32", "float64"], "float32"),
-        "seed": (int, Field(0, ge=0)),
+        "seed": (int, Field(0, ge=0, lt=2**63)),
         "layers": (list_of[union(layers)], Field(..., min_length=1)),
         "loss": (union(losses), ...),
         "data": (DataConfig | None, None),
@@ -359,4 +360,24 @@ def model_json_schema(registry: Registry) -> dict[str, Any]:
     model = create_model("ModelFile", __config__=ConfigDict(extra="forbid", title="nnplug model file"), **fields)
     schema = TypeAdapter(model).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    arity = {t: cast(type[Layer], registry.get(t)).n_inputs for t in layer_types} | {t: 1 for t in loss_types}
+    _pin_type_and_inputs(schema, schema["properties"]["layers"]["items"], layer_types, arity)
+    _pin_type_and_inputs(schema, schema["properties"]["loss"], loss_types, arity)
     return schema
+
+
+def _pin_type_and_inputs(schema: dict[str, Any], union: dict[str, Any], types: list[str],
+                         arity: dict[str, int]) -> None:
+    """Make each node schema of ``union`` say what the loader checks: ``type`` is required (its
+    default only names the class; a node without one is refused) and ``inputs`` names exactly
+    as many nodes as the type takes (the loss: one); a type taking several must name them."""
+    refs = union["discriminator"]["mapping"] if "discriminator" in union else {types[0]: union["$ref"]}
+    for type_name, ref in refs.items():
+        node, n = schema["$defs"][ref.rsplit("/", 1)[-1]], arity[type_name]
+        required = [r for r in node.get("required", []) if r not in ("type", "inputs")]
+        inputs = node["properties"]["inputs"]
+        names = next(option for option in inputs["anyOf"] if option.get("type") == "array")
+        names["minItems"] = names["maxItems"] = n
+        if n > 1:  # the default, the node before, is one input: too few
+            node["properties"]["inputs"] = {**names, "title": inputs.get("title", "Inputs")}
+        node["required"] = ["type", *(["inputs"] if n > 1 else []), *required]

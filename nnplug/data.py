@@ -37,7 +37,12 @@ class DataConfig(BaseModel):
     examples is held out by a fixed permutation.
     """
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
+    # The schema states _path_fits_source too (JSON Schema's if/then).
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "if": {"properties": {"source": {"const": "npz"}}},
+        "then": {"properties": {"path": {"type": "string"}}, "required": ["path"]},
+        "else": {"properties": {"path": {"type": "null"}}},
+    })
 
     source: Literal["digits", "npz"]
     path: str | None = Field(None, min_length=1, pattern=r"^[^\x00]*$")  # the OS refuses NUL in paths

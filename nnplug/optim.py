@@ -28,7 +28,15 @@ class OptimizerConfig(BaseModel):
     ``weight_decay * w`` to every gradient (L2, as PyTorch's ``weight_decay``).
     """
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
+    # The schema states the cross-field rules of _fields_fit_type too (JSON Schema's if/then).
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "allOf": [
+            {"if": {"properties": {"type": {"const": "sgd"}}, "required": ["type"]},
+             "then": {"not": {"anyOf": [{"required": [key]} for key in _ADAM_ONLY]}},
+             "else": {"not": {"anyOf": [{"required": [key]} for key in _SGD_ONLY]}}},
+            {"if": {"properties": {"nesterov": {"const": True}}, "required": ["nesterov"]},
+             "then": {"properties": {"momentum": {"exclusiveMinimum": 0}}, "required": ["momentum"]}},
+        ]})
 
     type: Literal["sgd", "adam"] = "adam"
     lr: float | None = Field(None, gt=0, le=10)

@@ -1,0 +1,126 @@
+"""`nnplug schema` and the loader agree: an editor validating against the schema refuses, field
+by field, what `nnplug validate` refuses, and never refuses a file nnplug accepts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nnplug
+from nnplug.config import model_json_schema, parse_model
+
+REGISTRY = nnplug.load_registry()
+VALIDATOR = jsonschema.Draft202012Validator(model_json_schema(REGISTRY))
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+
+RESIDUAL = {
+    "input": [2, 6, 6],
+    "seed": 3,
+    "layers": [
+        {"type": "conv2d", "name": "stem", "filters": 2, "kernel_size": 3, "padding": "same"},
+        {"type": "relu", "name": "act"},
+        {"type": "add", "name": "sum", "inputs": ["stem", "act"]},
+        {"type": "concat", "name": "both", "inputs": ["sum", "stem"]},
+        {"type": "maxpool2d", "pool_size": 2, "padding": 1},
+        {"type": "flatten"},
+        {"type": "dense", "name": "logits", "units": 3},
+    ],
+    "loss": {"type": "softmax_cross_entropy", "inputs": ["logits"]},
+    "data": {"source": "npz", "path": "train.npz", "validation": 0.1},
+    "train": {"epochs": 2, "batch_size": 4, "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9,
+                                                         "nesterov": True}},
+}
+
+
+def loader_accepts(document: Any) -> bool:
+    try:
+        parse_model(document, REGISTRY)
+    except nnplug.ConfigError:
+        return False
+    return True
+
+
+def with_change(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    """RESIDUAL with the key or index at ``path`` set to ``value`` (deleted if ``value`` is ...)."""
+    document = copy.deepcopy(RESIDUAL)
+    *parents, last = path
+    holder: Any = document
+    for key in parents:
+        holder = holder[key]
+    if value is ...:
+        del holder[last]
+    else:
+        holder[last] = value
+    return document
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_and_a_residual_graph_validate_against_the_schema(example: Path) -> None:
+    VALIDATOR.validate(yaml.safe_load(example.read_text()))
+    VALIDATOR.validate(RESIDUAL)
+    assert loader_accepts(RESIDUAL)
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("layers", 6, "type"), ...),  # a node without its type
+    (("layers", 2, "inputs"), ["stem"]),  # add takes two inputs
+    (("layers", 2, "inputs"), ...),  # ... which it must name
+    (("layers", 3, "inputs"), ["sum", "stem", "act"]),  # concat takes two
+    (("layers", 1, "inputs"), ["stem", "stem"]),  # relu takes one
+    (("loss", "inputs"), ["logits", "sum"]),  # the loss reads one node
+    (("loss", "type"), ...),
+    (("seed",), 2**63),
+    (("name",), "next\u0085line"),
+    (("train", "optimizer"), {"type": "sgd", "beta1": 0.5}),
+    (("train", "optimizer"), {"type": "adam", "momentum": 0.5}),
+    (("train", "optimizer"), {"momentum": 0.5}),  # adam by default
+    (("train", "optimizer"), {"type": "sgd", "nesterov": True}),  # without momentum
+    (("train", "optimizer"), {"type": "sgd", "nesterov": True, "momentum": 0.0}),
+    (("data",), {"source": "npz"}),
+    (("data",), {"source": "npz", "path": None}),
+    (("data",), {"source": "digits", "path": "x.npz"}),
+])
+def test_the_schema_refuses_what_the_loader_refuses(path: tuple[Any, ...], value: Any) -> None:
+    document = with_change(path, value)
+    assert not loader_accepts(document)
+    assert not VALIDATOR.is_valid(document), f"the schema accepts {path} = {value!r}"
+
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 2**64), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["same", "valid", "npz", "digits", "sgd", "adam", "relu", "stem", "sum", "x.npz", ""]),
+    st.lists(st.sampled_from(["stem", "act", "sum", "both", "logits"]), max_size=3),
+    st.lists(st.integers(0, 4), max_size=3),
+)
+_paths = st.sampled_from([
+    ("seed",), ("name",), ("input",), ("layers", 0, "filters"), ("layers", 0, "kernel_size"),
+    ("layers", 0, "padding"), ("layers", 0, "stride"), ("layers", 1, "inputs"), ("layers", 2, "inputs"),
+    ("layers", 3, "inputs"), ("layers", 4, "pool_size"), ("layers", 4, "stride"), ("layers", 4, "padding"),
+    ("layers", 6, "units"), ("layers", 6, "type"), ("layers", 6, "bias"), ("loss", "inputs"), ("loss", "type"),
+    ("data", "source"), ("data", "path"), ("data", "validation"), ("train", "epochs"),
+    ("train", "optimizer", "type"), ("train", "optimizer", "momentum"), ("train", "optimizer", "nesterov"),
+    ("train", "optimizer", "beta1"), ("train", "optimizer", "lr"),
+])
+
+
+@given(st.lists(st.tuples(_paths, st.one_of(_values, st.just(...))), min_size=1, max_size=3))
+def test_a_file_the_loader_accepts_the_schema_accepts(changes: list[tuple[tuple[Any, ...], Any]]) -> None:
+    document = copy.deepcopy(RESIDUAL)
+    for path, value in changes:
+        *parents, last = path
+        holder: Any = document
+        for key in parents:
+            holder = holder.get(key) if isinstance(holder, dict) else holder[key]
+        if value is ... and last in holder:
+            del holder[last]
+        elif value is not ...:
+            holder[last] = value
+    if loader_accepts(document):
+        assert VALIDATOR.is_valid(document), next(VALIDATOR.iter_errors(document)).message
