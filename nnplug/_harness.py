@@ -1,10 +1,11 @@
 """The conformance harness every layer and loss passes: ``check_layer`` and ``check_loss``.
 
 Given a class (or a registered type name) and one :class:`~nnplug.testing.Case`, it builds the
-layer, draws a batch of 2-3 examples and the values from ``seed``, and checks the contract of
-DESIGN.md property by property, in float64 and float32, then the float64 gradient of every
-input and parameter against finite differences. A case that meets a kink is redrawn (and
-counted); anything else that breaks raises :class:`ConformanceError` naming the property.
+layer, draws a batch of 2-5 examples, the values and the parameters (``Case.params``) from
+``seed``, and checks the contract of DESIGN.md property by property, in float64 and float32,
+then the float64 gradient of every input and parameter against finite differences. A case that
+meets a kink is redrawn (and counted); anything else that breaks raises
+:class:`ConformanceError` naming the property.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from nnplug._contract import (
     resolve,
 )
 from nnplug._gradcheck_inputs import is_seed
-from nnplug._strategies import MAX_CASE_VALUES, Case, draw_values
+from nnplug._strategies import MAX_CASE_VALUES, Case, checked_params, draw_values
 from nnplug.arrays import frozen
 from nnplug.errors import ConfigError, PluginError, ShapeError, exception_text
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
@@ -94,12 +95,16 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
             ctx.fail("dtype", f"{label} in gave {name} of dtype {g.dtype}")
     _no_aliasing(ctx, named, dy)
 
-    # The same cache twice, and a fresh forward pass, give the same numbers.
+    # The same cache twice, and a fresh forward pass, give the same numbers. (Compared with
+    # copies: a backward that edits its cache in place may have returned views of it.)
+    first = {k: v.copy() for k, v in named.items()}
     dx2, grads2 = _call(ctx, "backward", layer.backward, p, cache, dy)
     again = dict(zip(dx_names, tuple(dx2) if multi else (dx2,)))
     again |= {f"gradient {k!r}": grads2[k] for k in p}
-    if _same(named, again):
-        ctx.fail("determinism", f"a second backward on the same cache changed {_same(named, again)}")
+    if _same(first, again) or _same(first, named):
+        changed = sorted(set(_same(first, again)) | set(_same(first, named)))
+        ctx.fail("determinism", f"a second backward on the same cache changed {changed}: backward must "
+                                "leave its cache as forward made it (several backwards may read one cache)")
     y3, _ = _pair(ctx, "forward", _call(ctx, "forward", layer.forward, p, x, training=True), "(y, cache)")
     if not np.array_equal(y, y3, equal_nan=True):
         ctx.fail("determinism", "two forward passes on the same input differ")
@@ -110,13 +115,13 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
                                 training=True), "(y, cache)")
     dx4, grads4 = _call(ctx, "backward", layer.backward, p, cache, dy)
     later = dict(zip(dx_names, tuple(dx4) if multi else (dx4,))) | {f"gradient {k!r}": grads4[k] for k in p}
-    if _same(named, later):
+    if _same(first, later):
         ctx.fail("layer state", f"a forward on other inputs changed what backward computes from an earlier "
-                                f"forward's cache ({', '.join(_same(named, later))}); keep what backward "
+                                f"forward's cache ({', '.join(_same(first, later))}); keep what backward "
                                 "needs in the cache, not in the layer or anywhere else")
     if type(layer).param_grads is not Layer.param_grads:
-        _param_grads_agree(layer, ctx, p, cache, dy, {k: grads[k] for k in p})
-    return {"y": y, **named}, max(_largest(a) for a in [*current.values(), dy])
+        _param_grads_agree(layer, ctx, p, cache, dy, {k: first[f"gradient {k!r}"] for k in p})
+    return {"y": y, **first}, max(_largest(a) for a in [*current.values(), dy])
 
 
 def _largest(a: np.ndarray) -> float:
@@ -188,7 +193,7 @@ def _begin(cls_or_type: Any, case: Case, seed: int, registry: Registry | None,
         other = "check_loss" if kind is Layer else "check_layer"
         raise PluginError(f"{name} is not a {kind.__name__.lower()}; check it with {other}")
     rng = np.random.default_rng(seed)
-    ctx = _Context(name, case, seed, int(rng.integers(2, 4)))
+    ctx = _Context(name, case, seed, int(rng.integers(2, 6)))
     return ctx, rng, _build(cls, name, ctx)
 
 
@@ -200,7 +205,7 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
         cls_or_type: a Layer subclass or a registered type name (looked up in ``registry``,
             by default the installed plugins).
         case: the config and input shapes (no batch axis), as ``gradcheck_cases()`` draws them.
-        seed: draws the batch size (2 or 3), the parameters, the values and ``R``.
+        seed: draws the batch size (2 to 5), the parameters, the values and ``R``.
         mode: ``"full"`` (every entry) or ``"fast"`` (directional derivatives first).
         dtype: the dtype of the finite-difference check.
 
@@ -237,7 +242,7 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
             ctx.fail("init_params", f"init_params must return {{name: array}}, got {params!r}")
         _within_case_size(ctx, "parameters", sum(v.size for v in params.values()))
         xs = tuple(draw_values(case.values, (ctx.batch, *s), rng) for s in case.in_shapes)
-        return {k: v.astype(np.float64) for k, v in params.items()}, xs
+        return checked_params(case.params, params, rng), xs
 
     params, xs = draw()
     _same_attrs(ctx, "output_shape/init_params", layer, attrs)

@@ -60,8 +60,29 @@ def _distinct(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     return (rng.permutation(size) * spacing - 2.0).reshape(shape)
 
 
+@_value_kind("wide")
+def _wide(shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    """Normal values four times as spread (a third beyond ±4): for branches far from 0, such as
+    ReLU6's cap at 6, which standard normal values almost never reach."""
+    return 4.0 * rng.standard_normal(shape)
+
+
+#: How a check sets a case's parameters (see :attr:`Case.params`).
+PARAM_KINDS = ("perturbed", "init")
+
+
+def checked_params(kind: str, params: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``init_params``' values as float64, moved off them unless ``kind`` is ``init``: each
+    entry by about 10% of itself, an entry of 0 by about 0.1 (standard normal steps)."""
+    exact = {k: v.astype(np.float64) for k, v in params.items()}
+    if kind == "init":
+        return exact
+    return {k: v + 0.1 * rng.standard_normal(v.shape) * np.where(v == 0, 1.0, np.abs(v)) for k, v in exact.items()}
+
+
 def draw_values(kind: str, shape: Shape, rng: np.random.Generator) -> np.ndarray:
-    """Values of ``shape`` drawn the way ``kind`` names (``normal``, ``off_zero``, ``distinct``)."""
+    """Values of ``shape`` drawn the way ``kind`` names: ``normal`` (standard normal, unbounded),
+    ``wide`` (normal × 4), ``off_zero`` or ``distinct``."""
     try:
         fn = VALUE_KINDS[kind]
     except KeyError:
@@ -82,6 +103,11 @@ class Case:
     config: dict[str, Any]
     in_shapes: tuple[Shape, ...]
     values: str = field(default="normal")
+    #: ``perturbed``: the checker moves every parameter off ``init_params``' values (by about
+    #: 10%, zeros by about 0.1), so that a parameter drawn as 0 or 1 cannot hide a wrong
+    #: gradient; ``init``: exactly ``init_params``' values, for parameters that must stay
+    #: where they are drawn (a positive scale initialised near 0, say).
+    params: str = field(default="perturbed")
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, dict):
@@ -101,6 +127,8 @@ class Case:
                 f"Case.values: unknown value kind {self.values!r}; "
                 f"available: {', '.join(sorted(VALUE_KINDS))}"
             )
+        if self.params not in PARAM_KINDS:
+            raise ConfigError(f"Case.params: expected one of {', '.join(PARAM_KINDS)}, got {self.params!r}")
         # Normalise lists (and numpy ints) so that repr and equality are the plain tuple forms.
         object.__setattr__(self, "in_shapes", tuple(tuple(int(d) for d in s) for s in self.in_shapes))
         largest = max(math.prod(s) for s in self.in_shapes)
@@ -109,7 +137,7 @@ class Case:
                               f"finite-difference check takes ({MAX_CASE_VALUES:,}); got {self.in_shapes!r}")
 
 
-#: Values of one input of one example a Case may ask for: a check draws a batch of 2-3 and
+#: Values of one input of one example a Case may ask for: a check draws a batch of 2-5 and
 #: evaluates the layer a few hundred times.
 MAX_CASE_VALUES = 1 << 22
 

@@ -32,6 +32,7 @@ from nnplug._harness import (
 )
 from nnplug._strategies import (
     KINK_MARGIN,
+    PARAM_KINDS,
     VALUE_KINDS,
     Case,
     Geometry,
@@ -52,6 +53,7 @@ from nnplug.registry import Registry, load_registry
 __all__ = [
     "KINK_MARGIN",
     "MAX_REDRAWS",
+    "PARAM_KINDS",
     "VALUE_KINDS",
     "Case",
     "CheckResult",

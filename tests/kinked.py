@@ -1,6 +1,6 @@
 """A test-only layer with a kink the checker must notice: y = |x - c|.
 
-``c`` is drawn as 0 or 0.5, so on ``values="distinct"`` inputs (which include 0) about half
+``c`` is drawn as 0 or 0.3, so on ``values="distinct"`` inputs (which include 0, never 0.3) about half
 the draws sit on the kink and must be redrawn, and the others pass.
 """
 
@@ -18,7 +18,7 @@ class KinkConfig(nnplug.LayerConfig):
 
 
 class ShiftedAbs(nnplug.Layer):
-    """y = |x - c|; c is drawn as 0 or 0.5, and 'distinct' values of size 4 include 0."""
+    """y = |x - c|; c is drawn as 0 or 0.3, and "distinct" values include 0 (never 0.3)."""
 
     Config = KinkConfig
 
@@ -26,7 +26,7 @@ class ShiftedAbs(nnplug.Layer):
         return in_shape
 
     def init_params(self, in_shape, rng):
-        return {"c": np.full(in_shape, 0.0 if rng.random() < 0.5 else 0.5)}
+        return {"c": np.full(in_shape, 0.0 if rng.random() < 0.5 else 0.3)}
 
     def forward(self, params, x, *, training):
         d = x - params["c"]

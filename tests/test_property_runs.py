@@ -166,7 +166,7 @@ class SometimesKinked(ShiftedAbs):
 
         from nnplug.testing import Case
 
-        return st.just(Case({}, ((2,),), values="distinct"))  # batch 2: values -2, -1, 0, 1
+        return st.just(Case({}, ((2,),), values="distinct", params="init"))  # values include 0; c is 0 or 0.3
 
 
 class RaisingCasesConfig(nnplug.LayerConfig):
