@@ -69,8 +69,42 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a configuration value")
 
 
+#: Invalid fields listed per config before the rest are counted in one line (a node with
+#: 300,000 unknown keys is one mistake, not a 300,000-line report).
+MAX_FIELD_LINES = 20
+
+
+def _not_a_config_value(data: Any, path: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """(field path, why) of the first value JSON cannot carry into validation (a YAML date or
+    set, a TOML datetime, text with a lone surrogate), or None when there is none."""
+    if isinstance(data, str):
+        if any("\ud800" <= ch <= "\udfff" for ch in data):
+            return ".".join(path) or "(config)", f"text with a lone surrogate ({data!r}) is not valid text"
+        return None
+    if data is None or isinstance(data, (bool, int, float, np.generic, np.ndarray)):
+        return None
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            found = _not_a_config_value(key, (*path, "(key)")) if isinstance(key, (str, list, dict)) else None
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                found = found or (".".join((*path, "(key)")), f"a {type(key).__name__} key ({key!r:.60}) is not "
+                                                              "a field name")
+            found = found or _not_a_config_value(value, (*path, str(key)))
+            if found:
+                return found
+        return None
+    if isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            found = _not_a_config_value(value, (*path, str(i)))
+            if found:
+                return found
+        return None
+    return ".".join(path) or "(config)", f"a {type(data).__name__} is not a configuration value ({data!r:.60})"
+
+
 def format_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
-    """One line per invalid field: ``prefix -> field: what was expected (got X)``.
+    """One line per invalid field: ``prefix -> field: what was expected (got X)``, at most
+    :data:`MAX_FIELD_LINES` of them and then a count of the rest.
 
     pydantic reports each branch of a union separately; they are folded into one line.
     """
@@ -86,16 +120,22 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
             msg = "unknown field"
         if msg not in msgs:
             msgs.append(msg)
+    # A list whose items failed: pydantic adds "too short" once it drops them; such a parent
+    # field is left out (found through every field's prefixes: linear in the fields).
+    parents = {".".join(parts[:k]) for parts in (f.split(".") for f in by_field) for k in range(1, len(parts))}
     lines = []
-    for field, (msgs, received) in by_field.items():
-        if any(other.startswith(field + ".") for other in by_field):
-            continue  # a list whose items failed: pydantic adds "too short" once it drops them
+    shown_fields = [f for f in by_field if f not in parents]
+    for field in shown_fields[:MAX_FIELD_LINES]:
+        msgs, received = by_field[field]
         text = msgs[0] if len(msgs) == 1 else "expected one of: " + "; ".join(msgs)
         shown = repr(received)
         if len(shown) > 60:
             shown = shown[:57] + "..."
         head = f"{prefix} -> {field}" if prefix else field
         lines.append(f"{head}: {text} (got {shown})")
+    if len(shown_fields) > MAX_FIELD_LINES:
+        rest = len(shown_fields) - MAX_FIELD_LINES
+        lines.append(f"{prefix or '(config)'}: and {rest:,} more invalid field(s) not listed")
     return lines
 
 
@@ -114,6 +154,9 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
         return data
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or config_cls.__name__}: expected a mapping, got {data!r}")
+    odd = _not_a_config_value(data)
+    if odd is not None:
+        raise ConfigError(f"{where or config_cls.__name__} -> {odd[0]}: {odd[1]}")
     try:
         text = json.dumps(dict(data), default=_jsonable, allow_nan=True)
     except (TypeError, ValueError) as exc:

@@ -172,6 +172,32 @@ def test_a_name_or_path_the_file_system_cannot_take_or_a_seed_numpy_cannot_is_a_
         load_model_file(path, registry)
 
 
+def test_a_yaml_date_or_set_and_a_toml_date_are_refused_naming_their_field(
+    tmp_path: Path, registry: nnplug.Registry
+) -> None:
+    text = ("input: [4]\nlayers:\n  - {type: dense, units: 2, name: 2024-01-01}\n"
+            "  - {type: dense, units: 3, bias: !!set {a}}\nloss: {type: mse}\n")
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_model_file(_write(tmp_path, "m.yaml", text), registry)
+    assert "layers[0] (dense) -> name: a date is not a configuration value" in str(info.value)
+    assert "layers[1] (dense) -> bias: a set is not a configuration value" in str(info.value)
+    toml = 'input = [4]\n[[layers]]\ntype = "dense"\nunits = 2\n[loss]\ntype = "mse"\n[train]\nepochs = 1979-05-27\n'
+    with pytest.raises(nnplug.ConfigError, match="train -> epochs: a date is not a configuration value"):
+        load_model_file(_write(tmp_path, "m.toml", toml), registry)
+
+
+def test_thousands_of_unknown_fields_in_a_node_are_listed_up_to_a_bound(
+    tmp_path: Path, registry: nnplug.Registry
+) -> None:
+    node = {"type": "dense", "units": 2} | {f"k{i}": i for i in range(5000)}
+    path = _write(tmp_path, "m.json", json.dumps({**MLP, "layers": [node]}))
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_model_file(path, registry)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 21 and "k0: unknown field" in lines[0]
+    assert lines[-1].endswith("layers[0] (dense): and 4,980 more invalid field(s) not listed")
+
+
 @pytest.mark.parametrize("suffix", [".yaml", ".json", ".toml"])
 def test_a_byte_order_mark_is_dropped_in_every_format(tmp_path: Path, suffix: str) -> None:
     text = {".yaml": "input: [4]\n", ".json": '{"input": [4]}', ".toml": "input = [4]\n"}[suffix]
