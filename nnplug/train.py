@@ -93,6 +93,14 @@ def _first_non_finite_grad(model: Model, grads: dict[str, dict[str, np.ndarray]]
     return None
 
 
+def _first_non_finite_weight(model: Model) -> str | None:
+    for node in model.nodes:
+        for name, w in model.params.get(node.name, {}).items():
+            if not np.isfinite(w).all():
+                return f"{name} of {node.describe()}"
+    return None
+
+
 @contextmanager
 def _stop_signals() -> Iterator[dict[str, str | None]]:
     """Turn SIGINT/SIGTERM into a flag read between batches; a second signal acts at once."""
@@ -234,6 +242,15 @@ class Trainer:
                               f"in {self.run_dir}, is intact", exc.filename) from None
         return TrainResult(self.run_dir, self.position.history, status, flag["signal"])
 
+    def _weights_finite(self) -> None:
+        """Finite gradients can still make non-finite weights (a weight decay of 1e40): checked
+        before each save, so that the last good checkpoint stays the last one written. (Between
+        saves, broken weights make the next loss or gradient non-finite, which stops the run.)"""
+        bad = _first_non_finite_weight(self.model)
+        if bad:
+            raise NumericalError(f"the update after this batch left {bad} non-finite (too large a learning "
+                                 "rate or weight_decay?); the weights were not saved")
+
     def _where_training_stands(self) -> str:
         p = self.position
         return (f"at epoch {p.epoch + 1}, batch {p.batch + 1}; the last good checkpoint "
@@ -254,6 +271,8 @@ class Trainer:
             while p.batch < n_batches:
                 idx = order[p.batch * bs:(p.batch + 1) * bs]
                 loss = self._step(x[idx], y[idx])
+                if p.batch + 1 == n_batches or flag["signal"]:  # a save follows: never of broken weights
+                    self._weights_finite()
                 p.loss_sum += loss * len(idx)
                 p.seen += len(idx)
                 p.batch += 1

@@ -216,6 +216,21 @@ def test_diverging_run_stops_naming_the_node_and_keeps_the_last_checkpoint(
     assert main(["evaluate", str(tmp_path / "run")]) == 0
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_update_that_leaves_weights_non_finite_is_never_saved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dtype: str
+) -> None:
+    # finite gradients, but a weight decay that overflows (1e40 is inf in float32): one batch per
+    # epoch, so the broken update is the last before a checkpoint
+    model_file = tiny_model(tmp_path, epochs=2, batch_size=1000, dtype=dtype,
+                            optimizer={"type": "sgd", "lr": 10.0, "weight_decay": 1e308 if dtype == "float64" else 1e40})
+    assert _train(model_file, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "left w of node 'hidden' (dense, plugin nnplug) non-finite" in err
+    assert "the weights were not saved" in err and "last good checkpoint (after 0 epoch(s))" in err
+    assert all(np.isfinite(w).all() for w in weights_of(tmp_path / "run").values())
+
+
 class _BlowUpConfig(nnplug.LayerConfig):
     type: Literal["test_blow_up"] = "test_blow_up"
 
