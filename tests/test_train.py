@@ -222,8 +222,9 @@ def test_an_update_that_leaves_weights_non_finite_is_never_saved(
 ) -> None:
     # finite gradients, but a weight decay that overflows (1e40 is inf in float32): one batch per
     # epoch, so the broken update is the last before a checkpoint
+    decay = 1e308 if dtype == "float64" else 1e40
     model_file = tiny_model(tmp_path, epochs=2, batch_size=1000, dtype=dtype,
-                            optimizer={"type": "sgd", "lr": 10.0, "weight_decay": 1e308 if dtype == "float64" else 1e40})
+                            optimizer={"type": "sgd", "lr": 10.0, "weight_decay": decay})
     assert _train(model_file, tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "left w of node 'hidden' (dense, plugin nnplug) non-finite" in err
