@@ -285,7 +285,8 @@ def load_checkpoint(run_dir: str | Path, registry: Registry) -> Checkpoint:
         versions: dict[str, Any] = plugins if isinstance(plugins, dict) else {}
         listed = ", ".join(f"{t} (from {d} {versions.get(str(d), '?')})"
                            for t, d in sorted(missing.items()))
-        raise ConfigError(f"{run_dir}: the run uses layer types that are not installed: {listed}")
+        why = f" ({registry.not_autoloaded})" if registry.not_autoloaded else ""
+        raise ConfigError(f"{run_dir}: the run uses layer types that are not installed: {listed}{why}")
     model_path = _verified(run_dir, manifest["model"], "model")
     spec = load_model_file(model_path, registry)
     model = Model(spec, registry)

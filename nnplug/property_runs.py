@@ -158,9 +158,11 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
         without = [n for n in registry.types if n not in names]
         if without and not quiet:
             out.print(f"no gradcheck_cases(), not checked: {', '.join(without)}", markup=False)
-    if not names:
-        out.print("no installed type offers gradcheck_cases(); nothing to check", markup=False)
-        return 0
+    if not names:  # a check that checked nothing must not pass (in CI, say)
+        if not registry.types:
+            why = registry.not_autoloaded or "every plugin failed or was blocked: see `nnplug plugins`"
+            return _usage_error(f"no layer or loss types are registered ({why}); nothing to check")
+        return _usage_error("no installed type offers gradcheck_cases(); nothing to check")
 
     runs: list[TypeRun] = []
     with _progress(err, enabled=not quiet and err.is_terminal) as progress:

@@ -55,7 +55,9 @@ class PluginInfo:
 
 
 def autoload_disabled() -> bool:
-    return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0", "false", "False")
+    """Whether ``NNPLUG_DISABLE_PLUGIN_AUTOLOAD`` is set: to any value but empty, 0 or false
+    (as pytest reads its ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``, which any value sets)."""
+    return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false")
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
@@ -101,7 +103,8 @@ class Registry:
             autoload = not autoload_disabled()
         #: why no installed plugin was loaded, when that is so (for unknown-type messages)
         self._not_autoloaded = "" if autoload else (
-            f"{DISABLE_AUTOLOAD_ENV}=1 is set: name plugins with -p NAME" if autoload_disabled()
+            f"{DISABLE_AUTOLOAD_ENV}={os.environ.get(DISABLE_AUTOLOAD_ENV)!r} is set, so only plugins named "
+            "with -p NAME load" if autoload_disabled()
             else "autoload=False: name plugins in Registry(plugins=[...])")
         wanted = [p for p in plugins if isinstance(p, str)]
         wanted_lower = {name.lower() for name in wanted}
@@ -214,6 +217,12 @@ class Registry:
     def conflicts(self) -> dict[str, str]:
         """Type names two plugins claim, neither registered, with the message saying so."""
         return dict(self._conflicts)
+
+    @property
+    def not_autoloaded(self) -> str:
+        """Why the installed plugins were not loaded ('' when they were): for messages about
+        a type that is missing."""
+        return self._not_autoloaded
 
     def layer_types(self) -> list[str]:
         return [n for n, c in self._types.items() if issubclass(c, Layer)]

@@ -156,10 +156,32 @@ def test_with_every_plugin_blocked_an_unknown_type_says_none_are_registered_and_
         nnplug.Registry(blocked=["nnplug_layers"]).get("dense")
 
 
-def test_with_autoload_disabled_an_unknown_type_names_the_variable(monkeypatch):
-    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
-    with pytest.raises(nnplug.PluginError, match=r"NNPLUG_DISABLE_PLUGIN_AUTOLOAD=1 is set: name plugins with -p"):
+@pytest.mark.parametrize("value", ["1", "yes", "off", "TRUE"])
+def test_with_autoload_disabled_an_unknown_type_names_the_variable_and_its_value(monkeypatch, value):
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", value)
+    with pytest.raises(nnplug.PluginError, match=rf"NNPLUG_DISABLE_PLUGIN_AUTOLOAD='{value}' is set, so only "
+                                                 r"plugins named with -p NAME load"):
         nnplug.Registry().get("dense")
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "FALSE", " False "])
+def test_an_empty_zero_or_false_autoload_variable_leaves_autoload_on(monkeypatch, value):
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", value)
+    assert "dense" in nnplug.Registry()
+
+
+def test_gradcheck_and_evaluate_say_autoload_is_off_when_nothing_is_registered(monkeypatch, tmp_path, capsys):
+    from runkit import tiny_model
+
+    from nnplug.cli import main
+
+    assert main(["train", str(tiny_model(tmp_path, epochs=1)), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert main(["gradcheck"]) == 2  # a check that checked nothing does not pass
+    assert "no layer or loss types are registered (NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert "not installed: dense (from nnplug" in (err := capsys.readouterr().err)
+    assert "(NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set, so only plugins named with -p NAME load)" in err
 
 
 def test_a_plugin_with_one_bad_class_registers_none_of_its_classes(site):
