@@ -4,11 +4,14 @@ and report (progress bar, one line per epoch, where the run was saved)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
+import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,10 +100,38 @@ def _run_dir(args: argparse.Namespace, name: str) -> Path:
         while run_dir.exists():
             k += 1
             run_dir = Path("runs") / f"{name}-{stamp}-{k}"
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or any(e.name != LOCK_FILE for e in run_dir.iterdir())):
         hint = "; continue it with --resume" if (run_dir / "manifest.json").exists() else ""
         raise ConfigError(f"--out {run_dir}: already exists and is not an empty directory{hint}")
     return run_dir
+
+
+#: The file a training process holds locked in its run directory (see :func:`_run_lock`).
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (created if need be) while a run trains in it: a
+    second ``train --out`` or ``--resume`` of the same directory is refused instead of both
+    writing checkpoints and metrics over each other. The lock is the OS's (``flock``), so a
+    killed process leaves none behind; where there is no ``flock`` (Windows) runs are unguarded."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{run_dir}: another nnplug train is running in this directory; "
+                              "wait for it to end (or stop it) first") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _check_plot_available() -> None:
@@ -123,6 +154,11 @@ def _format_epoch(m: dict[str, Any], epochs: int) -> str:
 
 
 def train_command(args: argparse.Namespace, registry: Registry) -> int:
+    with contextlib.ExitStack() as locks:  # the run directory's lock, held until training ends
+        return _train(args, registry, locks)
+
+
+def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitStack) -> int:
     from nnplug.checkpoint import load_checkpoint, write_model_file
     from nnplug.data import load_dataset
     from nnplug.train import MAX_EPOCHS, TrainConfig, Trainer, plot_curves
@@ -142,6 +178,8 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
             raise ConfigError(f"--resume continues a run as it was saved; drop "
                               f"{', '.join(given + ([args.model] if args.model else []))}")
         run_dir = Path(args.resume)
+        if run_dir.is_dir():  # else load_checkpoint says what is wrong
+            locks.enter_context(_run_lock(run_dir))
         ckpt = load_checkpoint(run_dir, registry)
         model = ckpt.model
         seed = int(ckpt.progress.get("seed", -1))
@@ -162,6 +200,9 @@ def train_command(args: argparse.Namespace, registry: Registry) -> int:
     data = load_dataset(spec.data, model, base_dir=base)
     if not args.resume:
         run_dir = _run_dir(args, spec.name)
+        locks.enter_context(_run_lock(run_dir))
+        if any(entry.name != LOCK_FILE for entry in run_dir.iterdir()):  # another run started here meanwhile
+            raise ConfigError(f"--out {run_dir}: already exists and is not an empty directory")
         write_model_file(run_dir, resolved)
     config = spec.train or TrainConfig()
     total = epochs or config.epochs

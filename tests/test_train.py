@@ -193,6 +193,23 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path: Path, capsys
     assert "--lr" in capsys.readouterr().err
 
 
+def test_a_run_directory_in_use_by_another_train_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nnplug.runs import _run_lock
+
+    model_file = tiny_model(tmp_path, epochs=1)
+    assert _train(model_file, tmp_path / "run") == 0
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with _run_lock(tmp_path / "run"):  # as a second process training it would hold it
+        assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 2
+        assert "another nnplug train is running in this directory" in capsys.readouterr().err
+        with _run_lock(tmp_path / "fresh"):
+            assert _train(model_file, tmp_path / "fresh") == 2
+            assert "another nnplug train is running" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # nothing touched
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 0  # lock released
+    assert _train(model_file, tmp_path / "fresh") == 0  # a directory holding only the lock file is empty
+
+
 def test_resume_with_more_epochs_continues_the_run(tmp_path: Path) -> None:
     model_file = tiny_model(tmp_path, epochs=2)
     assert _train(model_file, tmp_path / "a", "--epochs", "4") == 0
