@@ -8,6 +8,7 @@ refuses (outside the classes).
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,20 @@ class Dataset:
     x_val: np.ndarray | None
     y_val: np.ndarray | None
     origin: str
+
+
+def data_digest(data: Dataset) -> str:
+    """SHA-256 of a dataset's arrays (dtype, shape and bytes, in order): what a resumed run
+    checks it trains on the same examples as before."""
+    h = hashlib.sha256()
+    for a in (data.x, data.y, data.x_val, data.y_val):
+        if a is None:
+            h.update(b"none;")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from nnplug.data import data_digest
 from nnplug.errors import ConfigError, NumericalError, PluginError, ShapeError
 from nnplug.optim import Optimizer, OptimizerConfig, make_optimizer
 
@@ -145,6 +146,7 @@ class Trainer:
         self.progress = progress
         self.optimizer: Optimizer = make_optimizer(config.optimizer, model.params)
         self.position = _Position()
+        self.data_sha256 = data_digest(data)  # kept in every checkpoint, checked on resume
 
     # -- state -----------------------------------------------------------------------------
 
@@ -158,6 +160,11 @@ class Trainer:
                                       float(progress["loss_sum"]), int(progress["seen"]), history)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{self.run_dir}: the manifest's progress is incomplete ({exc})") from None
+        saved_data = progress.get("data_sha256")  # (absent from runs saved before nnplug checked it)
+        if saved_data is not None and saved_data != self.data_sha256:
+            raise ConfigError(f"{self.run_dir}: the training data ({self.data.origin}) differ from the data "
+                              "this run was trained on, so resuming would not continue the same run; "
+                              "start a new run, or restore the data")
         n_batches = math.ceil(len(self.data.x) / self.config.batch_size)
         if self.position.batch >= n_batches:  # a hand-edited manifest would skip an epoch's end
             raise ConfigError(f"{self.run_dir}: the manifest's progress is at batch {self.position.batch}, "
@@ -170,7 +177,7 @@ class Trainer:
         p = self.position
         return {"epoch": p.epoch, "batch": p.batch, "loss_sum": p.loss_sum, "seen": p.seen,
                 "history": p.history, "seed": self.seed, "epochs": self.epochs,
-                "batch_size": self.config.batch_size}
+                "batch_size": self.config.batch_size, "data_sha256": self.data_sha256}
 
     def save(self) -> Path:
         from nnplug.checkpoint import save_checkpoint

@@ -193,6 +193,29 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path: Path, capsys
     assert "--lr" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change", ["grow", "shrink", "edit"])
+def test_resume_refuses_training_data_that_changed_since_the_run_started(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str
+) -> None:
+    model_file = tiny_model(tmp_path, epochs=1)
+    assert _train(model_file, tmp_path / "run") == 0
+    with np.load(tmp_path / "blobs.npz") as f:
+        x, y = f["x"], f["y"]
+    if change == "grow":
+        x, y = np.concatenate([x, x[:5]]), np.concatenate([y, y[:5]])
+    elif change == "shrink":
+        x, y = x[:-5], y[:-5]
+    else:
+        x = x.copy()
+        x[0, 0, 0, 0] += 1.0
+    np.savez(tmp_path / "blobs.npz", x=x, y=y)  # the file the run's model.json names (made absolute)
+    before = weights_of(tmp_path / "run")
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 2
+    assert "differ from the data this run was trained on" in capsys.readouterr().err
+    after = weights_of(tmp_path / "run")
+    assert all(before[k].tobytes() == after[k].tobytes() for k in before)
+
+
 def test_a_run_directory_in_use_by_another_train_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from nnplug.runs import _run_lock
 
