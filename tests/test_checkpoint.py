@@ -50,7 +50,7 @@ def _rewrite_weights(run_dir: Path, arrays: dict[str, Any], *, allow_pickle: boo
 def test_run_directory_holds_model_weights_optimizer_metrics_and_manifest(run: Path) -> None:
     manifest = _manifest(run)
     names = {p.name for p in run.iterdir()}
-    assert {"model.json", "manifest.json", "metrics.jsonl", manifest["weights"]["file"],
+    assert {"model.json", "manifest.json", "metrics.jsonl", ".lock", manifest["weights"]["file"],
             manifest["optimizer"]["file"]} == names
     assert set(weights_of(run)) == {"hidden/w", "hidden/b", "logits/w", "logits/b"}
     assert manifest["layer_types"] == {t: "nnplug" for t in ("dense", "flatten", "relu", "softmax_cross_entropy")}
