@@ -215,6 +215,11 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
                       progress=progress)
     if args.resume:
         trainer.restore(ckpt.optim_arrays, ckpt.optim_scalars, ckpt.progress)
+        done = trainer.position.epoch
+        if done >= total:  # (a mid-epoch position is always below total)
+            print(f"{run_dir}: the run has trained {done} epoch(s) already, {total} asked for; nothing to "
+                  f"train (give --epochs above {done} to go on)")
+            return 0
     if not args.quiet:
         n_val = 0 if data.x_val is None else len(data.x_val)
         print(f"{spec.name}: {model.parameter_count():,} parameters; {len(data.x)} training and "

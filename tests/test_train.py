@@ -233,6 +233,19 @@ def test_a_run_directory_in_use_by_another_train_is_refused(tmp_path: Path, caps
     assert _train(model_file, tmp_path / "fresh") == 0  # a directory holding only the lock file is empty
 
 
+def test_resume_with_no_epochs_left_says_so_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_file = tiny_model(tmp_path, epochs=2)
+    assert _train(model_file, tmp_path / "run") == 0
+    before = sorted((p.name, p.read_bytes()) for p in (tmp_path / "run").iterdir())
+    for epochs in ([], ["--epochs", "1"]):
+        assert main(["train", "--resume", str(tmp_path / "run"), "--quiet", *epochs]) == 0
+        out = capsys.readouterr().out
+        assert "the run has trained 2 epoch(s) already" in out and "nothing to train" in out
+    assert sorted((p.name, p.read_bytes()) for p in (tmp_path / "run").iterdir()) == before
+
+
 def test_resume_with_more_epochs_continues_the_run(tmp_path: Path) -> None:
     model_file = tiny_model(tmp_path, epochs=2)
     assert _train(model_file, tmp_path / "a", "--epochs", "4") == 0
