@@ -461,6 +461,14 @@ def test_an_output_too_large_for_any_machine_is_refused_at_build():
         nnplug.Model.from_config(config)
 
 
+def test_a_huge_output_is_blamed_on_its_node_not_on_the_dense_layer_it_swells():
+    config = {"input": [1, 4, 4], "layers": [{"type": "conv2d", "filters": 1, "kernel_size": 2,
+                                              "padding": 10**5}, {"type": "flatten"}, {"type": "dense", "units": 2}],
+              "loss": {"type": "softmax_cross_entropy"}}
+    with pytest.raises(nnplug.ShapeError, match=r"layers\[0\] 'conv2d_0' \(conv2d\): its output .* values per example"):
+        nnplug.Model.from_config(config)
+
+
 def test_parameter_budget_is_checked_before_allocation():
     config = mlp()
     config["layers"][0]["units"] = 10**9
