@@ -142,13 +142,38 @@ def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:
     return data, loader
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class _WithDuplicates(dict):  # type: ignore[type-arg]
+    """A JSON object that repeated a key: the hook cannot say where it is, the walk after can."""
+
+    duplicate: str
+
+
+def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ConfigError(f"duplicate key {key!r} in a JSON object")
+            marked = _WithDuplicates(out)
+            marked.duplicate = key
+            out = marked
         out[key] = value
     return out
+
+
+def _first_duplicate(data: Any, path: str = "") -> str | None:
+    """``path: duplicate key`` of the first object (in document order) that repeats a key."""
+    if isinstance(data, dict):
+        if isinstance(data, _WithDuplicates):
+            return f"{path or 'top level'}: duplicate key {data.duplicate!r}"
+        children: Any = ((f"{path} -> {k}" if path else str(k), v) for k, v in data.items())
+    elif isinstance(data, list):
+        children = ((f"{path}[{i}]", v) for i, v in enumerate(data))
+    else:
+        return None
+    for where, value in children:
+        found = _first_duplicate(value, where)
+        if found:
+            return found
+    return None
 
 
 def _load_json(text: str, source: str) -> Any:
@@ -156,7 +181,11 @@ def _load_json(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: {name} is not a JSON number; write a finite number")
 
     try:
-        return json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=no_constant)
+        data = json.loads(text, object_pairs_hook=_note_duplicates, parse_constant=no_constant)
+        duplicate = _first_duplicate(data)
+        if duplicate:  # JSON would keep the last silently; the file means one of them
+            raise ConfigError(f"{source}: {duplicate} (a key is given once per object)")
+        return data
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}: JSON syntax error (line {exc.lineno}, column {exc.colno}): "
                           f"{exc.msg}") from None
