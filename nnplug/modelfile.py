@@ -142,7 +142,7 @@ def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:
     return data, loader
 
 
-class _WithDuplicates(dict):  # type: ignore[type-arg]
+class _WithDuplicates(dict[str, Any]):
     """A JSON object that repeated a key: the hook cannot say where it is, the walk after can."""
 
     duplicate: str
