@@ -102,22 +102,29 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ConfigError(f"{where}: {'not a regular file' if path.exists() else 'no such file'}")
     npz_headers(path, where)  # headers first: one declaring more data than it stores would fail inside numpy
+    member = ""  # the array being read, for the message
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             wanted = [k for k in ("x", "y", "x_val", "y_val") if k in keys]
-            arrays = {k: archive[k] for k in wanted}
+            arrays = {}
+            for member in wanted:
+                arrays[member] = archive[member]
     except ValueError as exc:  # object arrays need pickle, which is never allowed
-        raise ConfigError(f"{where}: cannot be read without unpickling ({exc}); "
+        raise ConfigError(f"{where}{_member(member)}: cannot be read without unpickling ({exc}); "
                           "store plain numeric arrays") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ConfigError(f"{where}: not a readable .npz file ({exc})") from None
+        raise ConfigError(f"{where}{_member(member)}: not a readable .npz file ({exc})") from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise ConfigError(f"{where}: missing array(s) {', '.join(missing)}; found {', '.join(sorted(keys))}")
     if ("x_val" in arrays) != ("y_val" in arrays):
         raise ConfigError(f"{where}: x_val and y_val go together; found only one of them")
     return arrays
+
+
+def _member(name: str) -> str:
+    return f", array {name!r} ({name}.npy)" if name else ""
 
 
 def split(x: np.ndarray, y: np.ndarray, fraction: float

@@ -45,14 +45,19 @@ def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")
-            with archive.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                else:
-                    raise ValueError(f"array {name!r} is in .npy format {version}, which nnplug does not read")
+            try:
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"array {name!r} is in .npy format {version}, which nnplug does not read")
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:  # say which member
+                if str(exc).startswith(f"array {name!r}"):
+                    raise
+                raise ValueError(f"array {name!r} (member {info.filename!r}): {exc}") from exc
             array = DeclaredArray(tuple(shape), dtype, info.file_size)
             if not dtype.hasobject and array.nbytes > array.stored_bytes:
                 raise ValueError(f"array {name!r} declares shape {array.shape} ({array.nbytes} bytes of "

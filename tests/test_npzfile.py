@@ -63,3 +63,10 @@ def test_an_unknown_npy_format_version_is_refused_by_name(tmp_path: Path) -> Non
     member = b"\x93NUMPY\x07\x00" + b"\0" * 64
     with pytest.raises(ValueError, match=r"'x'"):
         declared_arrays(_archive(tmp_path / "v7.npz", {"x.npy": member}))
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an array", b"\x93NUMPY\x01\x00{'descr'"])
+def test_an_unreadable_member_is_named(tmp_path: Path, payload: bytes) -> None:
+    path = _archive(tmp_path / "d.npz", {"x.npy": _header((2,)) + bytes(16), "y.npy": payload})
+    with pytest.raises(ValueError, match=r"array 'y' \(member 'y.npy'\): "):
+        declared_arrays(path)
