@@ -54,7 +54,7 @@ def resolve_model(path: Path, registry: Registry, args: argparse.Namespace) -> t
         if train or "train" in raw:
             raw["train"] = train
     section = raw.get("data")
-    if isinstance(section, dict) and isinstance(section.get("path"), str):
+    if isinstance(section, dict) and isinstance(section.get("path"), str) and section["path"]:  # "" is refused below
         npz = Path(section["path"])
         if not npz.is_absolute():
             raw["data"] = {**section, "path": str((path.parent / npz).resolve())}

@@ -304,3 +304,14 @@ def test_train_names_the_file_and_line_of_a_node_that_does_not_fit(
     assert train_err == validate_err
     assert train_err.startswith(f"nnplug: error: {model_file}: layers[1] 'conv2d_1' (conv2d): ")
     assert train_err.rstrip().endswith("(line 4)") and not (tmp_path / "run").exists()
+
+
+def test_train_reports_an_empty_data_path_as_validate_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model_file = tmp_path / "m.yaml"
+    model_file.write_text("input: [4]\nlayers: [{type: dense, units: 2}]\nloss: {type: softmax_cross_entropy}\n"
+                          "data: {source: npz, path: ''}\n")
+    assert main(["validate", str(model_file)]) == 2
+    validate_err = capsys.readouterr().err
+    assert main(["train", str(model_file), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert capsys.readouterr().err == validate_err
+    assert "data -> path: String should have at least 1 character" in validate_err
