@@ -252,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:  # before training started, a second Ctrl-C while saving, or another command
-        _error("interrupted; a run directory keeps its last complete checkpoint" if args.command == "train"
+        _error("interrupted; a run directory keeps its last complete checkpoint (none, if it stopped "
+               "before the first: `nnplug train --resume` then says so)" if args.command == "train"
                else "interrupted")
         return 130
     except OSError as exc:  # the file system refused (permissions, disk full): not a bug

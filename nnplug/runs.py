@@ -101,7 +101,9 @@ def _run_dir(args: argparse.Namespace, name: str) -> Path:
             k += 1
             run_dir = Path("runs") / f"{name}-{stamp}-{k}"
     if run_dir.exists() and (not run_dir.is_dir() or any(e.name != LOCK_FILE for e in run_dir.iterdir())):
-        hint = "; continue it with --resume" if (run_dir / "manifest.json").exists() else ""
+        hint = ("; continue it with --resume" if (run_dir / "manifest.json").exists() else
+                "; it holds a run stopped before its first checkpoint: delete it to start again"
+                if (run_dir / "model.json").exists() else "")
         raise ConfigError(f"--out {run_dir}: already exists and is not an empty directory{hint}")
     return run_dir
 

@@ -409,3 +409,16 @@ def test_a_node_the_loss_does_not_depend_on_is_neither_run_nor_trained(
     trained = weights_of(tmp_path / "run")
     np.testing.assert_array_equal(trained["aside/w"], initial["w"])  # weight decay left it alone
     assert not np.array_equal(trained["hidden/w"], nnplug.Model.from_file(model_file).params["hidden"]["w"])
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_so_on_resume_and_reuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_file = tiny_model(tmp_path, epochs=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text("{}")  # what a second Ctrl-C during the first save leaves
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert "the run stopped before its first checkpoint" in capsys.readouterr().err
+    assert _train(model_file, run) == 2
+    assert "a run stopped before its first checkpoint: delete it to start again" in capsys.readouterr().err
