@@ -153,7 +153,10 @@ class Trainer:
     def restore(self, optim_arrays: dict[str, np.ndarray], optim_scalars: dict[str, Any],
                 progress: dict[str, Any]) -> None:
         """Continue from a checkpoint's optimizer state and position."""
-        self.optimizer.load_state_dict(optim_arrays, optim_scalars)
+        try:
+            self.optimizer.load_state_dict(optim_arrays, optim_scalars)
+        except ConfigError as exc:  # an edited run: say which
+            raise ConfigError(f"{self.run_dir}: {exc}") from None
         try:
             history = list(progress["history"])
             self.position = _Position(int(progress["epoch"]), int(progress["batch"]),

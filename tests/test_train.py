@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -422,3 +423,22 @@ def test_a_run_stopped_before_its_first_checkpoint_says_so_on_resume_and_reuse(
     assert "the run stopped before its first checkpoint" in capsys.readouterr().err
     assert _train(model_file, run) == 2
     assert "a run stopped before its first checkpoint: delete it to start again" in capsys.readouterr().err
+
+
+def test_an_edited_runs_optimizer_state_is_refused_naming_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nnplug.checkpoint import MANIFEST, atomic_write
+
+    assert _train(tiny_model(tmp_path, epochs=1), tmp_path / "run") == 0
+    model_json = tmp_path / "run" / "model.json"
+    resolved = json.loads(model_json.read_text())
+    resolved["train"]["optimizer"] = {"type": "sgd", "lr": 0.1}
+    text = json.dumps(resolved).encode()
+    atomic_write(model_json, lambda f: f.write(text))
+    manifest = json.loads((tmp_path / "run" / MANIFEST).read_text())
+    manifest["model"]["sha256"] = hashlib.sha256(text).hexdigest()
+    atomic_write(tmp_path / "run" / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 2
+    assert f"{tmp_path / 'run'}: optimizer state is for 'adam', but the model file asks for 'sgd'" in (
+        capsys.readouterr().err)
