@@ -12,6 +12,15 @@ loss itself. Every input and every parameter is checked, in float64 by default:
 
 Kinks (ReLU at 0, max-pool ties) are detected where the one-sided differences
 ``(f(t+h) - f(t)) / h`` and ``(f(t) - f(t-h)) / h`` disagree, and are reported as such.
+
+A difference is taken term by term (``R * y`` entry by entry for a layer) before it is summed:
+a term the step does not change then cancels exactly, however large (an output offset by 1e6,
+a mask of -1e9), and the rounding noise left is bounded from the terms that did change:
+:data:`NOISE_ULPS` units of float64 rounding of each, divided by the step. That bound is added
+to the tolerance, so a layer with large outputs is not failed for the differences' own
+rounding, while a layer with outputs of ordinary size is checked as tightly as before. (An
+output so large that the step is lost in its rounding, x - 1e9 at a step of 1e-6, cannot be
+checked by finite differences at all: give a larger ``eps``.)
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ from nnplug.layer import Layer, Loss
 Mode = Literal["full", "fast"]
 
 KINK_RATIO = 1e-2  # one-sided slopes differing by more than this (relative) mark a kink
+#: Rounding allowed per changed term and evaluation, in units of float64's machine epsilon
+#: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
+NOISE_ULPS = 4.0
 
 
 def _location(tensor: str, index: tuple[int, ...] | str) -> str:
@@ -78,6 +90,8 @@ class GradcheckReport:
     rtol: float
     atol: float
     n_forward: int = 0
+    #: the largest rounding-noise allowance added to a tolerance (see the module docstring)
+    max_noise: float = 0.0
     worst: Entry | None = None
     failures: list[Entry] = field(default_factory=list)
     kinks: list[Kink] = field(default_factory=list)
@@ -98,6 +112,9 @@ class GradcheckReport:
         lines = [f"gradient check of {self.subject} ({self.mode} mode, {self.dtype}): {status}",
                  f"  tolerance: |analytic - numeric| <= {self.atol:g} + {self.rtol:g} * |numeric|, "
                  f"step {self.eps:g}; {self.n_forward} forward evaluations"]
+        if self.max_noise > 0.1 * self.atol:  # large outputs: the differences' own rounding was allowed for
+            lines[-1] += (f"; up to {self.max_noise:.3g} more allowed for the rounding of large outputs "
+                          "in the differences")
         if self.worst:
             lines.append(f"  worst entry: {self.worst}")
         if self.failures:
@@ -117,32 +134,54 @@ class GradcheckReport:
         return self
 
 
+#: The terms whose sum is the checked scalar (``R * y`` for a layer, the loss for a loss or model).
+Terms = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
 class _Counter:
-    def __init__(self, f: Callable[[dict[str, np.ndarray]], float]) -> None:
+    def __init__(self, f: Terms) -> None:
         self.f = f
         self.calls = 0
 
-    def __call__(self, tensors: dict[str, np.ndarray]) -> float:
+    def __call__(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         self.calls += 1
-        return float(self.f(tensors))
+        return np.asarray(self.f(tensors), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """One central difference: the changes of the scalar to the right and left of the point,
+    each summed from term-by-term differences, and the rounding noise of the central difference."""
+
+    right: float  # f(t + h) - f(t)
+    left: float  # f(t) - f(t - h)
+    noise: float  # bound on the rounding error of (right + left) / 2h
+
+    @classmethod
+    def of(cls, plus: np.ndarray, minus: np.ndarray, at: np.ndarray, h: float) -> _Probe:
+        changed = (plus != minus) | (plus != at)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: a NaN the tolerance test rejects
+            magnitude = float(np.sum(np.abs(plus[changed]) + np.abs(minus[changed])))
+            noise = NOISE_ULPS * np.finfo(np.float64).eps * magnitude / (2 * h)
+            return cls(float(np.sum(plus - at)), float(np.sum(at - minus)), noise)
 
 
 def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
-             analytic: float, f_plus: float, f_minus: float, f0: float, scale: float,
-             h: float | None = None) -> None:
+             analytic: float, probe: _Probe, scale: float, h: float | None = None) -> None:
     h = report.eps if h is None else h
-    numeric = (f_plus - f_minus) / (2 * h)
-    right, left = (f_plus - f0) / h, (f0 - f_minus) / h
-    if _kinked(report, right, left, scale):
+    numeric = (probe.right + probe.left) / (2 * h)
+    right, left = probe.right / h, probe.left / h
+    if _kinked(report, right, left, scale, probe.noise):
         report.kinks.append(Kink(tensor, index, left, right))
         return
     diff = abs(analytic - numeric)
     rel = diff / max(abs(analytic), abs(numeric), 1e-300) if diff else 0.0
     entry = Entry(tensor, index, analytic, numeric, rel)
-    bad = not np.isfinite(analytic) or diff > report.atol + report.rtol * abs(numeric)
+    tolerance = report.atol + report.rtol * abs(numeric) + probe.noise
+    report.max_noise = max(report.max_noise, probe.noise)
+    bad = not np.isfinite(analytic) or not diff <= tolerance
     # Rank by how far past tolerance an entry is (so noise on tiny values is not "worst"),
     # preferring failures, and a named entry over a random direction.
-    tolerance = report.atol + report.rtol * abs(numeric)
     badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
     key = (bool(bad), isinstance(index, tuple), float(badness))
     if report.worst is None or key > report.worst_key:
@@ -153,53 +192,54 @@ def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
         report.failures.append(entry)
 
 
-def _kinked(report: GradcheckReport, right: float, left: float, scale: float) -> bool:
-    """The one-sided slopes disagree beyond what a smooth function's curvature explains."""
-    return abs(right - left) > KINK_RATIO * max(abs(left), abs(right), scale) + 10 * report.atol
+def _kinked(report: GradcheckReport, right: float, left: float, scale: float, noise: float) -> bool:
+    """The one-sided slopes disagree beyond what a smooth function's curvature and the
+    differences' rounding (each one-sided slope carries up to twice the central one's) explain."""
+    return abs(right - left) > KINK_RATIO * max(abs(left), abs(right), scale) + 10 * report.atol + 4 * noise
 
 
-def _off_smoothly(report: GradcheckReport, analytic: float, f_plus: float, f_minus: float, f0: float,
-                  scale: float, h: float) -> bool:
+def _off_smoothly(report: GradcheckReport, analytic: float, probe: _Probe, scale: float, h: float) -> bool:
     """The central difference misses ``analytic``, and the one-sided slopes agree well enough
     that :func:`_compare` would not call it a kink."""
-    if _kinked(report, (f_plus - f0) / h, (f0 - f_minus) / h, scale):
+    if _kinked(report, probe.right / h, probe.left / h, scale, probe.noise):
         return False
-    numeric = (f_plus - f_minus) / (2 * h)
-    return not np.isfinite(analytic) or abs(analytic - numeric) > report.atol + report.rtol * abs(numeric)
+    numeric = (probe.right + probe.left) / (2 * h)
+    tolerance = report.atol + report.rtol * abs(numeric) + probe.noise
+    return not np.isfinite(analytic) or not abs(analytic - numeric) <= tolerance
 
 
 def _elementwise(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
-                 f0: float, report: GradcheckReport, rng: np.random.Generator, max_entries: int) -> None:
+                 f0: np.ndarray, report: GradcheckReport, rng: np.random.Generator, max_entries: int) -> None:
     t = tensors[name]
     flat = np.arange(t.size) if t.size <= max_entries else np.sort(rng.choice(t.size, size=max_entries, replace=False))
     scale = float(np.max(np.abs(analytic))) if analytic.size else 0.0
     view = t.reshape(-1)  # t is a private float copy, perturbed in place and restored
 
-    def probe(i: int, h: float) -> tuple[float, float]:
+    def probe(i: int, h: float) -> _Probe:
         original = view[i]
         view[i] = original + h
         f_plus = f(tensors)
         view[i] = original - h
         f_minus = f(tensors)
         view[i] = original
-        return f_plus, f_minus
+        return _Probe.of(f_plus, f_minus, f0, h)
 
     for i in flat:
         a, h = float(analytic.reshape(-1)[i]), report.eps
-        f_plus, f_minus = probe(i, h)
-        if _off_smoothly(report, a, f_plus, f_minus, f0, scale, h):
+        measured = probe(i, h)
+        if _off_smoothly(report, a, measured, scale, h):
             # A kink just inside one step (a ReLU input or a max-pool tie within h) bends both
             # one-sided slopes a little, too little to call a kink: a step ten times smaller
             # stays clear of it and decides. A wrong gradient stays wrong at any step.
             finer = probe(i, h / 10)
-            if not _off_smoothly(report, a, *finer, f0, scale, h / 10):
-                (f_plus, f_minus), h = finer, h / 10
+            if not _off_smoothly(report, a, finer, scale, h / 10):
+                measured, h = finer, h / 10
         index = tuple(int(k) for k in np.unravel_index(i, t.shape))
-        _compare(report, name, index, a, f_plus, f_minus, f0, scale, h)
+        _compare(report, name, index, a, measured, scale, h)
 
 
 def _directional(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
-                 f0: float, report: GradcheckReport, rng: np.random.Generator, n_directions: int) -> bool:
+                 f0: np.ndarray, report: GradcheckReport, rng: np.random.Generator, n_directions: int) -> bool:
     t = tensors[name]
     original = t.copy()
     failed_before = len(report.failures)
@@ -212,11 +252,12 @@ def _directional(f: _Counter, tensors: dict[str, np.ndarray], name: str, analyti
         np.subtract(original, report.eps * v, out=t)
         f_minus = f(tensors)
         t[...] = original
-        _compare(report, name, f"direction {k}", float(np.sum(analytic * v)), f_plus, f_minus, f0, scale)
+        _compare(report, name, f"direction {k}", float(np.sum(analytic * v)),
+                 _Probe.of(f_plus, f_minus, f0, report.eps), scale)
     return len(report.failures) > failed_before
 
 
-def _run(subject: str, f: Callable[[dict[str, np.ndarray]], float], tensors: dict[str, np.ndarray],
+def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
          analytic: Mapping[str, np.ndarray], *, mode: Mode, dtype: str, eps: float | None,
          rtol: float | None, atol: float | None, max_entries: int, n_directions: int,
          seed: int | None) -> GradcheckReport:
@@ -289,10 +330,10 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
         raise PluginError(f"{subject}: forward or backward modified {what} in place; the contract "
                           "forbids it (return new arrays, keep state in the cache)")
 
-    def f(ts: dict[str, np.ndarray]) -> float:
+    def f(ts: dict[str, np.ndarray]) -> np.ndarray:  # the terms of sum(R * y)
         inp_, p_ = split(ts)
         out, _ = layer.forward(p_, inp_, training=True)
-        return float(np.sum(r * out))
+        return r * out
 
     report = _run(f"{layer!r}", f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
                   atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
@@ -316,8 +357,8 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
     returns.loss_value(subject, value)
     analytic = {"pred": returns.array(subject, "backward's dpred", loss.backward(cache), tensors["pred"].shape)}
 
-    def f(ts: dict[str, np.ndarray]) -> float:
-        return float(loss.forward(ts["pred"], target)[0])
+    def f(ts: dict[str, np.ndarray]) -> np.ndarray:
+        return np.array([loss.forward(ts["pred"], target)[0]], dtype=np.float64)
 
     report = _run(f"{loss!r}", f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
                   atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
@@ -348,9 +389,9 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
     for node, gs in grads.items():
         analytic.update({f"{node}/{k}": g for k, g in gs.items()})
 
-    def f(ts: dict[str, np.ndarray]) -> float:
+    def f(ts: dict[str, np.ndarray]) -> np.ndarray:
         pred = model.forward(ts["input"], params_of(ts))
-        return float(model.loss.forward(pred, target)[0])
+        return np.array([model.loss.forward(pred, target)[0]], dtype=np.float64)
 
     report = _run(repr(model), f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
                   atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)

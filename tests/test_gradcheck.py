@@ -333,3 +333,53 @@ def test_a_kink_just_inside_one_step_is_stepped_around_not_reported_as_a_wrong_g
     rng = np.random.default_rng(0)
     x, target = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 10, 4)
     assert nnplug.gradcheck(model, x, target).ok
+
+
+class _Offset(nnplug.Layer):
+    """y = scale·g(x) + offset·mask, a correct layer whose outputs are large: the finite
+    differences' own rounding must not fail it. ``wrong`` scales dx by 1.01."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["offset_for_tests"] = "offset_for_tests"
+        offset: float = 0.0
+        scale: float = 1.0
+        masked: bool = False  # offset only where the entry index is odd (a causal mask's -1e9)
+        wrong: bool = False
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def _mask(self, x):
+        m = np.zeros(x.shape[1:])
+        m.reshape(-1)[1::2] = 1.0
+        return m if self.config.masked else np.ones(x.shape[1:])
+
+    def forward(self, params, x, *, training):
+        c = self.config
+        return c.scale * np.tanh(x) + c.offset * self._mask(x), x
+
+    def backward(self, params, cache, dy):
+        c = self.config
+        return dy * c.scale * (1 - np.tanh(cache) ** 2) * (1.01 if c.wrong else 1.0), {}
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("config", [{"offset": 1e6}, {"offset": -1e6, "masked": True}, {"scale": 1e4}])
+def test_large_outputs_are_not_failed_for_the_differences_own_rounding(config, mode):
+    x = np.random.default_rng(4).standard_normal((3, 5, 4)) * 2
+    for seed in range(10):
+        report = nnplug.gradcheck(_Offset(config), x, mode=mode, seed=seed)
+        assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("config", [{"offset": 1e6}, {"offset": -1e9, "masked": True}, {"scale": 1e4}])
+def test_a_wrong_gradient_among_large_outputs_is_still_caught(config):
+    x = np.random.default_rng(4).standard_normal((3, 5, 4))
+    report = nnplug.gradcheck(_Offset({**config, "wrong": True}), x, raise_on_failure=False)
+    assert report.failures and not report.kinks
+
+
+def test_the_report_says_when_rounding_of_large_outputs_was_allowed_for():
+    x = np.random.default_rng(4).standard_normal((3, 5, 4))
+    assert "allowed for the rounding of large outputs" in str(nnplug.gradcheck(_Offset({"offset": 1e6}), x))
+    assert "rounding of large outputs" not in str(nnplug.gradcheck(_Offset({}), x))
