@@ -468,7 +468,7 @@ class _Memo(Scale):
 
 def _float32_only_bug(self, params, cache, dy):
     dx, grads = Scale.backward(self, params, cache, dy)
-    return (dx * 3 if dx.dtype == np.float32 else dx), grads  # (a float32-only branch gone wrong)
+    return (dx * 1.02 if dx.dtype == np.float32 else dx), grads  # (a float32-only branch 2% off)
 
 
 def _global_random_init(self, in_shape, rng):
