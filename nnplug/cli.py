@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--mode", choices=("fast", "full"), default="fast",
                    help="fast: directional derivatives; full: every entry")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only failures (with their reproducers) and the summary line")
     command("schema", "print the JSON Schema of model files for the installed plugins")
     return parser
 

@@ -90,7 +90,10 @@ def reproducer(registry: Registry, run: TypeRun, mode: str) -> str:
     info = registry.plugin_of(run.type_name)
     cls = registry.get(run.type_name)
     fn = "check_loss" if issubclass(cls, Loss) else "check_layer"
-    reg = f", registry=nnplug.Registry(plugins=[{info.name!r}])" if info.distribution == "-" else ""
+    # The plugin must be named where the default registry would not load it: an in-process
+    # plugin, or any plugin while autoload is off (NNPLUG_DISABLE_PLUGIN_AUTOLOAD, -p NAME).
+    named = info.distribution == "-" or bool(registry.not_autoloaded)
+    reg = f", registry=nnplug.Registry(plugins=[{info.name!r}])" if named else ""
     lines = ["import nnplug" if reg else "", f"from nnplug.testing import Case, {fn}",
              f"{fn}({run.type_name!r}, {run.case!r}, seed={run.seed}, mode={mode!r}{reg})"]
     report = getattr(run.error, "report", None)
@@ -144,6 +147,8 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
         return _usage_error(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
         return _usage_error(f"--examples must be a positive integer, got {examples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # as train's --seed
+        return _usage_error(f"--seed must be a non-negative integer, got {seed!r}")
     for name in types:
         if name not in registry:
             return _usage_error(registry.unknown_type_message(name))

@@ -224,3 +224,20 @@ def test_a_gradcheck_cases_that_raises_is_an_error_row_not_a_traceback(capsys):
     assert "gradcheck_cases() raised ModuleNotFoundError: No module named 'hypothesis_extras'" in out
     row = next(line for line in out.splitlines() if line.startswith("│ cases_raise"))
     assert "ERROR" in row and "Traceback" not in out
+
+
+def test_with_autoload_off_the_reproducer_names_the_plugin_so_it_runs_when_pasted(monkeypatch):
+    from nnplug.property_runs import TypeRun, reproducer
+    from nnplug.testing import Case
+
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = nnplug.Registry(plugins=["nnplug_layers"])  # as `nnplug -p nnplug_layers gradcheck`
+    run = TypeRun("dense", "nnplug", case=Case({"units": 2}, ((3,),)), seed=0)
+    code = reproducer(registry, run, "fast")
+    assert "registry=nnplug.Registry(plugins=['nnplug_layers'])" in code
+    exec(code, {})  # passes: the pasted line finds the type though autoload is off
+
+
+def test_a_negative_seed_is_a_usage_error(capsys):
+    assert gradcheck_main(REGISTRY, ["dense"], examples=3, seed=-1, mode="fast", quiet=False) == 2
+    assert "--seed must be a non-negative integer, got -1" in capsys.readouterr().err
