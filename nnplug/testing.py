@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from nnplug._harness import (
@@ -84,13 +84,18 @@ def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**32 - 1)
 
 
-def _without_default_deadline(test: Callable[..., None]) -> Callable[..., None]:
+def _for_gradient_checks(test: Callable[..., None]) -> Callable[..., None]:
     """Lift hypothesis's stock 200 ms deadline (a gradient check runs dozens of forward passes,
-    a conv2d case may take longer); a deadline the loaded profile sets itself is kept."""
+    a conv2d case may take longer); a deadline the loaded profile sets itself is kept. The
+    explain phase is skipped: it re-runs a failing check dozens of times (about 20 s for one
+    layer) to say what the error message already says, the case and the seed."""
     current = settings.default
+    changes: dict[str, Any] = {}
     if current is not None and current.deadline == timedelta(milliseconds=200):
-        return settings(deadline=None)(test)
-    return test
+        changes["deadline"] = None
+    if current is not None and Phase.explain in current.phases:
+        changes["phases"] = tuple(p for p in current.phases if p is not Phase.explain)
+    return settings(**changes)(test) if changes else test
 
 
 def checkable_types(registry: Registry | None = None,
@@ -129,7 +134,7 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
     def test(case: Case, seed: int) -> None:
         check(cls_or_type, case, seed=seed, mode=mode, registry=get_registry())
 
-    test = _without_default_deadline(test)
+    test = _for_gradient_checks(test)
     label = cls_or_type if isinstance(cls_or_type, str) else getattr(cls_or_type, "__name__", "layer")
     test.__name__ = test.__qualname__ = f"test_{label}_keeps_layer_contract"
     test.__doc__ = f"{label}: every case of gradcheck_cases() keeps the layer contract and its gradients."
@@ -156,4 +161,4 @@ def all_layers_test(registry: Registry | None = None, *, mode: Mode = "full",
         check(layer_type, case, seed=seed, mode=mode, registry=registry)
 
     test.__name__ = test.__qualname__ = "test_every_layer_keeps_layer_contract"
-    return _without_default_deadline(test)
+    return _for_gradient_checks(test)

@@ -28,6 +28,16 @@ def test_layer_test_is_named_after_the_type_and_runs_under_hypothesis():
     test()
 
 
+def test_a_failing_layer_test_skips_hypothesis_explain_phase():
+    # explain re-runs a failing gradient check dozens of times to say what the message says
+    from hypothesis import Phase, settings
+
+    assert Phase.explain in settings.default.phases  # the loaded profile (ci or dev) has it
+    test = testing.layer_test("dense")
+    used = getattr(test, "_hypothesis_internal_use_settings", None)  # where @settings puts them
+    assert used is not None and Phase.explain not in used.phases and Phase.shrink in used.phases
+
+
 # -- Case and the strategies -----------------------------------------------------------------
 
 
