@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nnplug.testing import _without_default_deadline, cases_for, check, seeds
+from nnplug.testing import _for_gradient_checks, cases_for, check, seeds
 
 
-@_without_default_deadline
+@_for_gradient_checks
 @given(data=st.data())
 def test_layer_keeps_the_contract(nnplug_layer_type: str, nnplug_registry: Any, nnplug_check_mode: Any,
                                   data: Any) -> None:
