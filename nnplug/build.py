@@ -179,6 +179,8 @@ def check_budget(nodes: list[Node]) -> dict[str, dict[str, Shape] | None]:
     counted as ``init_params`` returns them (:func:`check_running_total`)."""
     total, largest, where, undeclared = 0, 0, "", 0
     declared: dict[str, dict[str, Shape] | None] = {}
+    upstream: list[Node] = []  # the nodes before the first whose own parameters pass the budget
+    passed_budget = False
     for node in nodes:
         try:
             shapes = node.layer.param_shapes(node.layer_in_shape())
@@ -194,7 +196,13 @@ def check_budget(nodes: list[Node]) -> dict[str, dict[str, Shape] | None]:
             total += count
             if count > largest:
                 largest, where = count, node.where
+        passed_budget = passed_budget or count > MAX_PARAMETERS
+        if not passed_budget:
+            upstream.append(node)
     if total > MAX_PARAMETERS:
+        # A node with few parameters but a huge output (a padding of 10**5) swells the node
+        # after it: blame that output, not the dense layer that reads it.
+        check_activations(upstream)
         at_least = f"at least {total:,} parameters ({undeclared} node(s) declare no param_shapes)" \
             if undeclared else f"{total:,} parameters"
         raise ShapeError(

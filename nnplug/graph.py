@@ -98,10 +98,8 @@ class Model:
         self._run_nodes = [n for n in self.nodes if n.name not in self.unused]
         self._node_names = {n.name for n in self.nodes}
         self._param_views: dict[str, tuple[tuple[tuple[str, np.ndarray], ...], dict[str, np.ndarray]]] = {}
-        # activations first: a huge output also swells the parameters of the node after it,
-        # which the parameter budget would blame
-        check_activations(self.nodes)
         self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
+        check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
 
     # -- construction --------------------------------------------------------------------

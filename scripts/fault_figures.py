@@ -135,7 +135,7 @@ def kill_figures(tmp: Path, n: int, rng: random.Random, registry: nnplug.Registr
     row("kill -9 at a random file-system step of saving: killed", killed, n, f"({events} steps per run)")
     row("  ... after the first commit: checkpoint loadable", loadable, after)
     row("  ... after the first commit: resumed to the uninterrupted run's weights, bit for bit", resumed_equal, after)
-    row("  ... before the first commit: refused as 'not a run directory'", clean_refusal, before_commit)
+    row("  ... before the first commit: refused with a message (nothing to resume)", clean_refusal, before_commit)
 
 
 # -- SIGINT / SIGTERM --------------------------------------------------------------------
