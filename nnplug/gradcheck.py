@@ -26,14 +26,15 @@ checked by finite differences at all: give a larger ``eps``.)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from nnplug import _returns as returns
 from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params
-from nnplug.errors import GradientCheckError, NnplugError, PluginError, ShapeError, exception_text
+from nnplug._gradcheck_report import Entry, GradcheckReport, Kink
+from nnplug.errors import NnplugError, PluginError, ShapeError, exception_text
 from nnplug.layer import Layer, Loss
 
 Mode = Literal["full", "fast"]
@@ -42,96 +43,6 @@ KINK_RATIO = 1e-2  # one-sided slopes differing by more than this (relative) mar
 #: Rounding allowed per changed term and evaluation, in units of float64's machine epsilon
 #: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
 NOISE_ULPS = 4.0
-
-
-def _location(tensor: str, index: tuple[int, ...] | str) -> str:
-    """``x[1, 0]`` for an entry, ``x direction 0`` for a directional derivative."""
-    if isinstance(index, tuple):
-        return f"{tensor}[{', '.join(map(str, index))}]"
-    return f"{tensor} {index}"
-
-
-@dataclass
-class Entry:
-    """One compared value: an entry of a tensor, or a directional derivative."""
-
-    tensor: str
-    index: tuple[int, ...] | str
-    analytic: float
-    numeric: float
-    rel_error: float
-
-    def __str__(self) -> str:
-        return (f"{_location(self.tensor, self.index)}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
-                f"relative error {self.rel_error:.3g}")
-
-
-@dataclass
-class Kink:
-    """A point where the function is not differentiable: the one-sided slopes differ."""
-
-    tensor: str
-    index: tuple[int, ...] | str
-    left: float
-    right: float
-
-    def __str__(self) -> str:
-        return f"{_location(self.tensor, self.index)}: left slope {self.left:.6g}, right slope {self.right:.6g}"
-
-
-@dataclass
-class GradcheckReport:
-    """The outcome of one check; ``ok`` when nothing failed and no kink was met."""
-
-    subject: str
-    mode: str
-    dtype: str
-    eps: float
-    rtol: float
-    atol: float
-    n_forward: int = 0
-    #: the largest rounding-noise allowance added to a tolerance (see the module docstring)
-    max_noise: float = 0.0
-    worst: Entry | None = None
-    failures: list[Entry] = field(default_factory=list)
-    kinks: list[Kink] = field(default_factory=list)
-    worst_by_tensor: dict[str, float] = field(default_factory=dict)
-    # How ``worst`` was ranked: (out of tolerance, entry rather than direction, |diff| / tolerance).
-    worst_key: tuple[bool, bool, float] = field(default=(False, False, -1.0), repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.kinks
-
-    @property
-    def max_rel_error(self) -> float:
-        return self.worst.rel_error if self.worst else 0.0
-
-    def __str__(self) -> str:
-        status = "passed" if self.ok else ("met a kink" if self.kinks and not self.failures else "FAILED")
-        lines = [f"gradient check of {self.subject} ({self.mode} mode, {self.dtype}): {status}",
-                 f"  tolerance: |analytic - numeric| <= {self.atol:g} + {self.rtol:g} * |numeric|, "
-                 f"step {self.eps:g}; {self.n_forward} forward evaluations"]
-        if self.max_noise > 0.1 * self.atol:  # large outputs: the differences' own rounding was allowed for
-            lines[-1] += (f"; up to {self.max_noise:.3g} more allowed for the rounding of large outputs "
-                          "in the differences")
-        if self.worst:
-            lines.append(f"  worst entry: {self.worst}")
-        if self.failures:
-            directions = sum(isinstance(f.index, str) for f in self.failures)  # fast mode's probes
-            counts = [f"{n} {one if n == 1 else many}" for n, one, many in (
-                (len(self.failures) - directions, "entry", "entries"),
-                (directions, "directional derivative", "directional derivatives")) if n]
-            lines.append(f"  {' and '.join(counts)} out of tolerance; tensors: "
-                         + ", ".join(sorted({f.tensor for f in self.failures})))
-        for kink in self.kinks[:3]:
-            lines.append(f"  non-differentiable point (kink) at {kink}; draw inputs away from it")
-        return "\n".join(lines)
-
-    def raise_if_failed(self) -> GradcheckReport:
-        if not self.ok:
-            raise GradientCheckError(str(self), self)
-        return self
 
 
 #: The terms whose sum is the checked scalar (``R * y`` for a layer, the loss for a loss or model).
