@@ -24,10 +24,16 @@ class Entry:
     analytic: float
     numeric: float
     rel_error: float
+    #: the rounding noise of the differences, when it was too large to tell right from wrong
+    unresolved_noise: float = 0.0
 
     def __str__(self) -> str:
-        return (f"{_location(self.tensor, self.index)}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
+        text = (f"{_location(self.tensor, self.index)}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
                 f"relative error {self.rel_error:.3g}")
+        if self.unresolved_noise:
+            text += (f" (unresolved: the rounding of large outputs leaves this difference uncertain by "
+                     f"{self.unresolved_noise:.3g}, and larger steps did not settle it; give a larger eps)")
+        return text
 
 
 @dataclass
@@ -88,6 +94,10 @@ class GradcheckReport:
                 (directions, "directional derivative", "directional derivatives")) if n]
             lines.append(f"  {' and '.join(counts)} out of tolerance; tensors: "
                          + ", ".join(sorted({f.tensor for f in self.failures})))
+            unresolved = sum(f.unresolved_noise > 0 for f in self.failures)
+            if unresolved:
+                lines.append(f"  {unresolved} of them could not be resolved: finite differences cannot check "
+                             "them at these steps (outputs too large beside the step)")
         for kink in self.kinks[:3]:
             lines.append(f"  non-differentiable point (kink) at {kink}; draw inputs away from it")
         return "\n".join(lines)

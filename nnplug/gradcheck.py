@@ -15,12 +15,12 @@ Kinks (ReLU at 0, max-pool ties) are detected where the one-sided differences
 
 A difference is taken term by term (``R * y`` entry by entry for a layer) before it is summed:
 a term the step does not change then cancels exactly, however large (an output offset by 1e6,
-a mask of -1e9), and the rounding noise left is bounded from the terms that did change:
-:data:`NOISE_ULPS` units of float64 rounding of each, divided by the step. That bound is added
-to the tolerance, so a layer with large outputs is not failed for the differences' own
-rounding, while a layer with outputs of ordinary size is checked as tightly as before. (An
-output so large that the step is lost in its rounding, x - 1e9 at a step of 1e-6, cannot be
-checked by finite differences at all: give a larger ``eps``.)
+a mask of -1e9), and the rounding noise left is estimated from the terms that did change:
+:data:`NOISE_ULPS` units of float64 rounding of their root sum of squares, over the step. It is
+added to the tolerance, so a layer with large outputs is not failed for the differences' own
+rounding (on outputs of ordinary size it is far below ``atol``). But it may never exceed
+:data:`RESOLUTION` of the derivative (or ``atol``): an entry noisier than that is measured again
+at steps 10 to 10,000 times larger, and if it stays unresolved it fails as such, never passed.
 """
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ Mode = Literal["full", "fast"]
 KINK_RATIO = 1e-2  # one-sided slopes differing by more than this (relative) mark a kink
 #: Rounding allowed per changed term and evaluation, in units of float64's machine epsilon
 #: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
-NOISE_ULPS = 4.0
+NOISE_ULPS = 8.0
+#: The largest rounding noise a comparison accepts, as a fraction of the derivative: beyond it
+#: a 1% mistake could hide in the noise, and the entry counts as unresolved.
+RESOLUTION = 1e-3
+#: The larger steps, as multiples of the first, an entry too noisy to resolve is measured at.
+COARSER = (1e1, 1e2, 1e3, 1e4)
 
 
 #: The terms whose sum is the checked scalar (``R * y`` for a layer, the loss for a loss or model).
@@ -66,15 +71,21 @@ class _Probe:
 
     right: float  # f(t + h) - f(t)
     left: float  # f(t) - f(t - h)
-    noise: float  # bound on the rounding error of (right + left) / 2h
+    noise: float  # the likely rounding error of (right + left) / 2h
 
     @classmethod
     def of(cls, plus: np.ndarray, minus: np.ndarray, at: np.ndarray, h: float) -> _Probe:
         changed = (plus != minus) | (plus != at)
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: a NaN the tolerance test rejects
-            magnitude = float(np.sum(np.abs(plus[changed]) + np.abs(minus[changed])))
+            # independent roundings add up as a root sum of squares, not as a plain sum
+            magnitude = float(np.sqrt(np.sum(plus[changed] ** 2) + np.sum(minus[changed] ** 2)))
             noise = NOISE_ULPS * np.finfo(np.float64).eps * magnitude / (2 * h)
             return cls(float(np.sum(plus - at)), float(np.sum(at - minus)), noise)
+
+    def unresolved(self, report: GradcheckReport, h: float) -> bool:
+        """The noise is too large beside the derivative to tell a right gradient from a wrong one."""
+        numeric = abs(self.right + self.left) / (2 * h)
+        return self.noise > max(report.atol, RESOLUTION * numeric)
 
 
 def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
@@ -82,15 +93,17 @@ def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
     h = report.eps if h is None else h
     numeric = (probe.right + probe.left) / (2 * h)
     right, left = probe.right / h, probe.left / h
-    if _kinked(report, right, left, scale, probe.noise):
+    # (at a step coarser than eps the one-sided slopes differ by the curvature: no kink test)
+    if h <= report.eps and _kinked(report, right, left, scale, probe.noise):
         report.kinks.append(Kink(tensor, index, left, right))
         return
     diff = abs(analytic - numeric)
     rel = diff / max(abs(analytic), abs(numeric), 1e-300) if diff else 0.0
-    entry = Entry(tensor, index, analytic, numeric, rel)
+    unresolved = probe.unresolved(report, h)
+    entry = Entry(tensor, index, analytic, numeric, rel, probe.noise if unresolved else 0.0)
     tolerance = report.atol + report.rtol * abs(numeric) + probe.noise
     report.max_noise = max(report.max_noise, probe.noise)
-    bad = not np.isfinite(analytic) or not diff <= tolerance
+    bad = not np.isfinite(analytic) or not diff <= tolerance or unresolved
     # Rank by how far past tolerance an entry is (so noise on tiny values is not "worst"),
     # preferring failures, and a named entry over a random direction.
     badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
@@ -110,13 +123,26 @@ def _kinked(report: GradcheckReport, right: float, left: float, scale: float, no
 
 
 def _off_smoothly(report: GradcheckReport, analytic: float, probe: _Probe, scale: float, h: float) -> bool:
-    """The central difference misses ``analytic``, and the one-sided slopes agree well enough
-    that :func:`_compare` would not call it a kink."""
+    """The central difference misses ``analytic`` (or is too noisy to say), and the one-sided
+    slopes agree well enough that :func:`_compare` would not call it a kink."""
     if _kinked(report, probe.right / h, probe.left / h, scale, probe.noise):
         return False
     numeric = (probe.right + probe.left) / (2 * h)
     tolerance = report.atol + report.rtol * abs(numeric) + probe.noise
-    return not np.isfinite(analytic) or not abs(analytic - numeric) <= tolerance
+    return not np.isfinite(analytic) or not abs(analytic - numeric) <= tolerance or probe.unresolved(report, h)
+
+
+def _rounding_matters(report: GradcheckReport, probe: _Probe, h: float) -> bool:
+    """The difference's rounding noise is a sizeable part of the tolerance (or the step was
+    lost in the rounding altogether: nothing changed), so a larger step may settle it."""
+    numeric = abs(probe.right + probe.left) / (2 * h)
+    return probe.noise > 0.1 * (report.atol + report.rtol * numeric) or (probe.right == probe.left == 0.0)
+
+
+def _fits(report: GradcheckReport, analytic: float, probe: _Probe, scale: float, h: float) -> bool:
+    """No kink, resolved, and within tolerance."""
+    return (not _kinked(report, probe.right / h, probe.left / h, scale, probe.noise)
+            and not _off_smoothly(report, analytic, probe, scale, h))
 
 
 def _elementwise(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
@@ -141,10 +167,22 @@ def _elementwise(f: _Counter, tensors: dict[str, np.ndarray], name: str, analyti
         if _off_smoothly(report, a, measured, scale, h):
             # A kink just inside one step (a ReLU input or a max-pool tie within h) bends both
             # one-sided slopes a little, too little to call a kink: a step ten times smaller
-            # stays clear of it and decides. A wrong gradient stays wrong at any step.
-            finer = probe(i, h / 10)
-            if not _off_smoothly(report, a, finer, scale, h / 10):
-                measured, h = finer, h / 10
+            # stays clear of it and decides. Outputs so large that their rounding drowns the
+            # difference need a larger step instead. A wrong gradient stays wrong at any step.
+            finer = probe(i, h / 10) if not measured.unresolved(report, h) else None
+            if finer is not None and not _off_smoothly(report, a, finer, scale, h / 10):
+                measured, h = finer, h / 10  # it fits, or shows the kink that was within h
+            elif _rounding_matters(report, measured, h):  # else a larger step cannot help
+                noisy: tuple[_Probe, float] | None = (measured, h) if measured.unresolved(report, h) else None
+                for step in (h * k for k in COARSER):  # adopted only where it fits: a coarse step's
+                    again = probe(i, step)  # one-sided slopes differ by the curvature, not a kink
+                    if _fits(report, a, again, scale, step):
+                        measured, h, noisy = again, step, None
+                        break
+                    if again.unresolved(report, step) and (noisy is None or again.noise < noisy[0].noise):
+                        noisy = again, step
+                if noisy is not None:  # never settled: report the step that came closest, as unresolved
+                    measured, h = noisy
         index = tuple(int(k) for k in np.unravel_index(i, t.shape))
         _compare(report, name, index, a, measured, scale, h)
 
@@ -155,6 +193,7 @@ def _directional(f: _Counter, tensors: dict[str, np.ndarray], name: str, analyti
     original = t.copy()
     failed_before = len(report.failures)
     scale = float(np.linalg.norm(analytic))
+    unresolved = False
     for k in range(n_directions):
         v = rng.standard_normal(t.shape)
         v /= max(float(np.linalg.norm(v)), 1e-300)
@@ -163,9 +202,12 @@ def _directional(f: _Counter, tensors: dict[str, np.ndarray], name: str, analyti
         np.subtract(original, report.eps * v, out=t)
         f_minus = f(tensors)
         t[...] = original
-        _compare(report, name, f"direction {k}", float(np.sum(analytic * v)),
-                 _Probe.of(f_plus, f_minus, f0, report.eps), scale)
-    return len(report.failures) > failed_before
+        measured = _Probe.of(f_plus, f_minus, f0, report.eps)
+        if measured.unresolved(report, report.eps):  # a direction moves every term: leave it to the entries
+            unresolved = True
+            continue
+        _compare(report, name, f"direction {k}", float(np.sum(analytic * v)), measured, scale)
+    return unresolved or len(report.failures) > failed_before
 
 
 def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],

@@ -337,14 +337,14 @@ def test_a_kink_just_inside_one_step_is_stepped_around_not_reported_as_a_wrong_g
 
 class _Offset(nnplug.Layer):
     """y = scale·g(x) + offset·mask, a correct layer whose outputs are large: the finite
-    differences' own rounding must not fail it. ``wrong`` scales dx by 1.01."""
+    differences' own rounding must not fail it. ``wrong`` scales dx (1.01: a 1% mistake)."""
 
     class Config(nnplug.LayerConfig):
         type: Literal["offset_for_tests"] = "offset_for_tests"
         offset: float = 0.0
         scale: float = 1.0
         masked: bool = False  # offset only where the entry index is odd (a causal mask's -1e9)
-        wrong: bool = False
+        wrong: float = 1.0  # backward's dx is this many times the right one
 
     def output_shape(self, in_shape):
         return in_shape
@@ -360,7 +360,7 @@ class _Offset(nnplug.Layer):
 
     def backward(self, params, cache, dy):
         c = self.config
-        return dy * c.scale * (1 - np.tanh(cache) ** 2) * (1.01 if c.wrong else 1.0), {}
+        return dy * c.scale * (1 - np.tanh(cache) ** 2) * c.wrong, {}
 
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
@@ -372,11 +372,25 @@ def test_large_outputs_are_not_failed_for_the_differences_own_rounding(config, m
         assert report.ok, str(report)
 
 
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("wrong", [1.01, 0.0])
 @pytest.mark.parametrize("config", [{"offset": 1e6}, {"offset": -1e9, "masked": True}, {"scale": 1e4}])
-def test_a_wrong_gradient_among_large_outputs_is_still_caught(config):
-    x = np.random.default_rng(4).standard_normal((3, 5, 4))
-    report = nnplug.gradcheck(_Offset({**config, "wrong": True}), x, raise_on_failure=False)
-    assert report.failures and not report.kinks
+def test_a_wrong_gradient_among_large_outputs_is_still_caught(config, wrong, mode):
+    x = np.random.default_rng(4).standard_normal((3, 5, 4)) * 2
+    for seed in range(5):
+        report = nnplug.gradcheck(_Offset({**config, "wrong": wrong}), x, mode=mode, seed=seed,
+                                  raise_on_failure=False)
+        assert report.failures and not report.kinks
+
+
+def test_an_output_too_large_for_the_step_fails_as_unresolved_never_passes():
+    # x - 1e9 at a step of 1e-6: the step is lost in the rounding of the output, at any step tried
+    x = np.random.default_rng(4).standard_normal((3, 5, 4)) * 2
+    for mode in ("full", "fast"):
+        report = nnplug.gradcheck(_Offset({"offset": -1e9, "masked": True}), x, mode=mode, raise_on_failure=False)
+        assert report.failures and all(f.unresolved_noise > 0 for f in report.failures)
+        assert "could not be resolved" in str(report) and "give a larger eps" in str(report)
+        assert all(f.index[-1] % 2 == 1 or f.index[-2] % 2 == 1 for f in report.failures)  # masked entries only
 
 
 def test_the_report_says_when_rounding_of_large_outputs_was_allowed_for():
