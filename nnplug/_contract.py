@@ -70,7 +70,7 @@ class _Context:
 
     def fail(self, check: str, detail: str, report: GradcheckReport | None = None) -> NoReturn:
         where = (f"  config {self.case.config!r}, input shapes {self.case.in_shapes} "
-                 f"(batch {self.batch}), values {self.case.values!r}, seed {self.seed}")
+                 f"(batch {self.batch}), values {self.case.values!r}, params {self.case.params!r}, seed {self.seed}")
         raise ConformanceError(f"{self.type_name}: {check} broken: {detail}\n{where}", check=check,
                                type_name=self.type_name, case=self.case, seed=self.seed, report=report)
 

@@ -30,7 +30,7 @@ from nnplug._contract import (
     resolve,
 )
 from nnplug._gradcheck_inputs import is_seed
-from nnplug._strategies import MAX_CASE_VALUES, Case, checked_params, draw_values
+from nnplug._strategies import MAX_CASE_VALUES, Case, case_params, draw_values
 from nnplug.arrays import frozen
 from nnplug.errors import ConfigError, PluginError, ShapeError, exception_text
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
@@ -70,7 +70,9 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     if y.dtype != dtype:
         ctx.fail("dtype", f"{label} in gave {y.dtype} out of forward")
     if not np.isfinite(y).all():
-        ctx.fail("forward", "forward returned non-finite values on finite inputs")
+        moved = " (its parameters were moved off init_params' values: Case(..., params='init') keeps them " \
+            "as drawn, for parameters that must stay in a domain)" if p and ctx.case.params == "perturbed" else ""
+        ctx.fail("forward", f"forward returned non-finite values on finite inputs{moved}")
     _unchanged(ctx, "forward", before, current)
 
     dy = frozen(np.asarray(np.random.default_rng(dy_seed).standard_normal(y.shape), dtype=dtype))
@@ -245,7 +247,7 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
             ctx.fail("init_params", f"init_params must return {{name: array}}, got {params!r}")
         _within_case_size(ctx, "parameters", sum(v.size for v in params.values()))
         xs = tuple(draw_values(case.values, (ctx.batch, *s), rng) for s in case.in_shapes)
-        return checked_params(case.params, params, rng), xs
+        return case_params(case.params, params, rng), xs
 
     params, xs = draw()
     _same_attrs(ctx, "output_shape/init_params", layer, attrs)

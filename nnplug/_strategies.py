@@ -71,7 +71,7 @@ def _wide(shape: Shape, rng: np.random.Generator) -> np.ndarray:
 PARAM_KINDS = ("perturbed", "init")
 
 
-def checked_params(kind: str, params: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def case_params(kind: str, params: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``init_params``' values as float64, moved off them unless ``kind`` is ``init``: each
     entry by about 10% of itself, an entry of 0 by about 0.1 (standard normal steps)."""
     exact = {k: v.astype(np.float64) for k, v in params.items()}
@@ -160,12 +160,14 @@ def arrays(shape: Shape, values: str = "normal") -> st.SearchStrategy[np.ndarray
     """float64 arrays of ``shape`` kept off kinks as ``values`` names.
 
     * ``normal``: finite values in [-3, 3];
+    * ``wide``: finite values in [-12, 12] (branches far from 0);
     * ``off_zero``: |x| >= ``KINK_MARGIN`` (ReLU-like layers);
     * ``distinct``: a permutation of evenly spaced values, so any two differ by at least
       4 / size (max-like layers: the top two values of a window never nearly tie).
     """
-    if values == "normal":
-        return hnp.arrays(np.float64, shape, elements=st.floats(-3, 3))
+    if values in ("normal", "wide"):
+        bound = 3 if values == "normal" else 12
+        return hnp.arrays(np.float64, shape, elements=st.floats(-bound, bound))
     if values == "off_zero":
         return hnp.arrays(np.float64, shape, elements=st.floats(KINK_MARGIN, 3) | st.floats(-3, -KINK_MARGIN))
     if values == "distinct":
