@@ -131,6 +131,9 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise ConfigError(f"{run_dir}: another nnplug train is running in this directory; "
                               "wait for it to end (or stop it) first") from None
+        except OSError as exc:  # a file system without locks (NFS without its lock service, some FUSE)
+            print(f"nnplug: warning: {run_dir}: cannot lock the run directory ({exc.strerror or exc}); "
+                  "a second train of it at the same time would not be refused", file=sys.stderr)
         yield
     finally:
         os.close(fd)
@@ -180,7 +183,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
             raise ConfigError(f"--resume continues a run as it was saved; drop "
                               f"{', '.join(given + ([args.model] if args.model else []))}")
         run_dir = Path(args.resume)
-        if run_dir.is_dir():  # else load_checkpoint says what is wrong
+        if (run_dir / "manifest.json").is_file():  # a run: locked; else load_checkpoint says what is wrong
             locks.enter_context(_run_lock(run_dir))
         ckpt = load_checkpoint(run_dir, registry)
         model = ckpt.model

@@ -442,3 +442,21 @@ def test_an_edited_runs_optimizer_state_is_refused_naming_the_run(
     assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 2
     assert f"{tmp_path / 'run'}: optimizer state is for 'adam', but the model file asks for 'sgd'" in (
         capsys.readouterr().err)
+
+
+def test_without_file_locks_a_run_trains_with_a_warning_and_resume_of_a_non_run_leaves_no_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    (tmp_path / "plain").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "plain"), "--quiet"]) == 2
+    assert not (tmp_path / "plain" / ".lock").exists()
+    capsys.readouterr()
+    monkeypatch.setattr(fcntl, "flock", no_locks)  # as on NFS without its lock service
+    assert _train(tiny_model(tmp_path, epochs=1), tmp_path / "run") == 0
+    assert "cannot lock the run directory (No locks available)" in capsys.readouterr().err
