@@ -8,6 +8,7 @@ and reported at once, each line prefixed with its path (``layers[2] (conv2d) -> 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, cast
@@ -84,6 +85,13 @@ class _Problems:
         return [next(nodes)[1] if node >= 0 else text for node, text in self._found]
 
 
+#: What a model's name may not hold: control characters (C0, DEL, C1 such as U+0085), line and
+#: paragraph separators, and lone surrogates. Everything else, joiners, no-break spaces and
+#: private-use characters included, is text a name may carry.
+_CONTROLS_AND_SEPARATORS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+NAME_FORBIDDEN = re.compile(f"[{_CONTROLS_AND_SEPARATORS}\\ud800-\\udfff]")
+
+
 def _section(
     model: type[BaseModel], value: Any, key: str, problems: _Problems
 ) -> Any:
@@ -147,9 +155,9 @@ def parse_model(
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         problems.add(("seed",), f"seed: expected an int from 0 to 2**63 - 1, got {seed!r}")
     name = data.get("name", "model")
-    if not isinstance(name, str) or not name or len(name) > 128 or not name.isprintable():
-        problems.add(("name",), f"name: expected a non-empty string of at most 128 printable "
-                                f"characters, got {name!r}")
+    if not isinstance(name, str) or not name or len(name) > 128 or NAME_FORBIDDEN.search(name):
+        problems.add(("name",), f"name: expected a non-empty string of at most 128 characters without "
+                                f"control characters or line separators, got {name!r}")
     nodes, names = _parse_nodes(data.get("layers"), registry, problems)
     loss = _parse_loss(data.get("loss"), names, registry, problems)
     data_section = _section(DataConfig, data.get("data"), "data", problems)
@@ -347,7 +355,7 @@ def model_json_schema(registry: Registry) -> dict[str, Any]:
     # assembled from the registry (and pydantic's stubs for create_model vary by version)
     list_of: Any = list  # list[...] of a union made at run time
     fields: dict[str, Any] = {
-        "name": (str, Field("model", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")),
+        "name": (str, Field("model", min_length=1, max_length=128, pattern=f"^[^{_CONTROLS_AND_SEPARATORS}]*$")),
         "input": (list[Annotated[int, Field(ge=1)]], Field(..., min_length=1,
                                                            description="one example's shape, no batch axis")),
         "dtype": (Literal["float32", "float64"], "float32"),

@@ -155,10 +155,10 @@ def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, regist
 
 
 @pytest.mark.parametrize(("section", "value", "message"), [
-    ("name", "a\u0000b", "name: expected a non-empty string of at most 128 printable characters"),
-    ("name", "line\nbreak", "name: expected a non-empty string of at most 128 printable characters"),
-    ("name", "next\u0085line", "name: expected a non-empty string of at most 128 printable characters"),
-    ("name", "half\ud800pair", "name: expected a non-empty string of at most 128 printable characters"),
+    ("name", "a\u0000b", "name: expected a non-empty string of at most 128 characters without control characters"),
+    ("name", "line\nbreak", "name: expected a non-empty string of at most 128 characters without control characters"),
+    ("name", "next\u0085line", "name: expected a non-empty string of at most 128 characters without control characters"),
+    ("name", "half\ud800pair", "name: expected a non-empty string of at most 128 characters without control characters"),
     ("seed", 2**63, r"seed: expected an int from 0 to 2\*\*63 - 1, got 9223372036854775808"),
     ("name", "", "name: expected a non-empty string"),
     ("name", "x" * 129, "name: expected a non-empty string"),

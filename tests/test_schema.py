@@ -78,6 +78,7 @@ def test_every_example_and_a_residual_graph_validate_against_the_schema(example:
     (("loss", "type"), ...),
     (("seed",), 2**63),
     (("name",), "next\u0085line"),
+    (("name",), "line\u2028separator"),
     (("train", "optimizer"), {"type": "sgd", "beta1": 0.5}),
     (("train", "optimizer"), {"type": "adam", "momentum": 0.5}),
     (("train", "optimizer"), {"momentum": 0.5}),  # adam by default
@@ -91,6 +92,12 @@ def test_the_schema_refuses_what_the_loader_refuses(path: tuple[Any, ...], value
     document = with_change(path, value)
     assert not loader_accepts(document)
     assert not VALIDATOR.is_valid(document), f"the schema accepts {path} = {value!r}"
+
+
+@pytest.mark.parametrize("name", ["نیم\u200cفاصله", "👩\u200d💻 team", "no\xa0break", "private\ue000", "plain"])
+def test_a_name_of_ordinary_text_is_accepted_by_the_loader_and_the_schema(name: str) -> None:
+    document = with_change(("name",), name)
+    assert loader_accepts(document) and VALIDATOR.is_valid(document)
 
 
 _values = st.one_of(
