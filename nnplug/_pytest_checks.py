@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from hypothesis import given
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from nnplug.testing import _for_gradient_checks, cases_for, check, seeds
 
 
-@_for_gradient_checks
+@partial(_for_gradient_checks, explain=False)  # nobody wraps this one in their own @settings
 @given(data=st.data())
 def test_layer_keeps_the_contract(nnplug_layer_type: str, nnplug_registry: Any, nnplug_check_mode: Any,
                                   data: Any) -> None:

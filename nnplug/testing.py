@@ -84,16 +84,19 @@ def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**32 - 1)
 
 
-def _for_gradient_checks(test: Callable[..., None]) -> Callable[..., None]:
+def _for_gradient_checks(test: Callable[..., None], *, explain: bool = True) -> Callable[..., None]:
     """Lift hypothesis's stock 200 ms deadline (a gradient check runs dozens of forward passes,
-    a conv2d case may take longer); a deadline the loaded profile sets itself is kept. The
-    explain phase is skipped: it re-runs a failing check dozens of times (about 20 s for one
-    layer) to say what the error message already says, the case and the seed."""
+    a conv2d case may take longer); a deadline the loaded profile sets itself is kept. Without
+    ``explain`` hypothesis's explain phase is skipped too: it re-runs a failing check dozens of
+    times (about 20 s for one layer) to say what the error already says, the case and the seed.
+
+    A test left undecorated (a profile without the stock deadline, keeping explain) can still
+    take the author's own ``@settings``; hypothesis refuses a second one on a decorated test."""
     current = settings.default
     changes: dict[str, Any] = {}
     if current is not None and current.deadline == timedelta(milliseconds=200):
         changes["deadline"] = None
-    if current is not None and Phase.explain in current.phases:
+    if not explain and current is not None and Phase.explain in current.phases:
         changes["phases"] = tuple(p for p in current.phases if p is not Phase.explain)
     return settings(**changes)(test) if changes else test
 

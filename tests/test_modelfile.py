@@ -154,11 +154,14 @@ def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, regist
     assert spec.train is not None and spec.train.optimizer.learning_rate == 0.001
 
 
+NAME_RULE = "name: expected a non-empty string of at most 128 characters without control characters"
+
+
 @pytest.mark.parametrize(("section", "value", "message"), [
-    ("name", "a\u0000b", "name: expected a non-empty string of at most 128 characters without control characters"),
-    ("name", "line\nbreak", "name: expected a non-empty string of at most 128 characters without control characters"),
-    ("name", "next\u0085line", "name: expected a non-empty string of at most 128 characters without control characters"),
-    ("name", "half\ud800pair", "name: expected a non-empty string of at most 128 characters without control characters"),
+    ("name", "a\u0000b", NAME_RULE),
+    ("name", "line\nbreak", NAME_RULE),
+    ("name", "next\u0085line", NAME_RULE),
+    ("name", "half\ud800pair", NAME_RULE),
     ("seed", 2**63, r"seed: expected an int from 0 to 2\*\*63 - 1, got 9223372036854775808"),
     ("name", "", "name: expected a non-empty string"),
     ("name", "x" * 129, "name: expected a non-empty string"),

@@ -28,13 +28,21 @@ def test_layer_test_is_named_after_the_type_and_runs_under_hypothesis():
     test()
 
 
-def test_a_failing_layer_test_skips_hypothesis_explain_phase():
+def test_layer_test_can_take_the_authors_own_settings():
+    from hypothesis import settings
+
+    test = settings(max_examples=2)(testing.layer_test("dense"))  # a profile without the stock deadline
+    test()
+
+
+def test_the_pytest_plugins_check_skips_hypothesis_explain_phase():
     # explain re-runs a failing gradient check dozens of times to say what the message says
     from hypothesis import Phase, settings
 
+    from nnplug import _pytest_checks
+
     assert Phase.explain in settings.default.phases  # the loaded profile (ci or dev) has it
-    test = testing.layer_test("dense")
-    used = getattr(test, "_hypothesis_internal_use_settings", None)  # where @settings puts them
+    used = getattr(_pytest_checks.test_layer_keeps_the_contract, "_hypothesis_internal_use_settings", None)
     assert used is not None and Phase.explain not in used.phases and Phase.shrink in used.phases
 
 
