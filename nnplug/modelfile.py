@@ -151,7 +151,7 @@ class _WithDuplicates(dict[str, Any]):
 def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
-        if key in out:
+        if key in out and not isinstance(out, _WithDuplicates):  # the first repeated key is named
             marked = _WithDuplicates(out)
             marked.duplicate = key
             out = marked

@@ -190,7 +190,8 @@ def test_a_yaml_date_or_set_and_a_toml_date_are_refused_naming_their_field(
 
 
 def test_a_duplicate_json_key_is_named_with_the_path_of_its_object(tmp_path: Path) -> None:
-    text = '{"input": [4], "layers": [{"type": "relu"}, {"type": "dense", "units": 2, "units": 3}], "loss": {}}'
+    text = ('{"input": [4], "layers": [{"type": "relu"}, {"type": "dense", "units": 2, "units": 3, "bias": true, '
+            '"bias": false}], "loss": {}}')
     with pytest.raises(nnplug.ConfigError, match=r"m.json: layers\[1\]: duplicate key 'units'"):
         read_document(_write(tmp_path, "m.json", text))
 
