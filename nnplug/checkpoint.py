@@ -195,9 +195,9 @@ def _read_manifest(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{run_dir}: no such run directory")
     if not path.is_file():
         if (run_dir / "model.json").is_file():  # the run's first save never completed
-            raise ConfigError(f"{run_dir}: the run stopped before its first checkpoint ({MANIFEST} was never "
-                              f"written), so there is nothing to resume; start it again, with --out "
-                              f"{run_dir} once this directory is deleted")
+            raise ConfigError(f"{run_dir}: the run has no checkpoint ({MANIFEST} is not written: it stopped "
+                              f"before its first save, or is still starting), so there is nothing to load; "
+                              f"start it again, with --out {run_dir} once this directory is deleted")
         raise ConfigError(f"{run_dir}: not a run directory (no {MANIFEST}; was the run saved?)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

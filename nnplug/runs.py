@@ -224,6 +224,8 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
         if done >= total:  # (a mid-epoch position is always below total)
             print(f"{run_dir}: the run has trained {done} epoch(s) already, {total} asked for; nothing to "
                   f"train (give --epochs above {done} to go on)")
+            if args.plot:
+                print(f"wrote {plot_curves(run_dir, trainer.position.history)}")
             return 0
     if not args.quiet:
         n_val = 0 if data.x_val is None else len(data.x_val)

@@ -281,14 +281,15 @@ class Trainer:
             while p.batch < n_batches:
                 idx = order[p.batch * bs:(p.batch + 1) * bs]
                 loss = self._step(x[idx], y[idx])
-                if p.batch + 1 == n_batches or flag["signal"]:  # a save follows: never of broken weights
+                stop = flag["signal"]  # read once: a signal arriving later is handled after the next batch
+                if p.batch + 1 == n_batches or stop:  # a save follows: never of broken weights
                     self._weights_finite()
                 p.loss_sum += loss * len(idx)
                 p.seen += len(idx)
                 p.batch += 1
                 if task is not None:
                     self.progress.update(task, advance=1, loss=p.loss_sum / p.seen)
-                if flag["signal"] and p.batch < n_batches:
+                if stop and p.batch < n_batches:
                     self.save()
                     return "interrupted"
             metrics = self._epoch_metrics(p.epoch + 1, p.loss_sum / max(p.seen, 1))

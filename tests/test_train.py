@@ -420,7 +420,7 @@ def test_a_run_stopped_before_its_first_checkpoint_says_so_on_resume_and_reuse(
     run.mkdir()
     (run / "model.json").write_text("{}")  # what a second Ctrl-C during the first save leaves
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
-    assert "the run stopped before its first checkpoint" in capsys.readouterr().err
+    assert "the run has no checkpoint (manifest.json is not written" in capsys.readouterr().err
     assert _train(model_file, run) == 2
     assert "a run stopped before its first checkpoint: delete it to start again" in capsys.readouterr().err
 
