@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,19 +86,13 @@ class _Position:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _first_non_finite_grad(model: Model, grads: dict[str, dict[str, np.ndarray]]) -> str | None:
-    for node in reversed(model.nodes):  # backward order: the first to go bad is named
-        for name, g in grads.get(node.name, {}).items():
-            if not np.isfinite(g).all():
-                return f"the gradient of {name} at {node.describe()} is not finite"
-    return None
-
-
-def _first_non_finite_weight(model: Model) -> str | None:
-    for node in model.nodes:
-        for name, w in model.params.get(node.name, {}).items():
-            if not np.isfinite(w).all():
-                return f"{name} of {node.describe()}"
+def _first_non_finite(nodes: Iterable[Any], arrays: dict[str, dict[str, np.ndarray]]) -> tuple[str, str] | None:
+    """(array name, node description) of the first of ``arrays[node][name]``, in ``nodes``'
+    order, holding a NaN or an infinity; ``None`` when all are finite."""
+    for node in nodes:
+        for name, a in arrays.get(node.name, {}).items():
+            if not np.isfinite(a).all():
+                return name, node.describe()
     return None
 
 
@@ -216,9 +210,10 @@ class Trainer:
     def _step(self, xb: np.ndarray, yb: np.ndarray) -> float:
         model = self.model
         loss, grads = model.loss_and_grads(xb, yb)
-        bad = _first_non_finite_grad(model, grads)
+        bad = _first_non_finite(reversed(model.nodes), grads)  # backward order: the first to go bad
         if bad:
-            raise NumericalError(f"{bad} (loss {loss:.6g}); training stopped before the update")
+            raise NumericalError(f"the gradient of {bad[0]} at {bad[1]} is not finite (loss {loss:.6g}); "
+                                 "training stopped before the update")
         # nodes the loss does not depend on keep their weights (weight decay would shrink them)
         trained = {n: p for n, p in model.params.items() if n not in model.unused} if model.unused else model.params
         self.optimizer.step(trained, grads)
@@ -256,10 +251,10 @@ class Trainer:
         """Finite gradients can still make non-finite weights (a weight decay of 1e40): checked
         before each save, so that the last good checkpoint stays the last one written. (Between
         saves, broken weights make the next loss or gradient non-finite, which stops the run.)"""
-        bad = _first_non_finite_weight(self.model)
+        bad = _first_non_finite(self.model.nodes, self.model.params)
         if bad:
-            raise NumericalError(f"the update after this batch left {bad} non-finite (too large a learning "
-                                 "rate or weight_decay?); the weights were not saved")
+            raise NumericalError(f"the update after this batch left {bad[0]} of {bad[1]} non-finite (too large "
+                                 "a learning rate or weight_decay?); the weights were not saved")
 
     def _where_training_stands(self) -> str:
         p = self.position
