@@ -30,7 +30,10 @@ class Entry:
     def __str__(self) -> str:
         text = (f"{_location(self.tensor, self.index)}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
                 f"relative error {self.rel_error:.3g}")
-        if self.unresolved_noise:
+        if self.unresolved_noise == float("inf"):
+            text += (" (unresolved: the function is not finite within one step of this point, or the step "
+                     "is lost in the rounding of the point itself; draw smaller values, or give a larger eps)")
+        elif self.unresolved_noise:
             text += (f" (unresolved: the rounding of large outputs leaves this difference uncertain by "
                      f"{self.unresolved_noise:.3g}, and larger steps did not settle it; give a larger eps)")
         return text
@@ -69,6 +72,17 @@ class GradcheckReport:
     # How ``worst`` was ranked: (out of tolerance, entry rather than direction, |diff| / tolerance).
     worst_key: tuple[bool, bool, float] = field(default=(False, False, -1.0), repr=False)
 
+    def record(self, entry: Entry, *, bad: bool, badness: float) -> None:
+        """Count one compared entry; ``badness`` is |analytic - numeric| over its tolerance."""
+        # Rank by how far past tolerance an entry is (so noise on tiny values is not "worst"),
+        # preferring failures, and a named entry over a random direction.
+        key = (bad, isinstance(entry.index, tuple), badness)
+        if self.worst is None or key > self.worst_key:
+            self.worst, self.worst_key = entry, key
+        self.worst_by_tensor[entry.tensor] = max(self.worst_by_tensor.get(entry.tensor, 0.0), entry.rel_error)
+        if bad:
+            self.failures.append(entry)
+
     @property
     def ok(self) -> bool:
         return not self.failures and not self.kinks
@@ -97,7 +111,13 @@ class GradcheckReport:
             unresolved = sum(f.unresolved_noise > 0 for f in self.failures)
             if unresolved:
                 lines.append(f"  {unresolved} of them could not be resolved: finite differences cannot check "
-                             "them at these steps (outputs too large beside the step)")
+                             "them at these steps (outputs too large beside the step, or not finite)")
+            named = {f.tensor for f in self.failures if isinstance(f.index, tuple)}
+            hidden = sorted({f.tensor for f in self.failures if isinstance(f.index, str)} - named)
+            if hidden:
+                lines.append(f"  the directional derivatives of {', '.join(hidden)} fail, yet every entry "
+                             "sampled passed: the mistake is in entries the sample missed (raise max_entries "
+                             "to find them)")
         for kink in self.kinks[:3]:
             lines.append(f"  non-differentiable point (kink) at {kink}; draw inputs away from it")
         return "\n".join(lines)

@@ -4,8 +4,9 @@ For a layer the scalar checked is ``f = sum(R * forward(x))`` for a random ``R``
 output's shape, whose analytic gradient is ``backward(R)``; for a loss or a model it is the
 loss itself. Every input and every parameter is checked, in float64 by default:
 
-* ``mode="full"``: every entry (or a random sample of ``max_entries`` per tensor) by central
-  differences ``(f(t + h e_i) - f(t - h e_i)) / 2h``;
+* ``mode="full"``: every entry (or a random sample of ``max_entries`` per tensor, and then a
+  few directions over the whole tensor too) by central differences
+  ``(f(t + h e_i) - f(t - h e_i)) / 2h``;
 * ``mode="fast"``: a few random unit directions ``v`` per tensor, comparing
   ``(f(t + h v) - f(t - h v)) / 2h`` with ``<grad, v>`` (O(1) evaluations per tensor); a
   tensor that fails is then checked entry by entry to name the worst entry.
@@ -15,12 +16,14 @@ Kinks (ReLU at 0, max-pool ties) are detected where the one-sided differences
 
 A difference is taken term by term (``R * y`` entry by entry for a layer) before it is summed:
 a term the step does not change then cancels exactly, however large (an output offset by 1e6,
-a mask of -1e9), and the rounding noise left is estimated from the terms that did change:
-:data:`NOISE_ULPS` units of float64 rounding of their root sum of squares, over the step. It is
-added to the tolerance, so a layer with large outputs is not failed for the differences' own
-rounding (on outputs of ordinary size it is far below ``atol``). But it may never exceed
-:data:`RESOLUTION` of the derivative (or ``atol``): an entry noisier than that is measured again
-at steps 10 to 10,000 times larger, and if it stays unresolved it fails as such, never passed.
+a mask of -1e9), and the rounding noise left is estimated from the terms that did change and
+from the size of the values the function reads (:mod:`nnplug._gradcheck_probe`). It is added to
+the tolerance, so a layer with large outputs or inputs is not failed for the differences' own
+rounding (at ordinary sizes it is far below ``atol``). But it may never exceed 0.1% of the
+derivative (or ``atol``): an entry noisier than that is measured again at steps 10 to 10,000
+times larger, and if it stays unresolved it fails as such, never passed; so does an entry whose
+function is not finite within one step. The steps are those actually taken: ``t + h`` rounded
+to ``t``'s dtype, minus ``t``.
 """
 
 from __future__ import annotations
@@ -33,22 +36,12 @@ import numpy as np
 
 from nnplug import _returns as returns
 from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params
+from nnplug._gradcheck_probe import Measure, Probe, root_sum_squares, settle
 from nnplug._gradcheck_report import Entry, GradcheckReport, Kink
 from nnplug.errors import NnplugError, PluginError, ShapeError, exception_text
 from nnplug.layer import Layer, Loss
 
 Mode = Literal["full", "fast"]
-
-KINK_RATIO = 1e-2  # one-sided slopes differing by more than this (relative) mark a kink
-#: Rounding allowed per changed term and evaluation, in units of float64's machine epsilon
-#: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
-NOISE_ULPS = 8.0
-#: The largest rounding noise a comparison accepts, as a fraction of the derivative: beyond it
-#: a 1% mistake could hide in the noise, and the entry counts as unresolved.
-RESOLUTION = 1e-3
-#: The larger steps, as multiples of the first, an entry too noisy to resolve is measured at.
-COARSER = (1e1, 1e2, 1e3, 1e4)
-
 
 #: The terms whose sum is the checked scalar (``R * y`` for a layer, the loss for a loss or model).
 Terms = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -65,167 +58,152 @@ class _Counter:
 
 
 @dataclass(frozen=True)
-class _Probe:
-    """One central difference: the changes of the scalar to the right and left of the point,
-    each summed from term-by-term differences, and the rounding noise of the central difference."""
+class _Point:
+    """What every probe of one check shares: the terms at the unmoved point, the dtype's
+    machine epsilon, and the largest value the function reads (see :mod:`nnplug._gradcheck_probe`)."""
 
-    right: float  # f(t + h) - f(t)
-    left: float  # f(t) - f(t - h)
-    noise: float  # the likely rounding error of (right + left) / 2h
+    f: _Counter
+    at: np.ndarray
+    unit: float
+    largest_value: float
 
-    @classmethod
-    def of(cls, plus: np.ndarray, minus: np.ndarray, at: np.ndarray, h: float) -> _Probe:
-        changed = (plus != minus) | (plus != at)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: a NaN the tolerance test rejects
-            # independent roundings add up as a root sum of squares, not as a plain sum
-            magnitude = float(np.sqrt(np.sum(plus[changed] ** 2) + np.sum(minus[changed] ** 2)))
-            noise = NOISE_ULPS * np.finfo(np.float64).eps * magnitude / (2 * h)
-            return cls(float(np.sum(plus - at)), float(np.sum(at - minus)), noise)
-
-    def unresolved(self, report: GradcheckReport, h: float) -> bool:
-        """The noise is too large beside the derivative to tell a right gradient from a wrong one."""
-        numeric = abs(self.right + self.left) / (2 * h)
-        return self.noise > max(report.atol, RESOLUTION * numeric)
+    def probe(self, plus: np.ndarray, minus: np.ndarray, step_right: float, step_left: float) -> Probe:
+        return Probe.of(plus, minus, self.at, step_right, step_left, self.unit, self.largest_value)
 
 
-def _compare(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
-             analytic: float, probe: _Probe, scale: float, h: float | None = None) -> None:
-    h = report.eps if h is None else h
-    numeric = (probe.right + probe.left) / (2 * h)
-    right, left = probe.right / h, probe.left / h
-    # (at a step coarser than eps the one-sided slopes differ by the curvature: no kink test)
-    if h <= report.eps and _kinked(report, right, left, scale, probe.noise):
+def _compared(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str, analytic: float,
+              probe: Probe, scale: float, kink_test: bool) -> tuple[Entry, bool, float] | None:
+    """The entry for one settled probe, whether it failed, and how far past tolerance it is;
+    None for a kink, which is recorded as such."""
+    verdict = probe.verdict(report, analytic, scale, kink_test=kink_test)
+    if verdict == "kink":
+        left, right = probe.slopes
         report.kinks.append(Kink(tensor, index, left, right))
-        return
+        return None
+    numeric = probe.numeric
+    unresolved = verdict == "unresolved"
+    if not unresolved:
+        report.max_noise = max(report.max_noise, probe.noise)
     diff = abs(analytic - numeric)
-    rel = diff / max(abs(analytic), abs(numeric), 1e-300) if diff else 0.0
-    unresolved = probe.unresolved(report, h)
-    entry = Entry(tensor, index, analytic, numeric, rel, probe.noise if unresolved else 0.0)
-    tolerance = report.atol + report.rtol * abs(numeric) + probe.noise
-    report.max_noise = max(report.max_noise, probe.noise)
-    bad = not np.isfinite(analytic) or not diff <= tolerance or unresolved
-    # Rank by how far past tolerance an entry is (so noise on tiny values is not "worst"),
-    # preferring failures, and a named entry over a random direction.
+    tolerance = report.atol + report.rtol * abs(numeric) + (0.0 if unresolved else probe.noise)
     badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
-    key = (bool(bad), isinstance(index, tuple), float(badness))
-    if report.worst is None or key > report.worst_key:
-        report.worst = entry
-        report.worst_key = key
-    report.worst_by_tensor[tensor] = max(report.worst_by_tensor.get(tensor, 0.0), rel)
-    if bad:
-        report.failures.append(entry)
+    entry = Entry(tensor, index, analytic, numeric, probe.relative_error(analytic), probe.noise if unresolved else 0.0)
+    return entry, verdict != "fits", float(badness)
 
 
-def _kinked(report: GradcheckReport, right: float, left: float, scale: float, noise: float) -> bool:
-    """The one-sided slopes disagree beyond what a smooth function's curvature and the
-    differences' rounding (each one-sided slope carries up to twice the central one's) explain."""
-    return abs(right - left) > KINK_RATIO * max(abs(left), abs(right), scale) + 10 * report.atol + 4 * noise
+def _entry_measure(point: _Point, tensors: dict[str, np.ndarray], view: np.ndarray, i: int) -> Measure:
+    """Probes of entry ``i`` of a tensor (``view`` its flat view), restored after each."""
+    original = view[i]
+
+    def measure(h: float) -> Probe:
+        view[i] = original + h
+        up = float(view[i]) - float(original)  # the step taken: t + h rounds to t's dtype
+        f_plus = point.f(tensors)
+        view[i] = original - h
+        down = float(original) - float(view[i])
+        f_minus = point.f(tensors)
+        view[i] = original
+        return point.probe(f_plus, f_minus, up, down)
+
+    return measure
 
 
-def _off_smoothly(report: GradcheckReport, analytic: float, probe: _Probe, scale: float, h: float) -> bool:
-    """The central difference misses ``analytic`` (or is too noisy to say), and the one-sided
-    slopes agree well enough that :func:`_compare` would not call it a kink."""
-    if _kinked(report, probe.right / h, probe.left / h, scale, probe.noise):
-        return False
-    numeric = (probe.right + probe.left) / (2 * h)
-    tolerance = report.atol + report.rtol * abs(numeric) + probe.noise
-    return not np.isfinite(analytic) or not abs(analytic - numeric) <= tolerance or probe.unresolved(report, h)
-
-
-def _rounding_matters(report: GradcheckReport, probe: _Probe, h: float) -> bool:
-    """The difference's rounding noise is a sizeable part of the tolerance (or the step was
-    lost in the rounding altogether: nothing changed), so a larger step may settle it."""
-    numeric = abs(probe.right + probe.left) / (2 * h)
-    return probe.noise > 0.1 * (report.atol + report.rtol * numeric) or (probe.right == probe.left == 0.0)
-
-
-def _fits(report: GradcheckReport, analytic: float, probe: _Probe, scale: float, h: float) -> bool:
-    """No kink, resolved, and within tolerance."""
-    return (not _kinked(report, probe.right / h, probe.left / h, scale, probe.noise)
-            and not _off_smoothly(report, analytic, probe, scale, h))
-
-
-def _elementwise(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
-                 f0: np.ndarray, report: GradcheckReport, rng: np.random.Generator, max_entries: int) -> None:
+def _elementwise(point: _Point, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
+                 report: GradcheckReport, rng: np.random.Generator, max_entries: int) -> bool:
+    """Check every entry of one tensor (or ``max_entries`` drawn at random); True if one failed."""
     t = tensors[name]
     flat = np.arange(t.size) if t.size <= max_entries else np.sort(rng.choice(t.size, size=max_entries, replace=False))
     scale = float(np.max(np.abs(analytic))) if analytic.size else 0.0
     view = t.reshape(-1)  # t is a private float copy, perturbed in place and restored
-
-    def probe(i: int, h: float) -> _Probe:
-        original = view[i]
-        view[i] = original + h
-        f_plus = f(tensors)
-        view[i] = original - h
-        f_minus = f(tensors)
-        view[i] = original
-        return _Probe.of(f_plus, f_minus, f0, h)
+    failed = False
 
     for i in flat:
-        a, h = float(analytic.reshape(-1)[i]), report.eps
-        measured = probe(i, h)
-        if _off_smoothly(report, a, measured, scale, h):
-            # A kink just inside one step (a ReLU input or a max-pool tie within h) bends both
-            # one-sided slopes a little, too little to call a kink: a step ten times smaller
-            # stays clear of it and decides. Outputs so large that their rounding drowns the
-            # difference need a larger step instead. A wrong gradient stays wrong at any step.
-            finer = probe(i, h / 10) if not measured.unresolved(report, h) else None
-            if finer is not None and not _off_smoothly(report, a, finer, scale, h / 10):
-                measured, h = finer, h / 10  # it fits, or shows the kink that was within h
-            elif _rounding_matters(report, measured, h):  # else a larger step cannot help
-                noisy: tuple[_Probe, float] | None = (measured, h) if measured.unresolved(report, h) else None
-                for step in (h * k for k in COARSER):  # adopted only where it fits: a coarse step's
-                    again = probe(i, step)  # one-sided slopes differ by the curvature, not a kink
-                    if _fits(report, a, again, scale, step):
-                        measured, h, noisy = again, step, None
-                        break
-                    if again.unresolved(report, step) and (noisy is None or again.noise < noisy[0].noise):
-                        noisy = again, step
-                if noisy is not None:  # never settled: report the step that came closest, as unresolved
-                    measured, h = noisy
+        a = float(analytic.reshape(-1)[i])
+        probe, kink_test = settle(_entry_measure(point, tensors, view, int(i)), report, a, scale)
         index = tuple(int(k) for k in np.unravel_index(i, t.shape))
-        _compare(report, name, index, a, measured, scale, h)
+        compared = _compared(report, name, index, a, probe, scale, kink_test)
+        if compared is not None:
+            entry, bad, badness = compared
+            report.record(entry, bad=bad, badness=badness)
+            failed |= bad
+    return failed
 
 
-def _directional(f: _Counter, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
-                 f0: np.ndarray, report: GradcheckReport, rng: np.random.Generator, n_directions: int) -> bool:
+def _directional(point: _Point, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
+                 report: GradcheckReport, rng: np.random.Generator,
+                 n_directions: int) -> tuple[list[tuple[Entry, bool, float]], bool]:
+    """Directional derivatives of one tensor along random unit directions: the compared
+    entries (recorded by the caller) and whether the tensor needs checking entry by entry."""
     t = tensors[name]
     original = t.copy()
-    failed_before = len(report.failures)
-    scale = float(np.linalg.norm(analytic))
+    exact = original.astype(np.float64)
+    scale = root_sum_squares(analytic)
+    compared: list[tuple[Entry, bool, float]] = []
     unresolved = False
     for k in range(n_directions):
         v = rng.standard_normal(t.shape)
         v /= max(float(np.linalg.norm(v)), 1e-300)
-        np.add(original, report.eps * v, out=t)
-        f_plus = f(tensors)
-        np.subtract(original, report.eps * v, out=t)
-        f_minus = f(tensors)
+        np.add(original, report.eps * v, out=t, casting="unsafe")
+        up = t.astype(np.float64) - exact  # the steps taken, each rounded to t's dtype
+        f_plus = point.f(tensors)
+        np.subtract(original, report.eps * v, out=t, casting="unsafe")
+        down = exact - t.astype(np.float64)
+        f_minus = point.f(tensors)
         t[...] = original
-        measured = _Probe.of(f_plus, f_minus, f0, report.eps)
-        if measured.unresolved(report, report.eps):  # a direction moves every term: leave it to the entries
-            unresolved = True
+        probe = point.probe(f_plus, f_minus, report.eps, report.eps)
+        if probe.verdict(report, 0.0, scale, kink_test=False) == "unresolved":
+            unresolved = True  # a direction moves every term: leave it to the entries
             continue
-        _compare(report, name, f"direction {k}", float(np.sum(analytic * v)), measured, scale)
-    return unresolved or len(report.failures) > failed_before
+        along = float(np.sum(analytic * (up + down))) / (2 * report.eps)
+        result = _compared(report, name, f"direction {k}", along, probe, scale, kink_test=True)
+        if result is not None:
+            compared.append(result)
+    return compared, unresolved or any(bad for _, bad, _ in compared)
 
 
 def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
          analytic: Mapping[str, np.ndarray], *, mode: Mode, dtype: str, eps: float | None,
          rtol: float | None, atol: float | None, max_entries: int, n_directions: int,
-         seed: int | None) -> GradcheckReport:
+         seed: int | None, also_reads: float = 0.0) -> GradcheckReport:
+    """Check every tensor. Fast mode takes directions first and entries only where one fails;
+    full mode takes entries, and directions too where it samples them (a mistake in one column
+    of a wide tensor could miss the sample). Entries are the finer verdict: directions that
+    failed are dropped when every entry was checked and passed."""
     h, default_rtol, default_atol = TOLERANCES[dtype]
     report = GradcheckReport(subject, mode, dtype, h if eps is None else eps,
                              default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
     rng = np.random.default_rng(seed)
+    full_mode_directions = rng.spawn(1)[0]  # its own stream: the entries sampled stay those of rng
     counter = _Counter(f)
-    f0 = counter(tensors)
+    largest = max([also_reads, *(float(np.max(np.abs(t), initial=0.0)) for t in tensors.values())])
+    point = _Point(counter, counter(tensors), float(np.finfo(dtype).eps), largest)
     for name in tensors:
         grad = np.asarray(analytic[name], dtype=np.float64)  # of the tensor's shape: the callers checked
-        if mode == "full" or _directional(counter, tensors, name, grad, f0, report, rng, n_directions):
-            _elementwise(counter, tensors, name, grad, f0, report, rng, max_entries)
+        sampled = tensors[name].size > max_entries
+        directions: list[tuple[Entry, bool, float]] = []
+        if mode == "fast":
+            directions, doubtful = _directional(point, tensors, name, grad, report, rng, n_directions)
+            if doubtful and not _elementwise(point, tensors, name, grad, report, rng, max_entries) and not sampled:
+                directions = []  # every entry checked and passed: the directions' doubt was noise
+        elif not _elementwise(point, tensors, name, grad, report, rng, max_entries) and sampled:
+            directions, _ = _directional(point, tensors, name, grad, report, full_mode_directions, n_directions)
+        for entry, bad, badness in directions:
+            report.record(entry, bad=bad, badness=badness)
     report.n_forward = counter.calls
     return report
+
+
+def _largest_float(target: Any) -> float:
+    """The largest magnitude among a float target's values (a regression target of 1e5 is
+    read by the loss as much as its prediction is); 0 for class indices or anything else."""
+    try:
+        values = np.asarray(target)
+    except Exception:  # a target only the loss understands
+        return 0.0
+    if values.dtype.kind != "f" or not values.size:
+        return 0.0
+    largest = float(np.max(np.abs(values)))
+    return largest if np.isfinite(largest) else 0.0
 
 
 def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = None, *,
@@ -268,7 +246,9 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     y, cache = returns.pair(subject, "forward", layer.forward(p, inp, training=True), "(y, cache)")
     batch = len(tensors[names[0]])
     returns.array(subject, "forward's output", y, (batch, *out_shape))
-    r = rng.standard_normal(y.shape).astype(dtype)
+    # R from a stream of its own: x drawn by the caller from the same seed would otherwise be
+    # R itself, and a layer norm's gradient along its own input is zero
+    r = rng.spawn(1)[0].standard_normal(y.shape).astype(dtype)
     dx, grads = returns.pair(subject, "backward", layer.backward(p, cache, r.copy()), "(dx, {name: gradient})")
     if multi and not (isinstance(dx, (tuple, list)) and len(dx) == len(names)):
         raise PluginError(f"{subject}: backward returned {type(dx).__name__} as dx, expected a tuple of "
@@ -286,7 +266,8 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     def f(ts: dict[str, np.ndarray]) -> np.ndarray:  # the terms of sum(R * y)
         inp_, p_ = split(ts)
         out, _ = layer.forward(p_, inp_, training=True)
-        return r * out
+        with np.errstate(over="ignore"):  # an output of 1e308 times R: an inf the probe reports
+            return r * out
 
     report = _run(f"{layer!r}", f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
                   atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
@@ -314,7 +295,8 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
         return np.array([loss.forward(ts["pred"], target)[0]], dtype=np.float64)
 
     report = _run(f"{loss!r}", f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
-                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
+                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed,
+                  also_reads=_largest_float(target_array))
     report.n_forward += 1
     return report.raise_if_failed() if raise_on_failure else report
 
@@ -347,7 +329,8 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
         return np.array([model.loss.forward(pred, target)[0]], dtype=np.float64)
 
     report = _run(repr(model), f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
-                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
+                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed,
+                  also_reads=_largest_float(target))
     report.n_forward += 2
     return report.raise_if_failed() if raise_on_failure else report
 

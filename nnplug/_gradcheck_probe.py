@@ -1,0 +1,199 @@
+"""One finite-difference measurement and what it says (:class:`Probe`), and the search for a
+step that settles an entry (:func:`settle`); the checker itself is :mod:`nnplug.gradcheck`.
+
+A probe's noise is the likely rounding error of its central difference, in units of the
+derivative: :data:`NOISE_ULPS` units of the checked dtype's rounding of
+
+* the terms the step changed (their root sum of squares): a layer's own arithmetic on outputs
+  of size ``|y|`` rounds at ``eps |y|``, however small the change; when none changed, every
+  term (the change may have been lost in their rounding);
+* the values the function computes with (the largest input or parameter) times how
+  fast the terms move: a layer that subtracts inputs of 3e5 (a centring, a layer norm) loses
+  ``eps * 3e5`` of every input before it scales the difference up again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from nnplug._gradcheck_report import GradcheckReport
+
+__all__ = ["Measure", "Probe", "root_sum_squares", "settle"]
+
+#: Rounding allowed per changed term and evaluation, in units of the dtype's machine epsilon
+#: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
+NOISE_ULPS = 8.0
+#: The largest rounding noise a comparison accepts, as a fraction of the derivative: beyond it
+#: a 1% mistake could hide in the noise, and the entry counts as unresolved.
+RESOLUTION = 1e-3
+#: The larger steps, as multiples of the first, an entry too noisy to resolve is measured at.
+COARSER = (1e1, 1e2, 1e3, 1e4)
+#: One-sided slopes differing by more than this (relative) mark a kink.
+KINK_RATIO = 1e-2
+#: A relative error no step's truncation explains: a coarse step that resolves an entry and
+#: misses it by this much shows a wrong gradient, not an unsettled one.
+GROSS = 0.1
+
+Verdict = Literal["fits", "off", "kink", "unresolved"]
+
+
+def root_sum_squares(*arrays: np.ndarray, times: float = 1.0) -> float:
+    """``times`` × sqrt(sum of squares) of all entries, scaled first so that outputs of 1e300
+    do not overflow (``times`` is applied before the root's factor for the same reason)."""
+    largest = max((float(np.max(np.abs(a), initial=0.0)) for a in arrays), default=0.0)
+    if largest == 0.0 or not np.isfinite(largest):
+        return times * largest
+    return times * largest * float(np.sqrt(sum(float(np.sum((a / largest) ** 2)) for a in arrays)))
+
+
+def _ratio(change: float, step: float) -> float:
+    return change / step if step else np.nan  # a step lost in rounding measures nothing
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One central difference: the changes of the checked scalar to the right and left of the
+    point, each summed from term-by-term differences, over the steps actually taken."""
+
+    right: float  # f(t + step_right) - f(t)
+    left: float  # f(t) - f(t - step_left)
+    #: t ± h rounded to t's dtype, minus t: not h itself when t is large (1e5 + 1e-6 ≠ 1e5 + h)
+    step_right: float
+    step_left: float
+    #: the likely rounding error of :attr:`numeric`; inf when the probe is unusable (a step lost
+    #: in the rounding of t, or an evaluation that was not finite)
+    noise: float
+
+    @classmethod
+    def of(cls, plus: np.ndarray, minus: np.ndarray, at: np.ndarray, step_right: float, step_left: float,
+           unit: float, largest_value: float) -> Probe:
+        """The probe from the terms at ``t + step_right``, ``t - step_left`` and ``t``; ``unit``
+        is the checked dtype's machine epsilon, ``largest_value`` the largest value the function reads."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            # a term the step leaves alone cancels exactly, even an inf; NaN != NaN counts as changed
+            changed = (plus != minus) | (plus != at)
+            up, down, mid = plus[changed], minus[changed], at[changed]
+            if not (np.isfinite(up).all() and np.isfinite(down).all() and np.isfinite(mid).all()):
+                return cls(np.nan, np.nan, step_right, step_left, np.inf)
+            if step_right <= 0 or step_left <= 0:
+                return cls(0.0, 0.0, step_right, step_left, np.inf)
+            width = step_right + step_left
+            per_unit = NOISE_ULPS * unit / width  # so that outputs near 1e308 give a finite noise
+            if up.size:
+                noise = (root_sum_squares(up, down, times=per_unit)
+                         + root_sum_squares(up - down, times=per_unit * largest_value / width))
+            else:  # nothing moved: a flat function, or a change lost in the rounding of every term
+                noise = root_sum_squares(at, times=per_unit)
+            return cls(float(np.sum(up - mid)), float(np.sum(mid - down)), step_right, step_left, noise)
+
+    @property
+    def numeric(self) -> float:
+        return _ratio(self.right + self.left, self.step_right + self.step_left)
+
+    @property
+    def slopes(self) -> tuple[float, float]:
+        """The one-sided slopes (left, right)."""
+        return _ratio(self.left, self.step_left), _ratio(self.right, self.step_right)
+
+    @property
+    def usable(self) -> bool:
+        return bool(np.isfinite(self.noise) and np.isfinite(self.numeric))
+
+    def kinked(self, report: GradcheckReport, scale: float) -> bool:
+        """The one-sided slopes disagree beyond what a smooth function's curvature and the
+        differences' rounding (each one-sided slope carries up to twice the central one's) explain."""
+        left, right = self.slopes
+        return abs(right - left) > KINK_RATIO * max(abs(left), abs(right), scale) + 10 * report.atol + 4 * self.noise
+
+    def verdict(self, report: GradcheckReport, analytic: float, scale: float, *, kink_test: bool = True) -> Verdict:
+        """``kink`` (one-sided slopes apart), ``unresolved`` (too noisy to tell right from wrong,
+        or unusable), ``fits`` (within tolerance) or ``off``. ``scale``: the tensor's gradient
+        scale, below which a slope difference is not a kink."""
+        numeric = self.numeric
+        if not self.usable:
+            return "unresolved"
+        if kink_test and self.kinked(report, scale):
+            return "kink"
+        if self.noise > self.resolvable(report):
+            return "unresolved"
+        tolerance = report.atol + report.rtol * abs(numeric) + self.noise
+        fits = np.isfinite(analytic) and abs(analytic - numeric) <= tolerance
+        return "fits" if fits else "off"
+
+    def resolvable(self, report: GradcheckReport) -> float:
+        """The most noise a comparison accepts: :data:`RESOLUTION` of the derivative, or the
+        relative tolerance where that is coarser (float32's 2%: no finer mistake shows there)."""
+        return max(report.atol, max(RESOLUTION, report.rtol) * abs(self.numeric))
+
+    def rounding_matters(self, report: GradcheckReport) -> bool:
+        """The rounding noise is a sizeable part of the tolerance, or the step was lost in the
+        rounding altogether (nothing changed): a larger step may settle it."""
+        if not (np.isfinite(self.right) and np.isfinite(self.left)):
+            return False  # an evaluation overflowed: a larger step will not help
+        if self.right == self.left == 0.0:
+            return True
+        return self.noise > 0.1 * (report.atol + report.rtol * abs(self.numeric))
+
+    def relative_error(self, analytic: float) -> float:
+        numeric = self.numeric
+        diff = abs(analytic - numeric)
+        return diff / max(abs(analytic), abs(numeric), 1e-300) if diff else 0.0
+
+
+#: Measures the checked scalar around one entry at step h.
+Measure = Callable[[float], Probe]
+
+
+def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: float) -> tuple[Probe, bool]:
+    """The probe that decides one entry, and whether the kink test applies to it.
+
+    At the checker's step the probe usually fits. If it does not:
+
+    * one-sided slopes apart: a kink, unless a ten times smaller step shows the gap shrinking
+      tenfold, as a smooth curve's does (float32's step of 1e-2 on x**4), and fits there;
+    * smooth but off: a kink just inside the step (a ReLU input or a max-pool tie within h)
+      bends both slopes a little; a ten times smaller step stays clear of it and decides;
+    * too noisy (outputs so large that their rounding drowns the difference): steps 10 to
+      10,000 times larger, adopted where they fit (their slopes differ by the curvature, so
+      no kink test there) or miss plainly; else the least noisy, reported as unresolved.
+
+    A wrong gradient stays wrong at any step.
+    """
+    h = report.eps
+    first = measure(h)
+    verdict = first.verdict(report, analytic, scale)
+    if verdict == "fits":
+        return first, True
+    if verdict == "kink":
+        finer = measure(h / 10)
+        gap, finer_gap = (abs(np.subtract(*p.slopes)) for p in (first, finer))
+        curved = finer.usable and 10 / 3 * finer_gap <= gap <= 30 * finer_gap
+        if curved and finer.verdict(report, analytic, scale, kink_test=False) == "fits":
+            return finer, False
+        return first, True
+    if verdict == "off":
+        finer = measure(h / 10)
+        if finer.verdict(report, analytic, scale) in ("fits", "kink"):
+            return finer, True
+    if first.rounding_matters(report):
+        coarse = _coarser(measure, report, analytic, scale, first if verdict == "unresolved" else None)
+        if coarse is not None:
+            return coarse, False
+    return first, True
+
+
+def _coarser(measure: Measure, report: GradcheckReport, analytic: float, scale: float,
+             noisy: Probe | None) -> Probe | None:
+    """The first larger step that fits or misses plainly, else the least noisy unresolved one."""
+    for factor in COARSER:
+        again = measure(report.eps * factor)
+        verdict = again.verdict(report, analytic, scale, kink_test=False)
+        if verdict == "fits" or (verdict == "off" and again.relative_error(analytic) > GROSS):
+            return again
+        if verdict == "unresolved" and again.usable and (noisy is None or again.noise < noisy.noise):
+            noisy = again
+    return noisy

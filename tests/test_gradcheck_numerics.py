@@ -1,0 +1,193 @@
+"""The checker's numerics at the edges: wide tensors, overflow, large inputs and outputs,
+float32's coarse step, tiny parameters. Correct layers pass; wrong ones fail, and the report
+says why."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pytest
+
+import nnplug
+from nnplug.testing import Case, ConformanceError, check_layer
+
+FUNCTIONS = {  # name: (f, f')
+    "tanh": (np.tanh, lambda x: 1 - np.tanh(x) ** 2),
+    "exp": (np.exp, np.exp),
+    "quartic": (lambda x: x**4, lambda x: 4 * x**3),
+    "identity": (lambda x: x, np.ones_like),
+}
+
+
+class Elementwise(nnplug.Layer):
+    """y = scale·f(x) + offset, with ``wrong`` scaling dx (``column``: the last feature only)."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["elementwise_for_tests"] = "elementwise_for_tests"
+        fn: Literal["tanh", "exp", "quartic", "identity"] = "tanh"
+        scale: float = 1.0
+        offset: float = 0.0
+        wrong: float = 1.0
+        column: bool = False
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def forward(self, params, x, *, training):
+        c = self.config
+        f, _ = FUNCTIONS[c.fn]
+        return (x.dtype.type(c.scale) * f(x) + x.dtype.type(c.offset)).astype(x.dtype), x
+
+    def backward(self, params, cache, dy):
+        c = self.config
+        _, df = FUNCTIONS[c.fn]
+        dx = (dy * cache.dtype.type(c.scale) * df(cache)).astype(cache.dtype)
+        if c.column:
+            dx[..., -1] *= c.wrong
+        else:
+            dx *= cache.dtype.type(c.wrong)
+        return dx, {}
+
+
+class LayerNorm(nnplug.Layer):
+    """(x - mean) / sqrt(var + 1e-5) over the features; ``wrong`` scales dx."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["layernorm_for_tests"] = "layernorm_for_tests"
+        wrong: float = 1.0
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def forward(self, params, x, *, training):
+        centred = x - x.mean(-1, keepdims=True)
+        std = np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5)
+        return centred / std, (centred / std, std)
+
+    def backward(self, params, cache, dy):
+        y, std = cache
+        dx = (dy - dy.mean(-1, keepdims=True) - y * (dy * y).mean(-1, keepdims=True)) / std
+        return dx * self.config.wrong, {}
+
+
+class LayerScale(nnplug.Layer):
+    """y = x + g·tanh(x @ W), g per feature initialised at 1e-6; ``drop_branch`` leaves the
+    g branch out of dx (its parameter gradients stay right)."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["layerscale_for_tests"] = "layerscale_for_tests"
+        drop_branch: bool = False
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def init_params(self, in_shape, rng):
+        n = in_shape[0]
+        return {"w": rng.standard_normal((n, n)) / np.sqrt(n), "g": np.full(n, 1e-6)}
+
+    def forward(self, params, x, *, training):
+        t = np.tanh(x @ params["w"])
+        return x + params["g"] * t, (x, t)
+
+    def backward(self, params, cache, dy):
+        x, t = cache
+        dz = dy * params["g"] * (1 - t * t)
+        dx = dy.copy() if self.config.drop_branch else dy + dz @ params["w"].T
+        return dx, {"w": x.T @ dz, "g": (dy * t).sum(0)}
+
+
+def _normal(shape, seed=100):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_mistake_in_one_column_of_a_wide_input_is_caught_beyond_the_sample(mode):
+    # 2 x 2000 entries, 200 sampled: the last column's 2 entries are rarely among them
+    wrong = Elementwise({"column": True, "wrong": 1.05})
+    for seed in range(5):
+        report = nnplug.gradcheck(wrong, _normal((2, 2000)), mode=mode, seed=seed, raise_on_failure=False)
+        assert report.failures, str(report)
+    assert nnplug.gradcheck(Elementwise({}), _normal((2, 2000))).ok
+
+
+def test_directions_failing_where_the_sampled_entries_pass_say_the_sample_missed_it():
+    report = nnplug.gradcheck(Elementwise({"column": True, "wrong": 2.0}), _normal((2, 2000)), mode="fast",
+                              max_entries=10, seed=0, raise_on_failure=False)
+    assert report.failures and all(isinstance(f.index, str) for f in report.failures)
+    assert "every entry sampled passed" in str(report) and "raise max_entries" in str(report)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("wrong", [1.0, 0.5])
+def test_an_output_overflowing_within_the_step_fails_as_unresolved_whatever_the_backward(wrong, mode):
+    edge = np.log(np.finfo(np.float64).max) - 1e-7  # exp(edge) is finite, exp(edge + 1e-6) is not
+    x = np.array([[edge, 25.0], [edge, 24.5]])
+    with np.errstate(over="ignore", invalid="ignore"):  # the layer's own overflow
+        report = nnplug.gradcheck(Elementwise({"fn": "exp", "scale": 1e-10, "wrong": wrong}), x, mode=mode,
+                                  raise_on_failure=False)
+    overflowing = [f for f in report.failures if isinstance(f.index, tuple) and f.index[1] == 0]
+    assert len(overflowing) == 2 and all(f.unresolved_noise == np.inf for f in overflowing)
+    assert "not finite within one step" in str(overflowing[0])
+    assert {f.index for f in report.failures if isinstance(f.index, tuple)} == ({(0, 0), (1, 0)} if wrong == 1.0
+                                                                                 else {(0, 0), (0, 1), (1, 0), (1, 1)})
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("layer,shift", [(Elementwise({"fn": "identity", "offset": -1e5}), 1e5),
+                                         (LayerNorm({}), 3e5), (LayerNorm({}), 1e7)])
+def test_correct_layers_on_large_inputs_pass(layer, shift, mode):
+    # x + h rounds at 1e5 (the step taken is not h), and a layer norm loses the inputs' low digits
+    for seed in range(5):
+        x = shift + _normal((3, 8), seed=1000 + seed)
+        assert nnplug.gradcheck(layer, x, mode=mode, seed=seed).ok
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("shift", [0.0, 3e5, 1e7])
+def test_a_one_percent_mistake_on_large_inputs_is_still_caught(shift, mode):
+    for seed in range(5):
+        x = shift + _normal((3, 8), seed=1000 + seed)
+        assert not nnplug.gradcheck(LayerNorm({"wrong": 1.01}), x, mode=mode, seed=seed, raise_on_failure=False).ok
+
+
+def test_the_random_weighting_is_not_an_input_drawn_from_the_same_seed():
+    # R = x would make a layer norm's input gradient zero, and any mistake in it invisible
+    x = np.random.default_rng(0).standard_normal((3, 8))
+    assert not nnplug.gradcheck(LayerNorm({"wrong": 1.01}), x, seed=0, raise_on_failure=False).ok
+
+
+def test_a_plainly_wrong_gradient_beside_large_outputs_is_reported_wrong_not_unresolved():
+    report = nnplug.gradcheck(Elementwise({"fn": "identity", "offset": 1e6, "wrong": 2.0}), _normal((3, 20)),
+                              raise_on_failure=False)
+    assert report.failures and not any(f.unresolved_noise for f in report.failures)
+    assert report.worst.analytic == pytest.approx(2 * report.worst.numeric, rel=1e-3)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_outputs_near_the_ends_of_float64_are_checked_like_ordinary_ones(scale):
+    x = _normal((3, 4))
+    assert nnplug.gradcheck(Elementwise({"scale": scale}), x).ok
+    assert not nnplug.gradcheck(Elementwise({"scale": scale, "wrong": 1.01}), x, raise_on_failure=False,
+                                atol=0.0).ok
+
+
+@pytest.mark.parametrize("config", [{"fn": "quartic"}, {"fn": "tanh", "scale": 100.0}, {"fn": "exp", "scale": 100.0}])
+def test_float32_checks_pass_correct_curved_layers(config):
+    # float32's step is 1e-2: a curve's one-sided slopes differ by f''·h, which is not a kink
+    for seed in range(10):
+        check_layer(Elementwise, Case(config, ((6,),)), seed=seed, dtype="float32")
+
+
+@pytest.mark.parametrize("config", [{"fn": "quartic", "wrong": 1.1}, {"fn": "tanh", "scale": 100.0, "wrong": 1.05}])
+def test_float32_checks_still_catch_wrong_curved_layers(config):
+    for seed in range(5):
+        with pytest.raises(ConformanceError):
+            check_layer(Elementwise, Case(config, ((6,),)), seed=seed, dtype="float32")
+
+
+def test_a_gate_initialised_at_one_millionth_cannot_hide_a_dropped_branch():
+    for seed in range(5):
+        check_layer(LayerScale, Case({}, ((4,),)), seed=seed)
+        with pytest.raises(ConformanceError, match="gradient"):
+            check_layer(LayerScale, Case({"drop_branch": True}, ((4,),)), seed=seed)
