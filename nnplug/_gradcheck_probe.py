@@ -20,9 +20,9 @@ from typing import Literal
 
 import numpy as np
 
-from nnplug._gradcheck_report import GradcheckReport
+from nnplug._gradcheck_report import Entry, GradcheckReport, Kink
 
-__all__ = ["Measure", "Probe", "root_sum_squares", "settle"]
+__all__ = ["Compared", "Measure", "Point", "Probe", "compared", "root_sum_squares", "settle"]
 
 #: Rounding allowed per changed term and evaluation, in units of the dtype's machine epsilon
 #: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
@@ -146,6 +146,52 @@ class Probe:
 
 #: Measures the checked scalar around one entry at step h.
 Measure = Callable[[float], Probe]
+
+
+@dataclass(frozen=True)
+class Point:
+    """What every probe of one check shares: the terms function (counting its calls), the terms
+    at the unmoved point, the dtype's machine epsilon, and the largest value the function reads."""
+
+    f: Callable[[dict[str, np.ndarray]], np.ndarray]
+    at: np.ndarray
+    unit: float
+    largest_value: float
+
+    def probe(self, plus: np.ndarray, minus: np.ndarray, step_right: float, step_left: float) -> Probe:
+        return Probe.of(plus, minus, self.at, step_right, step_left, self.unit, self.largest_value)
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One compared value, whether it failed, and |analytic - numeric| over its tolerance."""
+
+    entry: Entry
+    bad: bool
+    badness: float
+
+    def record(self, report: GradcheckReport) -> None:
+        report.record(self.entry, bad=self.bad, badness=self.badness)
+
+
+def compared(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str, analytic: float,
+             probe: Probe, scale: float, kink_test: bool) -> Compared | None:
+    """The comparison of one settled probe with ``analytic``; None for a kink, which is
+    recorded in ``report`` as such."""
+    verdict = probe.verdict(report, analytic, scale, kink_test=kink_test)
+    if verdict == "kink":
+        left, right = probe.slopes
+        report.kinks.append(Kink(tensor, index, left, right))
+        return None
+    numeric = probe.numeric
+    unresolved = verdict == "unresolved"
+    if not unresolved:
+        report.max_noise = max(report.max_noise, probe.noise)
+    diff = abs(analytic - numeric)
+    tolerance = report.atol + report.rtol * abs(numeric) + (0.0 if unresolved else probe.noise)
+    badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
+    entry = Entry(tensor, index, analytic, numeric, probe.relative_error(analytic), probe.noise if unresolved else 0.0)
+    return Compared(entry, verdict != "fits", float(badness))
 
 
 def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: float) -> tuple[Probe, bool]:

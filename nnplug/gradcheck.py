@@ -29,15 +29,15 @@ to ``t``'s dtype, minus ``t``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from nnplug import _returns as returns
+from nnplug._gradcheck_directions import directional, locate
 from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params
-from nnplug._gradcheck_probe import Measure, Probe, root_sum_squares, settle
-from nnplug._gradcheck_report import Entry, GradcheckReport, Kink
+from nnplug._gradcheck_probe import Compared, Measure, Point, Probe, compared, settle
+from nnplug._gradcheck_report import GradcheckReport
 from nnplug.errors import NnplugError, PluginError, ShapeError, exception_text
 from nnplug.layer import Layer, Loss
 
@@ -57,41 +57,7 @@ class _Counter:
         return np.asarray(self.f(tensors), dtype=np.float64)
 
 
-@dataclass(frozen=True)
-class _Point:
-    """What every probe of one check shares: the terms at the unmoved point, the dtype's
-    machine epsilon, and the largest value the function reads (see :mod:`nnplug._gradcheck_probe`)."""
-
-    f: _Counter
-    at: np.ndarray
-    unit: float
-    largest_value: float
-
-    def probe(self, plus: np.ndarray, minus: np.ndarray, step_right: float, step_left: float) -> Probe:
-        return Probe.of(plus, minus, self.at, step_right, step_left, self.unit, self.largest_value)
-
-
-def _compared(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str, analytic: float,
-              probe: Probe, scale: float, kink_test: bool) -> tuple[Entry, bool, float] | None:
-    """The entry for one settled probe, whether it failed, and how far past tolerance it is;
-    None for a kink, which is recorded as such."""
-    verdict = probe.verdict(report, analytic, scale, kink_test=kink_test)
-    if verdict == "kink":
-        left, right = probe.slopes
-        report.kinks.append(Kink(tensor, index, left, right))
-        return None
-    numeric = probe.numeric
-    unresolved = verdict == "unresolved"
-    if not unresolved:
-        report.max_noise = max(report.max_noise, probe.noise)
-    diff = abs(analytic - numeric)
-    tolerance = report.atol + report.rtol * abs(numeric) + (0.0 if unresolved else probe.noise)
-    badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
-    entry = Entry(tensor, index, analytic, numeric, probe.relative_error(analytic), probe.noise if unresolved else 0.0)
-    return entry, verdict != "fits", float(badness)
-
-
-def _entry_measure(point: _Point, tensors: dict[str, np.ndarray], view: np.ndarray, i: int) -> Measure:
+def _entry_measure(point: Point, tensors: dict[str, np.ndarray], view: np.ndarray, i: int) -> Measure:
     """Probes of entry ``i`` of a tensor (``view`` its flat view), restored after each."""
     original = view[i]
 
@@ -108,57 +74,27 @@ def _entry_measure(point: _Point, tensors: dict[str, np.ndarray], view: np.ndarr
     return measure
 
 
-def _elementwise(point: _Point, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
-                 report: GradcheckReport, rng: np.random.Generator, max_entries: int) -> bool:
-    """Check every entry of one tensor (or ``max_entries`` drawn at random); True if one failed."""
+def _sample(size: int, rng: np.random.Generator, max_entries: int) -> np.ndarray:
+    """Every flat index of a tensor of ``size`` entries, or ``max_entries`` of them at random."""
+    return np.arange(size) if size <= max_entries else np.sort(rng.choice(size, size=max_entries, replace=False))
+
+
+def _elementwise(point: Point, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
+                 report: GradcheckReport, flat: np.ndarray) -> bool:
+    """Check the entries ``flat`` (flat indices) of one tensor; True if one failed."""
     t = tensors[name]
-    flat = np.arange(t.size) if t.size <= max_entries else np.sort(rng.choice(t.size, size=max_entries, replace=False))
     scale = float(np.max(np.abs(analytic))) if analytic.size else 0.0
     view = t.reshape(-1)  # t is a private float copy, perturbed in place and restored
     failed = False
-
     for i in flat:
         a = float(analytic.reshape(-1)[i])
         probe, kink_test = settle(_entry_measure(point, tensors, view, int(i)), report, a, scale)
         index = tuple(int(k) for k in np.unravel_index(i, t.shape))
-        compared = _compared(report, name, index, a, probe, scale, kink_test)
-        if compared is not None:
-            entry, bad, badness = compared
-            report.record(entry, bad=bad, badness=badness)
-            failed |= bad
-    return failed
-
-
-def _directional(point: _Point, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,
-                 report: GradcheckReport, rng: np.random.Generator,
-                 n_directions: int) -> tuple[list[tuple[Entry, bool, float]], bool]:
-    """Directional derivatives of one tensor along random unit directions: the compared
-    entries (recorded by the caller) and whether the tensor needs checking entry by entry."""
-    t = tensors[name]
-    original = t.copy()
-    exact = original.astype(np.float64)
-    scale = root_sum_squares(analytic)
-    compared: list[tuple[Entry, bool, float]] = []
-    unresolved = False
-    for k in range(n_directions):
-        v = rng.standard_normal(t.shape)
-        v /= max(float(np.linalg.norm(v)), 1e-300)
-        np.add(original, report.eps * v, out=t, casting="unsafe")
-        up = t.astype(np.float64) - exact  # the steps taken, each rounded to t's dtype
-        f_plus = point.f(tensors)
-        np.subtract(original, report.eps * v, out=t, casting="unsafe")
-        down = exact - t.astype(np.float64)
-        f_minus = point.f(tensors)
-        t[...] = original
-        probe = point.probe(f_plus, f_minus, report.eps, report.eps)
-        if probe.verdict(report, 0.0, scale, kink_test=False) == "unresolved":
-            unresolved = True  # a direction moves every term: leave it to the entries
-            continue
-        along = float(np.sum(analytic * (up + down))) / (2 * report.eps)
-        result = _compared(report, name, f"direction {k}", along, probe, scale, kink_test=True)
+        result = compared(report, name, index, a, probe, scale, kink_test)
         if result is not None:
-            compared.append(result)
-    return compared, unresolved or any(bad for _, bad, _ in compared)
+            result.record(report)
+            failed |= result.bad
+    return failed
 
 
 def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
@@ -168,27 +104,37 @@ def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
     """Check every tensor. Fast mode takes directions first and entries only where one fails;
     full mode takes entries, and directions too where it samples them (a mistake in one column
     of a wide tensor could miss the sample). Entries are the finer verdict: directions that
-    failed are dropped when every entry was checked and passed."""
+    failed are dropped when every entry was checked and passed, and where the sample passed,
+    a bisection looks for the entry they point at."""
     h, default_rtol, default_atol = TOLERANCES[dtype]
     report = GradcheckReport(subject, mode, dtype, h if eps is None else eps,
                              default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
     rng = np.random.default_rng(seed)
-    full_mode_directions = rng.spawn(1)[0]  # its own stream: the entries sampled stay those of rng
+    aside = rng.spawn(1)[0]  # full mode's directions and the bisections: the entries sampled stay rng's
     counter = _Counter(f)
     largest = max([also_reads, *(float(np.max(np.abs(t), initial=0.0)) for t in tensors.values())])
-    point = _Point(counter, counter(tensors), float(np.finfo(dtype).eps), largest)
+    point = Point(counter, counter(tensors), float(np.finfo(dtype).eps), largest)
     for name in tensors:
         grad = np.asarray(analytic[name], dtype=np.float64)  # of the tensor's shape: the callers checked
         sampled = tensors[name].size > max_entries
-        directions: list[tuple[Entry, bool, float]] = []
+        directions: list[Compared] = []
+        entries_failed = False
         if mode == "fast":
-            directions, doubtful = _directional(point, tensors, name, grad, report, rng, n_directions)
-            if doubtful and not _elementwise(point, tensors, name, grad, report, rng, max_entries) and not sampled:
-                directions = []  # every entry checked and passed: the directions' doubt was noise
-        elif not _elementwise(point, tensors, name, grad, report, rng, max_entries) and sampled:
-            directions, _ = _directional(point, tensors, name, grad, report, full_mode_directions, n_directions)
-        for entry, bad, badness in directions:
-            report.record(entry, bad=bad, badness=badness)
+            directions, doubtful = directional(point, tensors, name, grad, report, rng, n_directions)
+            if doubtful:
+                entries_failed = _elementwise(point, tensors, name, grad, report, _sample(grad.size, rng, max_entries))
+                if not entries_failed and not sampled:
+                    directions = []  # every entry checked and passed: the directions' doubt was noise
+        else:
+            entries_failed = _elementwise(point, tensors, name, grad, report, _sample(grad.size, rng, max_entries))
+            if sampled and not entries_failed:
+                directions, _ = directional(point, tensors, name, grad, report, aside, n_directions)
+        if sampled and not entries_failed and any(d.bad for d in directions):
+            found = locate(point, tensors, name, grad, report, aside)
+            if found is not None:
+                _elementwise(point, tensors, name, grad, report, np.array([found]))
+        for direction in directions:
+            direction.record(report)
     report.n_forward = counter.calls
     return report
 

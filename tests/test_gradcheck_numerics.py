@@ -4,6 +4,7 @@ says why."""
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import numpy as np
@@ -111,7 +112,17 @@ def test_a_mistake_in_one_column_of_a_wide_input_is_caught_beyond_the_sample(mod
     assert nnplug.gradcheck(Elementwise({}), _normal((2, 2000))).ok
 
 
-def test_directions_failing_where_the_sampled_entries_pass_say_the_sample_missed_it():
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_failed_direction_is_followed_to_the_wrong_entry_the_sample_missed(mode):
+    report = nnplug.gradcheck(Elementwise({"column": True, "wrong": 2.0}), _normal((2, 2000)), mode=mode,
+                              max_entries=10, seed=0, raise_on_failure=False)
+    assert report.worst.index in {(0, 1999), (1, 1999)}
+    assert report.worst.analytic == pytest.approx(2 * report.worst.numeric, rel=1e-6)
+    assert report.n_forward < 2 + 2 * 10 + 2 * 3 + 4 * 2 * 12 + 2  # about 2 log2(4000) probes to find it
+
+
+def test_directions_no_bisection_can_follow_say_the_sample_missed_the_mistake(monkeypatch):
+    monkeypatch.setattr(sys.modules["nnplug.gradcheck"], "locate", lambda *args: None)
     report = nnplug.gradcheck(Elementwise({"column": True, "wrong": 2.0}), _normal((2, 2000)), mode="fast",
                               max_entries=10, seed=0, raise_on_failure=False)
     assert report.failures and all(isinstance(f.index, str) for f in report.failures)
