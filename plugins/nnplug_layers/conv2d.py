@@ -52,8 +52,10 @@ class Conv2D(nnplug.Layer):
         """The window geometry over an input of shape (C, H, W)."""
         if len(in_shape) != 3:
             raise nnplug.ShapeError(f"conv2d expects images (C, H, W), received shape {tuple(in_shape)}")
+        # "same" pads less than the kernel, which the parameter budget bounds and blames better.
+        sized = None if self.config.padding == "same" else in_shape[0]
         return window_geometry((in_shape[1], in_shape[2]), self.config.kernel_size, self.config.stride,
-                               self.config.padding, what="conv2d kernel")
+                               self.config.padding, what="conv2d kernel", channels=sized)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (self.config.filters, *self.geometry(in_shape).out_hw)

@@ -33,6 +33,10 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 SizeSpec = PositiveInt | tuple[PositiveInt, PositiveInt]
 #: The config type of padding: an int or (h, w) pair >= 0, or "valid" / "same".
 PaddingSpec = NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt] | Literal["valid", "same"]
+#: The most values one example's padded input (C, Hp, Wp) may hold: the executor's cap on a
+#: node's output (``nnplug.build.MAX_ACTIVATION``, kept equal by a test), since conv2d and the
+#: poolings allocate the padded input as they do an output.
+MAX_PADDED_VALUES = 2**31
 
 
 def batch_innermost(a: np.ndarray) -> bool:
@@ -153,22 +157,25 @@ class Window2D:
 
 
 def window_geometry(in_hw: Pair, kernel: int | Pair, stride: int | Pair,
-                    padding: int | Pair | str, *, what: str) -> Window2D:
-    """Resolve the padding and output size of a window over ``in_hw``.
+                    padding: int | Pair | str, *, what: str, channels: int | None = None) -> Window2D:
+    """Resolve the padding and output size of a window over ``in_hw``; with ``channels`` (the
+    input's channel count), also size-check the padded input.
 
     Memoised (layers resolve their geometry on every call, and the result is immutable).
 
     Raises:
-        ShapeError: when the kernel is larger than the padded input (``what`` names the window).
+        ShapeError: when the kernel is larger than the padded input (``what`` names the window),
+            or, given ``channels``, when the padded input (channels, Hp, Wp) passes
+            :data:`MAX_PADDED_VALUES` while neither the input nor the output does.
     """
     pad = padding if isinstance(padding, str) else as_pair(padding)
     return _window_geometry((int(in_hw[0]), int(in_hw[1])), as_pair(kernel), as_pair(stride), pad, what,
-                            repr(padding))
+                            repr(padding), None if channels is None else int(channels))
 
 
 @lru_cache(maxsize=512)
 def _window_geometry(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair | str, what: str,
-                     padding_shown: str) -> Window2D:
+                     padding_shown: str, channels: int | None) -> Window2D:
     (kh, kw), (sh, sw) = kernel, stride
     h, w = in_hw
     if padding == "same":
@@ -184,6 +191,15 @@ def _window_geometry(in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair | st
             f"(input {(h, w)}, padding {padding_shown})"
         )
     out = ((hp - kh) // sh + 1, (wp - kw) // sw + 1)
+    if channels is not None and channels * hp * wp > MAX_PADDED_VALUES >= channels * max(h * w, out[0] * out[1]):
+        # The layers materialise the padded input, while their output can stay small (a large
+        # stride or window), out of reach of the executor's check of outputs. An input or an
+        # output past the cap is left to that check, which blames the node that made it.
+        raise nnplug.ShapeError(
+            f"{what} {(kh, kw)} with padding {padding_shown} pads the input {(channels, h, w)} to "
+            f"{(channels, hp, wp)}: {channels * hp * wp:,} values per example, more than "
+            f"{MAX_PADDED_VALUES:,}; reduce the padding or the window"
+        )
     return Window2D((h, w), (kh, kw), (sh, sw), pad_h, pad_w, out)
 
 

@@ -58,7 +58,7 @@ class Pool2D(nnplug.Layer):
                 f"{self.type_name()} expects images (C, H, W), received shape {tuple(in_shape)}")
         stride = self.config.stride if self.config.stride is not None else self.config.pool_size
         return window_geometry((in_shape[1], in_shape[2]), self.config.pool_size, stride,
-                               self.config.padding, what=f"{self.type_name()} window")
+                               self.config.padding, what=f"{self.type_name()} window", channels=in_shape[0])
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (in_shape[0], *self.geometry(in_shape).out_hw)
