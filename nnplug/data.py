@@ -3,12 +3,15 @@
 Every array is refused with a message saying what and where when it could only train
 wrongly: a wrong dtype (object, strings, complex), NaN or infinite values, x and y of
 different lengths, examples of the wrong shape for the model's input, labels the loss
-refuses (outside the classes).
+refuses (outside the classes). An ``.npz`` whose arrays would decompress past
+:data:`MAX_DATA_BYTES` (``NNPLUG_MAX_DATA_BYTES`` raises it) is refused before any is read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +21,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nnplug.errors import ConfigError, NnplugError, exception_text
-from nnplug.npzfile import npz_headers
+from nnplug.npzfile import DeclaredArray, npz_headers
 
 if TYPE_CHECKING:
     from nnplug.graph import Model
 
 #: The digits split is the same whatever the training seed, so validation scores compare.
 SPLIT_SEED = 20_240_601
+#: The most bytes the arrays nnplug reads from an .npz dataset may decompress to, unless the
+#: environment variable :data:`MAX_DATA_BYTES_VARIABLE` says otherwise: checked from the zip
+#: directory and the .npy headers before any data is read, so a zip bomb (550 KB of deflated
+#: zeros that decompress to 570 MB) is refused without allocating it. Loading and checking
+#: data peaks at about 2.5 times its size.
+MAX_DATA_BYTES = 512 * 2**20
+MAX_DATA_BYTES_VARIABLE = "NNPLUG_MAX_DATA_BYTES"
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _BAD_KINDS = {"O": "object", "U": "string", "S": "bytes", "c": "complex", "V": "structured",
               "M": "datetime", "m": "timedelta"}
 
@@ -101,7 +112,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     where = f"data: {path}"
     if not path.is_file():
         raise ConfigError(f"{where}: {'not a regular file' if path.exists() else 'no such file'}")
-    npz_headers(path, where)  # headers first: one declaring more data than it stores would fail inside numpy
+    # Headers and sizes first: a header declaring more data than its member stores would fail
+    # inside numpy, and a zip bomb would be loaded whole.
+    check_npz_size(path, npz_headers(path, where), where)
     member = ""  # the array being read, for the message
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -125,6 +138,37 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _member(name: str) -> str:
     return f", array {name!r} ({name}.npy)" if name else ""
+
+
+def max_data_bytes() -> int:
+    """:data:`MAX_DATA_BYTES`, or the limit ``NNPLUG_MAX_DATA_BYTES`` sets: a number of bytes,
+    optionally followed by K, M, G or T (powers of 1024), such as ``4G``."""
+    raw = os.environ.get(MAX_DATA_BYTES_VARIABLE, "").strip()
+    if not raw:
+        return MAX_DATA_BYTES
+    match = re.fullmatch(r"([0-9]{1,15})\s*([KMGT]?)i?B?", raw, re.IGNORECASE)
+    limit = int(match[1]) * _UNITS[match[2].upper()] if match else 0
+    if limit < 1:
+        raise ConfigError(f"{MAX_DATA_BYTES_VARIABLE}: expected a positive number of bytes, optionally with "
+                          f"K, M, G or T (such as 4G), got {raw!r:.40}")
+    return limit
+
+
+def check_npz_size(path: Path, declared: dict[str, DeclaredArray], where: str) -> None:
+    """Refuse an archive whose arrays nnplug reads (x, y, x_val, y_val) would decompress to
+    more than :func:`max_data_bytes`, from what its zip directory declares; nothing is read."""
+    read = {k: declared[k] for k in ("x", "y", "x_val", "y_val") if k in declared}
+    total, limit = sum(a.stored_bytes for a in read.values()), max_data_bytes()
+    if total <= limit:
+        return
+    name, largest = max(read.items(), key=lambda item: item[1].stored_bytes)
+    together = "" if len(read) == 1 else f"; {', '.join(read)} together {total:,} bytes"
+    raise ConfigError(
+        f"{where}{_member(name)}: decompresses to {largest.stored_bytes:,} bytes (shape {largest.shape}, "
+        f"{largest.dtype}) from {largest.compressed_bytes:,} bytes in the file{together}: more than the "
+        f"{limit:,} bytes nnplug loads from .npz data; if the data are meant to be this large, raise the "
+        f"limit with the environment variable {MAX_DATA_BYTES_VARIABLE} (such as {MAX_DATA_BYTES_VARIABLE}=4G)"
+    )
 
 
 def split(x: np.ndarray, y: np.ndarray, fraction: float

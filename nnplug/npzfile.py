@@ -17,6 +17,8 @@ import numpy as np
 
 from nnplug.errors import ConfigError
 
+_METHODS = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
+
 
 @dataclass(frozen=True)
 class DeclaredArray:
@@ -25,6 +27,7 @@ class DeclaredArray:
     shape: tuple[int, ...]
     dtype: np.dtype
     stored_bytes: int  # the member's uncompressed size, header included
+    compressed_bytes: int = 0  # what the member takes in the archive
 
     @property
     def nbytes(self) -> int:
@@ -37,14 +40,22 @@ def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
     read without reading any data.
 
     Raises:
-        ValueError: a member that is not a .npy array, or whose header declares more data
-            than the member holds.
+        ValueError: a member that is not a .npy array, whose header declares more data than
+            the member holds, or that is compressed otherwise than numpy does (stored or
+            deflated; bzip2 or LZMA could decompress in full to read the header).
         zipfile.BadZipFile, OSError, EOFError: an unreadable archive.
     """
     declared = {}
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                # zipfile inflates deflate in bounded steps, but hands bzip2 and LZMA their whole
+                # first read at once: 1 KB of bzip2 became 800 MB to read a 128-byte header.
+                method = _METHODS.get(info.compress_type, f"method {info.compress_type}")
+                raise ValueError(f"array {name!r} (member {info.filename!r}) is compressed with {method}, "
+                                 "which nnplug does not read (numpy writes stored or deflated members: "
+                                 "save it with np.savez or np.savez_compressed)")
             try:
                 with archive.open(info) as member:
                     version = np.lib.format.read_magic(member)
@@ -58,7 +69,7 @@ def declared_arrays(path: Path) -> dict[str, DeclaredArray]:
                 if str(exc).startswith(f"array {name!r}"):
                     raise
                 raise ValueError(f"array {name!r} (member {info.filename!r}): {exc}") from exc
-            array = DeclaredArray(tuple(shape), dtype, info.file_size)
+            array = DeclaredArray(tuple(shape), dtype, info.file_size, info.compress_size)
             if not dtype.hasobject and array.nbytes > array.stored_bytes:
                 raise ValueError(f"array {name!r} declares shape {array.shape} ({array.nbytes} bytes of "
                                  f"{dtype}), but its member holds only {array.stored_bytes} bytes")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import tracemalloc
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from runkit import blob_data, tiny_model
 
 import nnplug
+from nnplug import data as data_module
 from nnplug.cli import main
 from nnplug.data import DataConfig, check_arrays, load_dataset, load_digits_arrays
 from nnplug.modelfile import build_model
@@ -91,7 +94,7 @@ def _raise_memory_error(*args: Any) -> None:
 
 
 @pytest.mark.parametrize("problem", ["object", "missing_y", "not_zip", "absent", "only_x_val", "no_rows",
-                                     "empty_x_val", "unreadable", "too_large"])
+                                     "empty_x_val", "unreadable", "too_large", "over_limit", "bzip2"])
 def test_bad_npz_files_stop_train_before_a_run_exists(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, problem: str
 ) -> None:
@@ -102,6 +105,7 @@ def test_bad_npz_files_stop_train_before_a_run_exists(
         "absent": "no such file", "only_x_val": "x_val and y_val go together",
         "no_rows": "x and y hold no examples", "empty_x_val": "x_val and y_val hold no examples",
         "unreadable": "cannot read (Permission denied)", "too_large": "too large to load and check in memory",
+        "over_limit": "array 'x' (x.npy): decompresses to 8,388,736 bytes", "bzip2": "compressed with bzip2",
     }[problem]
     if problem == "object":
         np.savez(npz, x=np.array([{"a": 1}] * 8, dtype=object), y=np.arange(8) % 3)
@@ -126,6 +130,11 @@ def test_bad_npz_files_stop_train_before_a_run_exists(
         monkeypatch.setattr("builtins.open", refusing_open)
     elif problem == "too_large":  # an honest header, but more than the machine holds
         monkeypatch.setattr("nnplug.data.check_arrays", _raise_memory_error)
+    elif problem == "over_limit":
+        monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", "1M")
+        _zeros_npz(npz, 2**16)
+    elif problem == "bzip2":  # zipfile would decompress a bzip2 member whole to read its header
+        _zeros_npz(npz, 2**16, zipfile.ZIP_BZIP2)
     else:
         blob_data(npz, x_val=np.zeros((2, 1, 4, 4)))
     assert main(["train", str(model_file), "--out", str(tmp_path / "run"), "--quiet"]) == 2
@@ -139,3 +148,56 @@ def test_data_config_requires_a_path_exactly_for_npz() -> None:
         DataConfig(source="npz")
     with pytest.raises(ValueError, match="takes no path"):
         DataConfig(source="digits", path="x.npz")
+
+
+def _zeros_npz(path: Path, n: int, compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """x: n zero images (n, 1, 4, 4) float64 (n * 128 bytes, compressing about 1000:1), y: labels."""
+    np.savez(path, x=np.zeros((n, 1, 4, 4)), y=np.arange(n) % 3)
+    with zipfile.ZipFile(path) as source:
+        members = {info.filename: source.read(info) for info in source.infolist()}
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_npz_data_past_the_limit_is_refused_before_any_array_is_read(
+    model: nnplug.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    npz = _zeros_npz(tmp_path / "bomb.npz", 2**16)  # 8 MiB of x in 9 KB: a zip bomb in miniature
+    assert npz.stat().st_size < 2**14
+    monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", "1M")
+    tracemalloc.start()
+    try:
+        with pytest.raises(nnplug.ConfigError) as info:
+            load_dataset(DataConfig(source="npz", path=str(npz)), model)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**19  # x alone would be 8 MiB
+    message = str(info.value)
+    assert message.startswith(f"data: {npz}, array 'x' (x.npy): decompresses to 8,388,736 bytes "
+                              "(shape (65536, 1, 4, 4), float64) from ")
+    assert "x, y together 8,913,152 bytes: more than the 1,048,576 bytes" in message
+    assert "NNPLUG_MAX_DATA_BYTES" in message
+    monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", "16M")  # the way around it, for data meant to be large
+    assert len(load_dataset(DataConfig(source="npz", path=str(npz), validation=0.0), model).x) == 2**16
+
+
+@pytest.mark.parametrize(("value", "limit"), [(None, 512 * 2**20), ("", 512 * 2**20), ("1000", 1000),
+                                              ("4G", 4 * 2**30), ("2 GiB", 2 * 2**30), ("64k", 2**16)])
+def test_the_data_limit_is_512_mib_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, limit: int
+) -> None:
+    if value is None:
+        monkeypatch.delenv("NNPLUG_MAX_DATA_BYTES", raising=False)
+    else:
+        monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", value)
+    assert data_module.max_data_bytes() == limit
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-1", "1.5G", "4P", "9" * 40])
+def test_a_bad_data_limit_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", value)
+    with pytest.raises(nnplug.ConfigError, match=r"^NNPLUG_MAX_DATA_BYTES: expected a positive number of bytes"):
+        data_module.max_data_bytes()

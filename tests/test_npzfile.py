@@ -70,3 +70,23 @@ def test_an_unreadable_member_is_named(tmp_path: Path, payload: bytes) -> None:
     path = _archive(tmp_path / "d.npz", {"x.npy": _header((2,)) + bytes(16), "y.npy": payload})
     with pytest.raises(ValueError, match=r"array 'y' \(member 'y.npy'\): "):
         declared_arrays(path)
+
+
+@pytest.mark.parametrize(("method", "name"), [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "LZMA")])
+def test_bzip2_and_lzma_members_are_refused_before_their_header_is_read(
+    tmp_path: Path, method: int, name: str
+) -> None:
+    # zipfile decompresses a bzip2/LZMA read whole: 1 KB of bzip2 became 800 MB for a header.
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(2**21))  # 16 MiB of zeros
+    path = tmp_path / "packed.npz"
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        archive.writestr("x.npy", buffer.getvalue())
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"array 'x' \(member 'x.npy'\) is compressed with {name}.*np.savez"):
+            declared_arrays(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
