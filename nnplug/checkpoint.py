@@ -39,6 +39,7 @@ from nnplug.errors import ConfigError
 from nnplug.graph import Model
 from nnplug.npzfile import npz_headers
 from nnplug.registry import Registry
+from nnplug.train import MAX_EPOCHS
 
 MODEL_FILE = "model.json"
 MANIFEST = "manifest.json"
@@ -219,7 +220,10 @@ def _progress_problem(progress: dict[str, Any]) -> str | None:
     for key in ("epoch", "batch", "seen", "seed", "epochs", "batch_size"):
         value = progress.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            return f"progress.{key}: expected a non-negative int, got {value!r}"
+            return f"progress.{key}: expected a non-negative int, got {value!r:.40}"
+    if not 1 <= progress["epochs"] <= MAX_EPOCHS:  # a resume would train them all
+        return (f"progress.epochs: expected an int from 1 to {MAX_EPOCHS:,} (as train -> epochs and --epochs), "
+                f"got {progress['epochs']!r:.40}")
     loss_sum = progress.get("loss_sum")
     if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)) or not np.isfinite(loss_sum):
         return f"progress.loss_sum: expected a finite number, got {loss_sum!r}"

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit with status 1 when the accuracy is below A (0 to 1)")
     p = command("gradcheck", "property-based gradient checks of installed layer types")
     p.add_argument("types", metavar="TYPE", nargs="*", help="layer or loss types (default: all)")
-    p.add_argument("--examples", type=int, default=20, help="hypothesis examples per type")
+    p.add_argument("--examples", type=int, default=20, help="hypothesis examples per type (1 to 100,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--mode", choices=("fast", "full"), default="fast",
                    help="fast: directional derivatives; full: every entry")
@@ -179,13 +179,13 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
 
 def cmd_gradcheck(args: argparse.Namespace, registry: Registry) -> int:
     try:
-        from nnplug.property_runs import gradcheck_main
+        from nnplug.property_runs import MAX_EXAMPLES, gradcheck_main
     except ImportError as exc:
         if exc.name != "nnplug.property_runs":
             raise
         raise ConfigError("gradcheck is not available in this build of nnplug") from None
-    if args.examples < 1:
-        raise ConfigError(f"--examples: expected a positive number, got {args.examples}")
+    if not 1 <= args.examples <= MAX_EXAMPLES:
+        raise ConfigError(f"--examples: expected a number from 1 to {MAX_EXAMPLES:,}, got {args.examples}")
     with _hypothesis_storage_outside_cwd():
         return int(gradcheck_main(registry, list(args.types), examples=args.examples,
                                   seed=args.seed, mode=args.mode, quiet=args.quiet))

@@ -27,6 +27,8 @@ from nnplug.registry import Registry
 from nnplug.testing import seeds
 
 MODES = ("fast", "full")
+#: The most examples per type (``--examples``): about an hour of a type's checks; more is a typo.
+MAX_EXAMPLES = 100_000
 
 
 @dataclass
@@ -145,8 +147,8 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
     err = Console(stderr=True, highlight=False)
     if mode not in MODES:
         return _usage_error(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
-        return _usage_error(f"--examples must be a positive integer, got {examples!r}")
+    if isinstance(examples, bool) or not isinstance(examples, int) or not 1 <= examples <= MAX_EXAMPLES:
+        return _usage_error(f"--examples must be an integer from 1 to {MAX_EXAMPLES:,}, got {examples!r:.40}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # as train's --seed
         return _usage_error(f"--seed must be a non-negative integer, got {seed!r}")
     for name in types:

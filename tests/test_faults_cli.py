@@ -158,6 +158,10 @@ HOSTILE: dict[str, Callable[[Path, Path], Case]] = {
                                                        "progress.history"),
     "manifest_loss_sum_nan": lambda t, r: _tampered(t, r, "resume", lambda m: json.dumps(m).replace(
         '"loss_sum": 0.0', '"loss_sum": NaN'), "progress.loss_sum"),
+    "manifest_epochs_past_the_cap": lambda t, r: _tampered(t, r, "evaluate", _set("progress", "epochs", 10**12),
+                                                          "manifest.json: progress.epochs: expected an int from 1 "
+                                                          "to 100,000"),
+    "manifest_epochs_zero": lambda t, r: _tampered(t, r, "resume", _set("progress", "epochs", 0), "progress.epochs"),
     "manifest_batch_past_the_epoch": lambda t, r: _tampered(t, r, "resume", _set("progress", "batch", 10**9),
                                                             "an epoch has"),
     "manifest_weights_outside_the_run": lambda t, r: _tampered(t, r, "evaluate",
@@ -243,3 +247,28 @@ def test_the_saved_run_itself_is_healthy(saved_run: Path, capsys: pytest.Capture
     """The control for the tampered copies: the untouched run evaluates."""
     assert main(["evaluate", str(saved_run)]) == 0
     assert yaml.safe_load((saved_run / "model.json").read_text())["name"] == "tiny"
+
+
+def _must_not_run(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("started although the input should have been refused")
+
+
+def test_a_resume_of_a_manifest_with_absurd_epochs_is_refused_before_training(
+    tmp_path: Path, saved_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = _tampered(tmp_path, saved_run, "resume", _set("progress", "epochs", 10**12), "progress.epochs")
+    before = _snapshot(case.watch)
+    monkeypatch.setattr("nnplug.train.Trainer.run", _must_not_run)  # it would train 10**12 epochs
+    assert main(case.argv) == 2
+    err = capsys.readouterr().err
+    assert f"{case.watch / 'manifest.json'}: progress.epochs: expected an int from 1 to 100,000" in err
+    assert "got 1000000000000" in err and _snapshot(case.watch) == before
+
+
+@pytest.mark.parametrize("examples", ["0", "100001", "10" + "0" * 20])
+def test_gradcheck_examples_outside_1_to_100000_are_refused(
+    examples: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("nnplug.property_runs.gradcheck_main", _must_not_run)  # it would run for days
+    assert main(["gradcheck", "relu", "--examples", examples]) == 2
+    assert f"--examples: expected a number from 1 to 100,000, got {int(examples)}" in capsys.readouterr().err

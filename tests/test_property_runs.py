@@ -9,6 +9,7 @@ import pytest
 from kinked import ShiftedAbs
 
 import nnplug
+from nnplug import property_runs
 from nnplug.property_runs import gradcheck_main, run_type
 from nnplug.testing import ConformanceError
 
@@ -81,10 +82,26 @@ def test_an_unknown_type_exits_2_with_the_nearest_match(capsys):
     assert "did you mean 'dense'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("examples", "mode"), [(0, "fast"), (5, "thorough")])
-def test_bad_options_exit_2(examples, mode, capsys):
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("ran although the options should have been refused")
+
+
+@pytest.mark.parametrize(("examples", "mode"), [(0, "fast"), (5, "thorough"), (100_001, "fast"), (10**20, "fast")])
+def test_bad_options_exit_2(examples, mode, capsys, monkeypatch):
+    monkeypatch.setattr(property_runs, "run_type", _must_not_run)  # 10**20 examples would never end
     assert gradcheck_main(REGISTRY, [], examples=examples, seed=0, mode=mode, quiet=False) == 2
-    assert capsys.readouterr().err.startswith("nnplug: error: --")
+    err = capsys.readouterr().err
+    assert err.startswith("nnplug: error: --")
+    if mode == "fast":
+        assert f"--examples must be an integer from 1 to 100,000, got {examples}" in err
+
+
+def test_the_most_examples_are_accepted(monkeypatch):
+    ran = []
+    monkeypatch.setattr(property_runs, "run_type", lambda *a, **k: ran.append(k["examples"]) or
+                        property_runs.TypeRun("relu", "nnplug", examples=k["examples"]))
+    assert gradcheck_main(REGISTRY, ["relu"], examples=100_000, seed=0, mode="fast", quiet=True) == 0
+    assert ran == [100_000]
 
 
 def test_quiet_prints_only_the_summary(capsys):
