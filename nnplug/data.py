@@ -3,7 +3,7 @@
 Every array is refused with a message saying what and where when it could only train
 wrongly: a wrong dtype (object, strings, complex), NaN or infinite values, x and y of
 different lengths, examples of the wrong shape for the model's input, labels the loss
-refuses (outside the classes). An ``.npz`` whose arrays would decompress past
+refuses (outside the classes). An ``.npz`` whose compressed arrays would inflate past
 :data:`MAX_DATA_BYTES` (``NNPLUG_MAX_DATA_BYTES`` raises it) is refused before any is read.
 """
 
@@ -35,6 +35,10 @@ SPLIT_SEED = 20_240_601
 #: data peaks at about 2.5 times its size.
 MAX_DATA_BYTES = 512 * 2**20
 MAX_DATA_BYTES_VARIABLE = "NNPLUG_MAX_DATA_BYTES"
+#: Data that decompress to more than this many times their size in the file are compressed
+#: (float data deflate to about 0.9 of their size, digit images to about 0.15); below it,
+#: the file holds as much as it loads, and its size alone is no surprise.
+INFLATION = 10
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _BAD_KINDS = {"O": "object", "U": "string", "S": "bytes", "c": "complex", "V": "structured",
               "M": "datetime", "m": "timedelta"}
@@ -155,18 +159,20 @@ def max_data_bytes() -> int:
 
 
 def check_npz_size(path: Path, declared: dict[str, DeclaredArray], where: str) -> None:
-    """Refuse an archive whose arrays nnplug reads (x, y, x_val, y_val) would decompress to
-    more than :func:`max_data_bytes`, from what its zip directory declares; nothing is read."""
+    """Refuse an archive whose arrays nnplug reads (x, y, x_val, y_val) would inflate from
+    their compressed size (more than :data:`INFLATION` times) to more than :func:`max_data_bytes`,
+    from what its zip directory declares; nothing is read. Stored (uncompressed) data of any
+    size load: the file is as large as the memory it takes."""
     read = {k: declared[k] for k in ("x", "y", "x_val", "y_val") if k in declared}
     total, limit = sum(a.stored_bytes for a in read.values()), max_data_bytes()
-    if total <= limit:
+    if total <= limit or total <= INFLATION * sum(a.compressed_bytes for a in read.values()):
         return
     name, largest = max(read.items(), key=lambda item: item[1].stored_bytes)
     together = "" if len(read) == 1 else f"; {', '.join(read)} together {total:,} bytes"
     raise ConfigError(
         f"{where}{_member(name)}: decompresses to {largest.stored_bytes:,} bytes (shape {largest.shape}, "
         f"{largest.dtype}) from {largest.compressed_bytes:,} bytes in the file{together}: more than the "
-        f"{limit:,} bytes nnplug loads from .npz data; if the data are meant to be this large, raise the "
+        f"{limit:,} bytes nnplug inflates from compressed .npz data; if the data are meant to be this large, raise the "
         f"limit with the environment variable {MAX_DATA_BYTES_VARIABLE} (such as {MAX_DATA_BYTES_VARIABLE}=4G)"
     )
 

@@ -201,3 +201,14 @@ def test_a_bad_data_limit_is_refused_naming_the_variable(monkeypatch: pytest.Mon
     monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", value)
     with pytest.raises(nnplug.ConfigError, match=r"^NNPLUG_MAX_DATA_BYTES: expected a positive number of bytes"):
         data_module.max_data_bytes()
+
+
+def test_stored_npz_data_past_the_limit_load_only_compressed_data_are_capped(
+    model: nnplug.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a stored file is as large as what it loads: no surprise to refuse
+    monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", "1M")
+    npz = _zeros_npz(tmp_path / "stored.npz", 2**16, zipfile.ZIP_STORED)
+    assert npz.stat().st_size > 2**23
+    data = load_dataset(DataConfig(source="npz", path=str(npz)), model)
+    assert len(data.x) + (0 if data.x_val is None else len(data.x_val)) == 2**16
