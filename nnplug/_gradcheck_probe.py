@@ -34,8 +34,8 @@ RESOLUTION = 1e-3
 COARSER = (1e1, 1e2, 1e3, 1e4)
 #: One-sided slopes differing by more than this (relative) mark a kink.
 KINK_RATIO = 1e-2
-#: A relative error no step's truncation explains: a coarse step that resolves an entry and
-#: misses it by this much shows a wrong gradient, not an unsettled one.
+#: A relative error no rounding explains: coarse steps that resolve an entry, agree with each
+#: other and miss it by this much show a wrong gradient, not an unsettled one.
 GROSS = 0.1
 
 Verdict = Literal["fits", "off", "kink", "unresolved"]
@@ -205,7 +205,8 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
       bends both slopes a little; a ten times smaller step stays clear of it and decides;
     * too noisy (outputs so large that their rounding drowns the difference): steps 10 to
       10,000 times larger, adopted where they fit (their slopes differ by the curvature, so
-      no kink test there) or miss plainly; else the least noisy, reported as unresolved.
+      no kink test there) or two in a row miss alike; else the least noisy, reported as
+      unresolved.
 
     A wrong gradient stays wrong at any step.
     """
@@ -234,12 +235,25 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
 
 def _coarser(measure: Measure, report: GradcheckReport, analytic: float, scale: float,
              noisy: Probe | None) -> Probe | None:
-    """The first larger step that fits or misses plainly, else the least noisy unresolved one."""
+    """The first larger step that fits, or that misses plainly (two steps in a row agree on a
+    derivative far from ``analytic``: a step's truncation error would grow a hundredfold from
+    one to the next); else the least noisy unresolved one."""
+    missed: Probe | None = None
     for factor in COARSER:
         again = measure(report.eps * factor)
         verdict = again.verdict(report, analytic, scale, kink_test=False)
-        if verdict == "fits" or (verdict == "off" and again.relative_error(analytic) > GROSS):
+        if verdict == "fits":
             return again
+        if verdict == "off" and missed is not None and _plainly_missed(missed, again, analytic):
+            return missed
+        missed = again if verdict == "off" else None
         if verdict == "unresolved" and again.usable and (noisy is None or again.noise < noisy.noise):
             noisy = again
     return noisy
+
+
+def _plainly_missed(first: Probe, second: Probe, analytic: float) -> bool:
+    """Two resolved derivatives that agree to a tenth of how far both miss ``analytic``, and miss
+    it by more than :data:`GROSS` (relative)."""
+    miss = abs(first.numeric - analytic)
+    return abs(first.numeric - second.numeric) <= 0.1 * miss and first.relative_error(analytic) > GROSS

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import nnplug
+from nnplug._gradcheck_probe import Probe, settle
+from nnplug._gradcheck_report import GradcheckReport
 from nnplug.testing import Case, ConformanceError, check_layer
 
 FUNCTIONS = {  # name: (f, f')
@@ -202,3 +204,24 @@ def test_a_gate_initialised_at_one_millionth_cannot_hide_a_dropped_branch():
         check_layer(LayerScale, Case({}, ((4,),)), seed=seed)
         with pytest.raises(ConformanceError, match="gradient"):
             check_layer(LayerScale, Case({"drop_branch": True}, ((4,),)), seed=seed)
+
+
+def _measured(numeric, noise_at_unit_step):
+    """A stand-in for finite differences: the derivative ``numeric(h)`` with rounding noise
+    ``noise_at_unit_step / h``, as outputs of 1e7 give."""
+    return lambda h: Probe(numeric(h) * h, numeric(h) * h, h, h, noise_at_unit_step / h)
+
+
+def _report():
+    return GradcheckReport("stand-in", "full", "float64", 1e-6, 1e-5, 1e-6)
+
+
+def test_coarse_steps_that_agree_on_a_miss_report_a_wrong_gradient():
+    probe, _ = settle(_measured(lambda h: 1e-3, 1e-10), _report(), 2e-3, 0.0)
+    assert probe.verdict(_report(), 2e-3, 0.0, kink_test=False) == "off"
+
+
+def test_a_coarse_step_missing_by_its_truncation_error_is_not_called_a_wrong_gradient():
+    # 1e-3 + 1e4 h²: right at small steps, which are too noisy; the coarse ones drift with h
+    probe, _ = settle(_measured(lambda h: 1e-3 + 1e4 * h * h, 1e-10), _report(), 1e-3, 0.0)
+    assert probe.verdict(_report(), 1e-3, 0.0, kink_test=False) == "unresolved"
