@@ -138,10 +138,13 @@ class Probe:
             return True
         return self.noise > 0.1 * (report.atol + report.rtol * abs(self.numeric))
 
-    def relative_error(self, analytic: float) -> float:
+    def relative_error(self, analytic: float, floor: float = 0.0) -> float:
+        """|analytic - numeric| over the larger of the two, counting magnitudes below ``floor``
+        (the absolute tolerance) as ``floor``: 1e-10 of rounding beside a zero gradient is not
+        a relative error of 1."""
         numeric = self.numeric
         diff = abs(analytic - numeric)
-        return diff / max(abs(analytic), abs(numeric), 1e-300) if diff else 0.0
+        return diff / max(abs(analytic), abs(numeric), floor, 1e-300) if diff else 0.0
 
 
 #: Measures the checked scalar around one entry at step h.
@@ -190,7 +193,8 @@ def compared(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
     diff = abs(analytic - numeric)
     tolerance = report.atol + report.rtol * abs(numeric) + (0.0 if unresolved else probe.noise)
     badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
-    entry = Entry(tensor, index, analytic, numeric, probe.relative_error(analytic), probe.noise if unresolved else 0.0)
+    rel_error = probe.relative_error(analytic, floor=report.atol)
+    entry = Entry(tensor, index, analytic, numeric, rel_error, probe.noise if unresolved else 0.0)
     return Compared(entry, verdict != "fits", float(badness))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import nnplug
-from nnplug._gradcheck_probe import Probe, settle
+from nnplug._gradcheck_probe import Probe, compared, settle
 from nnplug._gradcheck_report import GradcheckReport
 from nnplug.testing import Case, ConformanceError, check_layer
 
@@ -225,3 +225,11 @@ def test_a_coarse_step_missing_by_its_truncation_error_is_not_called_a_wrong_gra
     # 1e-3 + 1e4 h²: right at small steps, which are too noisy; the coarse ones drift with h
     probe, _ = settle(_measured(lambda h: 1e-3 + 1e4 * h * h, 1e-10), _report(), 1e-3, 0.0)
     assert probe.verdict(_report(), 1e-3, 0.0, kink_test=False) == "unresolved"
+
+
+def test_rounding_beside_a_zero_gradient_is_not_a_relative_error_of_one():
+    # conv2d's README run showed "worst rel. error 1.00e+00" on a passing row: analytic 0, numeric -1.8e-10
+    result = compared(_report(), "x", (0, 0), 0.0, Probe(-1.8e-16, -1.8e-16, 1e-6, 1e-6, 0.0), 0.0, kink_test=True)
+    assert not result.bad and result.entry.rel_error == pytest.approx(1.8e-4)
+    wrong = compared(_report(), "x", (0, 0), 2e-3, Probe(1e-9, 1e-9, 1e-6, 1e-6, 0.0), 0.0, kink_test=True)
+    assert wrong.bad and wrong.entry.rel_error == pytest.approx(0.5)
