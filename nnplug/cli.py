@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nnplug.errors import ConfigError, NnplugError
+from nnplug.errors import ConfigError, NnplugError, PluginError
 from nnplug.registry import Registry
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
@@ -88,14 +88,14 @@ def make_registry(options: Sequence[str]) -> Registry:
     wanted = [o for o in options if not o.startswith("no:")]
     if any(not name for name in blocked + wanted):
         raise ConfigError("-p needs a plugin name (or no:NAME)")
-    return Registry(plugins=wanted, blocked=blocked)
+    return Registry(plugins=wanted, blocked=blocked, strict=False)  # _check_requested raises, after any table
 
 
 def _check_requested(registry: Registry, options: Sequence[str]) -> None:
-    wanted = {o.lower() for o in options if not o.startswith("no:")}
-    for info in registry.plugins:
-        if info.status == "failed" and info.names & wanted:
-            raise ConfigError(f"plugin {info.name!r} given with -p failed to load: {info.error}")
+    try:
+        registry.raise_for_named(o for o in options if not o.startswith("no:"))
+    except PluginError as exc:
+        raise ConfigError(str(exc).replace(" failed to load", " given with -p failed to load", 1)) from None
 
 
 def _warn_failed_plugins(registry: Registry) -> None:

@@ -77,6 +77,13 @@ class Registry:
         blocked: entry-point, distribution or module names never to load (``-p no:NAME``).
         autoload: load every installed entry point. Default: true unless
             ``NNPLUG_DISABLE_PLUGIN_AUTOLOAD`` is set, in which case only ``plugins`` load.
+        strict: a plugin named in ``plugins`` that fails to load (a typo, an import error)
+            raises :class:`PluginError`; an installed plugin that fails is only recorded in
+            :attr:`plugins`, and does not take the others down. ``strict=False`` records
+            named ones too (the CLI shows its plugins table first).
+
+    Raises:
+        PluginError: with ``strict``, a plugin named in ``plugins`` failed to load.
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class Registry:
         *,
         blocked: Iterable[str] | None = (),
         autoload: bool | None = None,
+        strict: bool = True,
     ) -> None:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.manager.add_hookspecs(hookspecs)
@@ -133,7 +141,18 @@ class Registry:
                 info = PluginInfo(name, "-", "-", name)
                 self.plugins.append(info)
                 self._load(info, lambda obj=plugin: obj)
+                wanted.append(name)
         self._resolve_claims()
+        if strict:
+            self.raise_for_named(wanted)
+
+    def raise_for_named(self, names: Iterable[str]) -> None:
+        """Raise :class:`PluginError` for the first of ``names`` (entry-point, distribution or
+        module names) whose plugin failed to load, naming it and its error."""
+        wanted = {name.lower() for name in names}
+        for info in self.plugins:
+            if info.status == "failed" and info.names & wanted:
+                raise PluginError(f"plugin {info.name!r} failed to load: {info.error}")
 
     # -- loading -------------------------------------------------------------------------
 

@@ -322,3 +322,13 @@ def test_a_bare_name_or_none_where_a_list_belongs_is_a_config_error(kwargs, mess
 def test_none_for_plugins_or_blocked_means_none():
     registry = nnplug.Registry(None, blocked=None)
     assert "dense" in registry
+
+
+def test_a_plugin_named_in_the_python_api_that_fails_to_load_raises_naming_it():
+    # as `nnplug -p NAME` exits 2: a typo must not surface only at the first registry.get()
+    with pytest.raises(nnplug.PluginError, match="plugin 'nnplug_no_such_plugin' failed to load: import failed"):
+        nnplug.Registry(plugins=["nnplug_no_such_plugin"], autoload=False)
+    with pytest.raises(nnplug.PluginError, match="no nnplug_register_layers hook"):
+        nnplug.load_registry(plugins=[object()])
+    lenient = nnplug.Registry(plugins=["nnplug_no_such_plugin"], autoload=False, strict=False)
+    assert [p.status for p in lenient.plugins if p.name == "nnplug_no_such_plugin"] == ["failed"]
