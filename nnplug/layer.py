@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nnplug.errors import ConfigError, PluginError, exception_text
 
@@ -43,6 +43,13 @@ class LayerConfig(BaseModel):
     type: str
     name: str | None = Field(None, pattern=NAME_PATTERN, max_length=128)
     inputs: tuple[str, ...] | None = Field(None, min_length=1)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs_listed(cls, value: Any) -> Any:
+        if isinstance(value, str):  # pydantic would say only "Input should be a valid array"
+            raise ValueError(f"expected a list of node names, such as [{value}], not a string")
+        return tuple(value) if isinstance(value, list) else value  # a JSON array, as strict mode takes it
 
 
 @lru_cache(maxsize=1024)  # read on every error message and summary; classes do not change
