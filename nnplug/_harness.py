@@ -180,7 +180,7 @@ def _gradient(ctx: _Context, run: Any, redraw: Any) -> tuple[GradcheckReport, in
         if not report.kinks:
             return report, redraws, forwards
         if redraws == MAX_REDRAWS:
-            ctx.fail("gradient", f"every one of {redraws + 1} draws met a kink; gradcheck_cases() should "
+            ctx.fail("kink avoidance", f"every one of {redraws + 1} draws met a kink; gradcheck_cases() should "
                                  f"draw values off the kinks (Case.values)\n{report}", report)
         redraws += 1
         redraw()

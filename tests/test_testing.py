@@ -326,6 +326,7 @@ def test_a_case_that_always_meets_a_kink_fails_naming_the_kink():
     with pytest.raises(ConformanceError, match="met a kink") as info:
         check_layer(always, Case({}, ((2,),), values="distinct", params="init"), seed=0)
     assert info.value.report is not None and info.value.report.kinks
+    assert info.value.check == "kink avoidance"  # the draws are at fault, not the gradient
 
 
 # -- losses ----------------------------------------------------------------------------------
