@@ -11,6 +11,7 @@ import difflib
 import importlib
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -283,6 +284,10 @@ class Registry:
         near = difflib.get_close_matches(str(type_name), available, n=1, cutoff=0.6)
         if near:
             message += f" (did you mean {near[0]!r}?)"
+        foreign = [ch for ch in dict.fromkeys(str(type_name)) if not ch.isascii()]
+        if foreign:  # a Cyrillic 'е' looks like 'e' and reads as a typo nobody can see
+            shown = ", ".join(f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')})" for ch in foreign[:3])
+            message += f"; the name holds non-ASCII characters: {shown}"
         # A plugin that failed before returning its classes may have been the type's home:
         # name each with its error, so the user need not run `nnplug plugins` to find out.
         failed = [f"{i.label}: {(i.error or '').splitlines()[0]}" for i in self.plugins if i.status == "failed"]

@@ -332,3 +332,10 @@ def test_a_plugin_named_in_the_python_api_that_fails_to_load_raises_naming_it():
         nnplug.load_registry(plugins=[object()])
     lenient = nnplug.Registry(plugins=["nnplug_no_such_plugin"], autoload=False, strict=False)
     assert [p.status for p in lenient.plugins if p.name == "nnplug_no_such_plugin"] == ["failed"]
+
+
+def test_an_unknown_type_with_a_look_alike_letter_names_the_letter():
+    with pytest.raises(nnplug.PluginError) as info:
+        nnplug.load_registry().get("d\u0435nse")  # a Cyrillic 'е'
+    assert "did you mean 'dense'?" in str(info.value)
+    assert "non-ASCII characters: 'е' (U+0435 CYRILLIC SMALL LETTER IE)" in str(info.value)
