@@ -2,9 +2,12 @@
 
 Opt in per run (or with ``pytest_plugins = ["nnplug.pytest_plugin"]`` in a conftest)::
 
-    pytest -p nnplug.pytest_plugin --nnplug-layers              # every type with gradcheck_cases()
-    pytest -p nnplug.pytest_plugin --nnplug-layers swish,dense  # the named ones
-    pytest -p nnplug.pytest_plugin --nnplug-layers --nnplug-mode fast
+    pytest -p nnplug.pytest_plugin --nnplug-layers=              # every type with gradcheck_cases()
+    pytest -p nnplug.pytest_plugin --nnplug-layers=swish,dense   # the named ones
+    pytest -p nnplug.pytest_plugin --nnplug-layers= --nnplug-mode fast tests  # beside the tests
+
+Write the ``=``: the option's value is optional, so a bare ``--nnplug-layers`` followed by a path
+takes the path as the type names (an existing path is refused with that advice).
 
 Each test draws cases and seeds with hypothesis, under the loaded settings profile, and runs
 :func:`nnplug.testing.check`. Without ``--nnplug-layers`` the plugin adds options and nothing
@@ -29,8 +32,9 @@ _TYPES = pytest.StashKey[list[Any]]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("nnplug", "nnplug layer checks")
     group.addoption("--nnplug-layers", dest="nnplug_layers", nargs="?", const="", default=None,
-                    metavar="TYPES", help="check the installed nnplug layer types (all that offer "
-                    "gradcheck_cases(), or a comma-separated list): layer contract and gradients")
+                    metavar="NAMES", help="check the installed nnplug layer types (all that offer "
+                    "gradcheck_cases(), or the comma-separated NAMES): layer contract and gradients; "
+                    "write --nnplug-layers=NAMES (a bare option takes the next word as NAMES)")
     group.addoption("--nnplug-mode", dest="nnplug_mode", choices=("full", "fast"), default="full",
                     help="gradient check mode of --nnplug-layers (default: full)")
 
@@ -43,6 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from nnplug.testing import checkable_types
 
     names = [n.strip() for n in wanted.split(",") if n.strip()] or None
+    if names:
+        _refuse_paths_taken_as_names(config, names)
     try:
         with_cases, without = checkable_types(_registry(config), names)
     except PluginError as exc:
@@ -54,6 +60,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(str(CHECKS_MODULE))  # beside the paths the user named
     else:
         config.args[:] = [str(CHECKS_MODULE)]  # only the layer checks, not the whole suite
+
+
+def _refuse_paths_taken_as_names(config: pytest.Config, names: list[str]) -> None:
+    """``--nnplug-layers tests`` reads ``tests`` as the option's value (argparse's optional
+    value), not as a path: say so rather than "unknown type 'tests'"."""
+    known = _registry(config).types
+    for name in names:
+        if name not in known and (config.invocation_params.dir / name).exists():
+            raise pytest.UsageError(
+                f"--nnplug-layers: {name!r} is not a layer type; did you mean to pass it as a path? "
+                "write --nnplug-layers=NAMES (or --nnplug-layers= for every type): a bare "
+                "--nnplug-layers takes the word after it as NAMES")
 
 
 def _registry(config: pytest.Config) -> Any:

@@ -146,3 +146,18 @@ def test_pytest_plugin_refuses_an_unknown_type_as_a_usage_error(tmp_path):
     result = _pytest(tmp_path, "--nnplug-layers", "relux")
     assert result.returncode == 4
     assert "--nnplug-layers: unknown type 'relux'" in result.stderr and "did you mean 'relu'" in result.stderr
+
+
+def test_pytest_plugin_runs_the_named_types_beside_the_given_paths(tmp_path):
+    (tmp_path / "test_mine.py").write_text("def test_mine():\n    pass\n")
+    result = _pytest(tmp_path, "--nnplug-layers=relu", "--nnplug-mode", "fast", "test_mine.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout  # the relu check and the user's test
+
+
+def test_pytest_plugin_says_a_path_after_the_bare_option_was_taken_as_type_names(tmp_path):
+    (tmp_path / "tests").mkdir()
+    result = _pytest(tmp_path, "--nnplug-layers", "tests")
+    assert result.returncode == 4
+    assert "'tests' is not a layer type; did you mean to pass it as a path?" in result.stderr
+    assert "--nnplug-layers=NAMES" in result.stderr
