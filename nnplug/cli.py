@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("evaluate", "loss and accuracy of a saved run on its validation data")
     p.add_argument("run", metavar="RUN", help="a run directory written by nnplug train")
     p.add_argument("--min-accuracy", type=float, metavar="A",
-                   help="exit with status 1 when the accuracy is below A (0 to 1)")
+                   help="exit with status 1 when the accuracy is below A (a fraction, 0-1: "
+                        "0.98 for 98%%)")
     p = command("gradcheck", "property-based gradient checks of installed layer types")
     p.add_argument("types", metavar="TYPE", nargs="*", help="layer or loss types (default: all)")
     p.add_argument("--examples", type=int, default=20, help="hypothesis examples per type (1 to 100,000)")
@@ -155,7 +156,9 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     from nnplug.train import evaluate
 
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
-        raise ConfigError(f"--min-accuracy: expected a fraction in [0, 1], got {args.min_accuracy}")
+        a = args.min_accuracy
+        hint = (f"; {a:g} reads as a percentage: write {a / 100:g} for {a:g}%" if 1 < a <= 100 else "")
+        raise ConfigError(f"--min-accuracy: expected a fraction from 0 to 1, got {a:g}{hint}")
     ckpt = load_checkpoint(args.run, registry)
     model = ckpt.model
     if model.spec.data is None:
