@@ -273,5 +273,18 @@ def _progress(quiet: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                    console=Console(file=sys.stdout), transient=True)
+                    _loss_column(), TimeElapsedColumn(), console=Console(file=sys.stdout), transient=True)
+
+
+def _loss_column() -> Any:
+    """``loss 0.1234``, or ``loss -`` until the epoch's first batch has a loss."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class LossColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            loss = task.fields.get("loss")
+            shown = f"{loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else "-"
+            return Text(f"loss {shown}")
+
+    return LossColumn()

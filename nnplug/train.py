@@ -124,7 +124,8 @@ class Trainer:
 
     Args:
         on_epoch: called with each epoch's metrics (for printing).
-        progress: a ``rich.progress.Progress`` to show batches in, or ``None``.
+        progress: a ``rich.progress.Progress`` to show batches in, or ``None``; each epoch's
+            task has a ``loss`` field, the epoch's running mean loss (``None`` before its first batch).
     """
 
     def __init__(self, model: Model, data: Dataset, config: TrainConfig, run_dir: Path, seed: int,
@@ -272,7 +273,7 @@ class Trainer:
             order = self._order(p.epoch)
             if self.progress is not None:
                 task = self.progress.add_task(f"epoch {p.epoch + 1}/{self.epochs}", total=n_batches,
-                                              completed=p.batch, loss=float("nan"))
+                                              completed=p.batch, loss=p.loss_sum / p.seen if p.seen else None)
             while p.batch < n_batches:
                 idx = order[p.batch * bs:(p.batch + 1) * bs]
                 loss = self._step(x[idx], y[idx])
