@@ -9,9 +9,10 @@ import copy
 import math
 import os
 import re
+import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,18 @@ def _blame_option(line: str, source: str, overrides: dict[tuple[str, ...], str])
     return line
 
 
+def plugin_options(args: argparse.Namespace) -> list[str]:
+    """The ``-p`` values given before and after the subcommand, in order."""
+    return [*getattr(args, "plugin_options", []), *getattr(args, "plugin_options_after", [])]
+
+
+def resume_command(run_dir: Path, options: Sequence[str] = ()) -> str:
+    """The command that continues the run in ``run_dir``, with the ``-p`` options the run was
+    started with (and only those): without them a plugin's layer types would not load again."""
+    plugins = "".join(f" -p {shlex.quote(option)}" for option in options)
+    return f"nnplug{plugins} train --resume {shlex.quote(str(run_dir))}"
+
+
 def _run_dir(args: argparse.Namespace, name: str) -> Path:
     if args.out is not None and not args.out.strip():
         raise ConfigError("--out: expected a directory, got an empty string")
@@ -101,7 +114,8 @@ def _run_dir(args: argparse.Namespace, name: str) -> Path:
             k += 1
             run_dir = Path("runs") / f"{name}-{stamp}-{k}"
     if run_dir.exists() and (not run_dir.is_dir() or any(e.name != LOCK_FILE for e in run_dir.iterdir())):
-        hint = ("; continue it with --resume" if (run_dir / "manifest.json").exists() else
+        hint = (f"; continue it with `{resume_command(run_dir, plugin_options(args))}`"
+                if (run_dir / "manifest.json").exists() else
                 "; it holds a run stopped before its first checkpoint: delete it to start again"
                 if (run_dir / "model.json").exists() else "")
         raise ConfigError(f"--out {run_dir}: already exists and is not an empty directory{hint}")
@@ -216,8 +230,9 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
             print(_format_epoch(metrics, total), flush=True)
 
     progress = _progress(args.quiet)
+    resume = resume_command(run_dir, plugin_options(args))
     trainer = Trainer(model, data, config, run_dir, seed, epochs=epochs, on_epoch=on_epoch,
-                      progress=progress)
+                      progress=progress, resume_command=resume)
     if args.resume:
         trainer.restore(ckpt.optim_arrays, ckpt.optim_scalars, ckpt.progress)
         done = trainer.position.epoch
@@ -243,7 +258,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
     if result.status == "interrupted":
         p = trainer.position
         print(f"nnplug: stopped by {result.signal_name} after batch {p.batch} of epoch {p.epoch + 1}; "
-              f"saved to {run_dir}\n  continue with: nnplug train --resume {run_dir}", file=sys.stderr)
+              f"saved to {run_dir}\n  continue with: {resume}", file=sys.stderr)
         return EXIT_SIGNAL.get(result.signal_name or "", 130)
     print(f"saved run to {run_dir} ({final_metric(result.history)}, {elapsed:.1f}s)")
     if args.plot:

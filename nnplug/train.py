@@ -126,11 +126,13 @@ class Trainer:
         on_epoch: called with each epoch's metrics (for printing).
         progress: a ``rich.progress.Progress`` to show batches in, or ``None``; each epoch's
             task has a ``loss`` field, the epoch's running mean loss (``None`` before its first batch).
+        resume_command: the command an error message gives to continue the run (default
+            ``nnplug train --resume RUN_DIR``; the command line adds the ``-p`` options it had).
     """
 
     def __init__(self, model: Model, data: Dataset, config: TrainConfig, run_dir: Path, seed: int,
                  *, epochs: int | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 progress: Any = None) -> None:
+                 progress: Any = None, resume_command: str | None = None) -> None:
         self.model = model
         self.data = data
         self.config = config
@@ -139,6 +141,7 @@ class Trainer:
         self.epochs = epochs or config.epochs
         self.on_epoch = on_epoch
         self.progress = progress
+        self.resume_command = resume_command or f"nnplug train --resume {run_dir}"
         self.optimizer: Optimizer = make_optimizer(config.optimizer, model.params)
         self.position = _Position()
         self.data_sha256 = data_digest(data)  # kept in every checkpoint, checked on resume
@@ -241,7 +244,7 @@ class Trainer:
             except (PluginError, ShapeError) as exc:  # ...and, for a layer's bug, how to go on
                 raise type(exc)(
                     f"{exc}\n{self._where_training_stands()}: continue it with "
-                    f"`nnplug train --resume {self.run_dir}` once fixed, or delete it"
+                    f"`{self.resume_command}` once fixed, or delete it"
                 ) from None
             except OSError as exc:  # the disk filled while saving: the previous checkpoint stands
                 raise OSError(exc.errno, f"{exc.strerror or exc}\nthe last checkpoint saved before it, "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,3 +73,46 @@ def test_progress_bar_shows_a_dash_until_the_epoch_has_a_loss(tmp_path: Path, mo
     assert shown[0].startswith("epoch 1/1 0/5 loss - "), shown
     assert all("nan" not in line for line in shown), shown
     assert re.match(r"epoch 1/1 5/5 loss \d+\.\d{4} ", shown[-1]), shown
+
+
+PLUGIN_OPTIONS = ["-p", "nnplug_layers", "-p", "no:nnplug_test_absent"]
+RESUME = "nnplug -p nnplug_layers -p no:nnplug_test_absent train --resume {}"
+
+
+def _train_with_plugin_options(model: Path, run: Path) -> int:
+    return main([*PLUGIN_OPTIONS[:2], "train", str(model), "--out", str(run), "--quiet", *PLUGIN_OPTIONS[2:]])
+
+
+def test_a_layer_failure_tells_the_resume_command_with_the_runs_plugin_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nnplug.errors import PluginError
+    from nnplug.train import Trainer
+
+    def broken_step(self: Any, xb: Any, yb: Any) -> float:
+        raise PluginError("node 'hidden' (dense, plugin nnplug): forward raised")
+
+    monkeypatch.setattr(Trainer, "_step", broken_step)
+    assert _train_with_plugin_options(tiny_model(tmp_path), tmp_path / "run") == 2
+    assert f"continue it with `{RESUME.format(tmp_path / 'run')}` once fixed" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_tells_the_resume_command_with_its_plugin_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nnplug import optim
+
+    step = optim.Optimizer.step
+
+    def step_then_interrupt(self: Any, params: Any, grads: Any) -> None:
+        step(self, params, grads)
+        if self.step_count == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(optim.Optimizer, "step", step_then_interrupt)
+    assert _train_with_plugin_options(tiny_model(tmp_path), tmp_path / "run") == 130
+    assert f"continue with: {RESUME.format(tmp_path / 'run')}\n" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert _train_with_plugin_options(tiny_model(tmp_path), tmp_path / "run") == 2  # --out of a saved run
+    assert f"continue it with `{RESUME.format(tmp_path / 'run')}`" in capsys.readouterr().err
+    assert main([*RESUME.format(tmp_path / "run").split()[1:], "--quiet"]) == 0  # the hint, pasted
