@@ -9,6 +9,7 @@ given to ``forward``/``backward`` carry it first.
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Mapping
 from functools import lru_cache
@@ -109,6 +110,10 @@ def _not_a_config_value(data: Any, path: tuple[str, ...] = ()) -> tuple[str, str
     return ".".join(path) or "(config)", f"a {type(data).__name__} is not a configuration value ({data!r:.60})"
 
 
+#: What pydantic puts before the message of a validator's ValueError or AssertionError.
+_PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+
+
 def format_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
     """One line per invalid field: ``prefix -> field: what was expected (got X)``, at most
     :data:`MAX_FIELD_LINES` of them and then a count of the rest.
@@ -125,6 +130,8 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif item["type"] in ("value_error", "assertion_error"):  # a validator's own words
+            msg = _PYDANTIC_PREFIX.sub("", msg, count=1)
         if msg not in msgs:
             msgs.append(msg)
     # A list whose items failed: pydantic adds "too short" once it drops them; such a parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import model_validator
 
 import nnplug
 
@@ -58,3 +59,41 @@ def test_arrays_fill_tuples_and_names_must_be_identifiers():
     assert config.inputs == ("a", "b")
     with pytest.raises(nnplug.ConfigError, match="name"):
         nnplug.parse_config(add.Config, {"type": "add", "name": "has/slash"})
+
+
+class _Window(nnplug.LayerConfig):
+    """A config with rules across its fields, as a plugin writes them."""
+
+    type: str = "window"
+    size: int = 2
+    pad: int = 0
+
+    @model_validator(mode="after")
+    def _pad_fits(self) -> _Window:
+        if self.pad > self.size // 2:
+            raise ValueError(f"pad {self.pad} must be at most half of size {self.size}")
+        if self.size >= 100:  # pydantic reports an AssertionError too (an `assert` would be rewritten here)
+            raise AssertionError(f"size {self.size} is too large")
+        return self
+
+
+@pytest.mark.parametrize(("config", "words"), [({"pad": 2}, "pad 2 must be at most half of size 2"),
+                                               ({"size": 200}, "size 200 is too large")])
+def test_a_validators_message_comes_without_pydantics_prefix(config, words):
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.parse_config(_Window, {"type": "window", **config}, "layers[0] (window)")
+    assert err.value.problems[0].startswith(f"layers[0] (window) -> (config): {words} (got ")
+    assert "Value error" not in str(err.value) and "Assertion failed" not in str(err.value)
+
+
+def test_model_file_rules_across_fields_read_without_pydantics_prefix():
+    description = {"input": [4], "layers": [{"type": "dense", "units": 2}], "loss": {"type": "mse"},
+                   "data": {"source": "digits", "path": "x.npz"},
+                   "train": {"optimizer": {"type": "adam", "momentum": 0.9}}}
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(description)
+    problems = err.value.problems
+    assert any(p.startswith("data -> (config): source digits takes no path") for p in problems), problems
+    assert any(p.startswith("train -> optimizer: momentum: sgd settings, which adam does not take")
+               for p in problems), problems
+    assert not any("Value error" in p for p in problems), problems
