@@ -165,12 +165,12 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
         raise ConfigError(f"{args.run}: the run's model file has no data section")
     data = load_dataset(model.spec.data, model, base_dir=Path(args.run))
     if data.x_val is not None and data.y_val is not None:
-        x, y, which = data.x_val, data.y_val, "validation"
+        x, y, which = data.x_val, data.y_val, f"validation examples ({data.origin})"
     else:
-        x, y, which = data.x, data.y, "training (the run holds no validation data)"
+        x, y, which = data.x, data.y, f"training examples ({data.origin}; the run holds no validation data)"
     loss, accuracy = evaluate(model, x, y)
     shown = "n/a" if accuracy is None else f"{accuracy:.2%}"
-    print(f"{args.run}: loss {loss:.4f}, accuracy {shown} on {len(x)} {which} examples ({data.origin})")
+    print(f"{args.run}: loss {loss:.4f}, accuracy {shown} on {len(x)} {which}")
     if args.min_accuracy is not None and accuracy is None:
         raise ConfigError(f"--min-accuracy: the run's loss ({model.loss.config.type}) reports no accuracy; "
                           "leave the option out for a regression model")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runkit import tiny_model
+from runkit import blob_data, tiny_model
 
 from nnplug.cli import main
 
@@ -116,3 +116,16 @@ def test_an_interrupted_run_tells_the_resume_command_with_its_plugin_options(
     assert _train_with_plugin_options(tiny_model(tmp_path), tmp_path / "run") == 2  # --out of a saved run
     assert f"continue it with `{RESUME.format(tmp_path / 'run')}`" in capsys.readouterr().err
     assert main([*RESUME.format(tmp_path / "run").split()[1:], "--quiet"]) == 0  # the hint, pasted
+
+
+def test_evaluate_without_validation_data_says_so_after_the_examples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blob_data(tmp_path / "blobs.npz")
+    model = tiny_model(tmp_path, epochs=1, data={"source": "npz", "path": "blobs.npz", "validation": 0})
+    assert main(["train", str(model), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"accuracy \d+\.\d\d% on 96 training examples \(\S+blobs\.npz; the run holds no "
+                     r"validation data\)$", out.strip()), out
