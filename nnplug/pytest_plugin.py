@@ -25,6 +25,9 @@ import pytest
 
 #: The module holding the one parametrised test this plugin adds.
 CHECKS_MODULE = Path(__file__).with_name("_pytest_checks.py")
+#: Its tests' node ids start with this wherever nnplug is installed (pytest would make the file
+#: part empty for a file outside the rootdir, the usual case: ``::test_layer_keeps_the_contract[relu]``).
+CHECKS_NODEID = "nnplug/_pytest_checks.py"
 _REGISTRY = pytest.StashKey[Any]()
 _TYPES = pytest.StashKey[list[Any]]()
 
@@ -80,6 +83,16 @@ def _registry(config: pytest.Config) -> Any:
 
         config.stash[_REGISTRY] = load_registry()
     return config.stash[_REGISTRY]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    """The checks module under :data:`CHECKS_NODEID`; any other module as pytest makes it."""
+    if module_path.name != CHECKS_MODULE.name or _TYPES not in parent.config.stash:
+        return None
+    if module_path.resolve() != CHECKS_MODULE.resolve():
+        return None
+    return pytest.Module.from_parent(parent, path=module_path, nodeid=CHECKS_NODEID)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -161,3 +161,9 @@ def test_pytest_plugin_says_a_path_after_the_bare_option_was_taken_as_type_names
     assert result.returncode == 4
     assert "'tests' is not a layer type; did you mean to pass it as a path?" in result.stderr
     assert "--nnplug-layers=NAMES" in result.stderr
+
+
+def test_pytest_plugin_node_ids_name_the_checks_module_outside_the_rootdir(tmp_path):
+    result = _pytest(tmp_path, "--nnplug-layers=relu", "--collect-only")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nnplug/_pytest_checks.py::test_layer_keeps_the_contract[relu]" in result.stdout.splitlines()
