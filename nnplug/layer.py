@@ -142,6 +142,9 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
     for field in shown_fields[:MAX_FIELD_LINES]:
         msgs, received = by_field[field]
         text = msgs[0] if len(msgs) == 1 else "expected one of: " + "; ".join(msgs)
+        if field == "(config)" and prefix:  # a rule across fields: its own words name them
+            lines.append(f"{prefix}: {text}")
+            continue
         shown = repr(received)
         if len(shown) > 60:
             shown = shown[:57] + "..."
