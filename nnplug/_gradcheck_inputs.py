@@ -20,6 +20,14 @@ TOLERANCES: dict[str, tuple[float, float, float]] = {
 }
 
 
+def streams(seed: int | None) -> list[np.random.Generator]:
+    """Three independent generators from ``seed`` (R; the entries sampled and fast mode's
+    directions; full mode's directions and the bisections), none of them ``default_rng(seed)``
+    itself, from which a caller may have drawn the inputs: a direction along x, or R equal to
+    x, can hide a mistake (a layer norm is flat along its input)."""
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3)]
+
+
 def is_seed(value: Any) -> bool:
     """A seed numpy takes: a non-negative int (not a bool)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 0)

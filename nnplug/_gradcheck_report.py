@@ -31,11 +31,12 @@ class Entry:
         text = (f"{_location(self.tensor, self.index)}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}, "
                 f"relative error {self.rel_error:.3g}")
         if self.unresolved_noise == float("inf"):
-            text += (" (unresolved: the function is not finite within one step of this point, or the step "
-                     "is lost in the rounding of the point itself; draw smaller values, or give a larger eps)")
+            text += (" (unresolved: the function is not finite at this point or within one step of it, or the "
+                     "step is lost in the rounding of the point itself; draw smaller values, or give a larger eps)")
         elif self.unresolved_noise:
-            text += (f" (unresolved: the rounding of large outputs leaves this difference uncertain by "
-                     f"{self.unresolved_noise:.3g}, and larger steps did not settle it; give a larger eps)")
+            text += (f" (unresolved: rounding leaves this difference uncertain by {self.unresolved_noise:.3g}, "
+                     "as large outputs or inputs beside the step do, and larger steps did not settle it; "
+                     "give a larger eps)")
         return text
 
 
@@ -97,8 +98,7 @@ class GradcheckReport:
                  f"  tolerance: |analytic - numeric| <= {self.atol:g} + {self.rtol:g} * |numeric|, "
                  f"step {self.eps:g}; {self.n_forward} forward evaluations"]
         if self.max_noise > 0.1 * self.atol:  # large outputs: the differences' own rounding was allowed for
-            lines[-1] += (f"; up to {self.max_noise:.3g} more allowed for the rounding of large outputs "
-                          "in the differences")
+            lines[-1] += f"; up to {self.max_noise:.3g} more allowed for rounding in the differences"
         if self.worst:
             lines.append(f"  worst entry: {self.worst}")
         if self.failures:
@@ -111,7 +111,7 @@ class GradcheckReport:
             unresolved = sum(f.unresolved_noise > 0 for f in self.failures)
             if unresolved:
                 lines.append(f"  {unresolved} of them could not be resolved: finite differences cannot check "
-                             "them at these steps (outputs too large beside the step, or not finite)")
+                             "them at these steps (values too large beside the step, or not finite)")
             named = {f.tensor for f in self.failures if isinstance(f.index, tuple)}
             hidden = sorted({f.tensor for f in self.failures if isinstance(f.index, str)} - named)
             if hidden:

@@ -73,12 +73,17 @@ PARAM_KINDS = ("perturbed", "init")
 
 def case_params(kind: str, params: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``init_params``' values as float64, moved off them unless ``kind`` is ``init``: each
-    entry by about 10% of itself and by at least about 0.1 (standard normal steps), so that a
-    zero, or a gate initialised at 1e-6, moves too."""
+    entry by about 10% of itself and away from zero by about 0.01 more, keeping its sign (so a
+    gate initialised at 1e-6 moves to about 0.01, and a positive scale stays positive); an
+    entry of 0 by about 0.1 either way. Standard normal steps."""
     exact = {k: v.astype(np.float64) for k, v in params.items()}
     if kind == "init":
         return exact
-    return {k: v + 0.1 * rng.standard_normal(v.shape) * np.maximum(np.abs(v), 1.0) for k, v in exact.items()}
+    moved = {}
+    for k, v in exact.items():
+        relative, lift, either_way = (rng.standard_normal(v.shape) for _ in range(3))
+        moved[k] = np.where(v == 0, 0.1 * either_way, v * (1 + 0.1 * relative) + np.sign(v) * 0.01 * np.abs(lift))
+    return moved
 
 
 def draw_values(kind: str, shape: Shape, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +110,8 @@ class Case:
     in_shapes: tuple[Shape, ...]
     values: str = field(default="normal")
     #: ``perturbed``: the checker moves every parameter off ``init_params``' values (by about
-    #: 10%, and at least about 0.1), so that a parameter drawn as 0, 1e-6 or 1 cannot hide a wrong
+    #: 10%, away from zero by about 0.01 more, keeping its sign; zeros by about 0.1), so that a
+    #: parameter drawn as 0, 1e-6 or 1 cannot hide a wrong
     #: gradient; ``init``: exactly ``init_params``' values, for parameters that must stay
     #: where they are drawn (a positive scale initialised near 0, say).
     params: str = field(default="perturbed")

@@ -29,13 +29,14 @@ to ``t``'s dtype, minus ``t``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
 
 from nnplug import _returns as returns
 from nnplug._gradcheck_directions import directional, locate
-from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params
+from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params, streams
 from nnplug._gradcheck_probe import Compared, Measure, Point, Probe, compared, settle
 from nnplug._gradcheck_report import GradcheckReport
 from nnplug.errors import NnplugError, PluginError, ShapeError, exception_text
@@ -100,7 +101,7 @@ def _elementwise(point: Point, tensors: dict[str, np.ndarray], name: str, analyt
 def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
          analytic: Mapping[str, np.ndarray], *, mode: Mode, dtype: str, eps: float | None,
          rtol: float | None, atol: float | None, max_entries: int, n_directions: int,
-         seed: int | None, also_reads: float = 0.0) -> GradcheckReport:
+         seed: int | None) -> GradcheckReport:
     """Check every tensor. Fast mode takes directions first and entries only where one fails;
     full mode takes entries, and directions too where it samples them (a mistake in one column
     of a wide tensor could miss the sample). Entries are the finer verdict: directions that
@@ -109,47 +110,39 @@ def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
     h, default_rtol, default_atol = TOLERANCES[dtype]
     report = GradcheckReport(subject, mode, dtype, h if eps is None else eps,
                              default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
-    rng = np.random.default_rng(seed)
-    aside = rng.spawn(1)[0]  # full mode's directions and the bisections: the entries sampled stay rng's
+    _, rng, aside = streams(seed)  # the samples and fast mode's directions; full mode's and bisections
     counter = _Counter(f)
-    largest = max([also_reads, *(float(np.max(np.abs(t), initial=0.0)) for t in tensors.values())])
-    point = Point(counter, counter(tensors), float(np.finfo(dtype).eps), largest)
+    at_rest = Point(counter, counter(tensors), float(np.finfo(dtype).eps), 0.0)
     for name in tensors:
         grad = np.asarray(analytic[name], dtype=np.float64)  # of the tensor's shape: the callers checked
+        # the tensor's own magnitude: what its steps' rounding is charged for (see _gradcheck_probe)
+        point = replace(at_rest, largest_value=float(np.max(np.abs(tensors[name]), initial=0.0)))
         sampled = tensors[name].size > max_entries
+        kinks = len(report.kinks)
         directions: list[Compared] = []
-        entries_failed = False
+        entries, entries_failed = np.zeros(0, dtype=np.int64), False
         if mode == "fast":
             directions, doubtful = directional(point, tensors, name, grad, report, rng, n_directions)
             if doubtful:
-                entries_failed = _elementwise(point, tensors, name, grad, report, _sample(grad.size, rng, max_entries))
+                entries = _sample(grad.size, rng, max_entries)
+                entries_failed = _elementwise(point, tensors, name, grad, report, entries)
                 if not entries_failed and not sampled:
                     directions = []  # every entry checked and passed: the directions' doubt was noise
         else:
-            entries_failed = _elementwise(point, tensors, name, grad, report, _sample(grad.size, rng, max_entries))
+            entries = _sample(grad.size, rng, max_entries)
+            entries_failed = _elementwise(point, tensors, name, grad, report, entries)
             if sampled and not entries_failed:
                 directions, _ = directional(point, tensors, name, grad, report, aside, n_directions)
         if sampled and not entries_failed and any(d.bad for d in directions):
             found = locate(point, tensors, name, grad, report, aside)
-            if found is not None:
-                _elementwise(point, tensors, name, grad, report, np.array([found]))
+            if found is not None and found not in entries:
+                entries_failed = _elementwise(point, tensors, name, grad, report, np.array([found]))
+        if len(report.kinks) > kinks and not entries_failed:
+            directions = []  # a kink in this tensor, reported as such, explains their miss
         for direction in directions:
             direction.record(report)
     report.n_forward = counter.calls
     return report
-
-
-def _largest_float(target: Any) -> float:
-    """The largest magnitude among a float target's values (a regression target of 1e5 is
-    read by the loss as much as its prediction is); 0 for class indices or anything else."""
-    try:
-        values = np.asarray(target)
-    except Exception:  # a target only the loss understands
-        return 0.0
-    if values.dtype.kind != "f" or not values.size:
-        return 0.0
-    largest = float(np.max(np.abs(values)))
-    return largest if np.isfinite(largest) else 0.0
 
 
 def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = None, *,
@@ -192,9 +185,9 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     y, cache = returns.pair(subject, "forward", layer.forward(p, inp, training=True), "(y, cache)")
     batch = len(tensors[names[0]])
     returns.array(subject, "forward's output", y, (batch, *out_shape))
-    # R from a stream of its own: x drawn by the caller from the same seed would otherwise be
-    # R itself, and a layer norm's gradient along its own input is zero
-    r = rng.spawn(1)[0].standard_normal(y.shape).astype(dtype)
+    # R from a stream of its own: x drawn by the caller from default_rng(seed) would otherwise
+    # be R itself, and a layer norm's gradient along its own input is zero
+    r = streams(seed)[0].standard_normal(y.shape).astype(dtype)
     dx, grads = returns.pair(subject, "backward", layer.backward(p, cache, r.copy()), "(dx, {name: gradient})")
     if multi and not (isinstance(dx, (tuple, list)) and len(dx) == len(names)):
         raise PluginError(f"{subject}: backward returned {type(dx).__name__} as dx, expected a tuple of "
@@ -241,8 +234,7 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
         return np.array([loss.forward(ts["pred"], target)[0]], dtype=np.float64)
 
     report = _run(f"{loss!r}", f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
-                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed,
-                  also_reads=_largest_float(target_array))
+                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
     report.n_forward += 1
     return report.raise_if_failed() if raise_on_failure else report
 
@@ -275,8 +267,7 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
         return np.array([model.loss.forward(pred, target)[0]], dtype=np.float64)
 
     report = _run(repr(model), f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
-                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed,
-                  also_reads=_largest_float(target))
+                  atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)
     report.n_forward += 2
     return report.raise_if_failed() if raise_on_failure else report
 

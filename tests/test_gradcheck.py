@@ -328,11 +328,13 @@ def _plugin_of(*classes):
 def test_a_kink_just_inside_one_step_is_stepped_around_not_reported_as_a_wrong_gradient():
     # conv1/w[10, 0, 2, 2] moves a ReLU input or a max-pool tie across its kink within 1e-6:
     # both one-sided slopes bend a little (no kink called), and the central difference used
-    # to miss the right gradient by 1.6%; a ten times smaller step stays clear of it
+    # to miss the right gradient by 1.6%; a ten times smaller step stays clear of it. (Every
+    # conv1 entry is checked; others sit on kinks, which are reported as such.)
     model = nnplug.Model.from_file(Path(__file__).parent.parent / "examples" / "digits_cnn.yaml")
     rng = np.random.default_rng(0)
     x, target = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 10, 4)
-    assert nnplug.gradcheck(model, x, target).ok
+    report = nnplug.gradcheck(model, x, target, max_entries=144, raise_on_failure=False)
+    assert not report.failures, str(report)
 
 
 class _Offset(nnplug.Layer):
@@ -395,5 +397,5 @@ def test_an_output_too_large_for_the_step_fails_as_unresolved_never_passes():
 
 def test_the_report_says_when_rounding_of_large_outputs_was_allowed_for():
     x = np.random.default_rng(4).standard_normal((3, 5, 4))
-    assert "allowed for the rounding of large outputs" in str(nnplug.gradcheck(_Offset({"offset": 1e6}), x))
-    assert "rounding of large outputs" not in str(nnplug.gradcheck(_Offset({}), x))
+    assert "allowed for rounding in the differences" in str(nnplug.gradcheck(_Offset({"offset": 1e6}), x))
+    assert "allowed for rounding" not in str(nnplug.gradcheck(_Offset({}), x))

@@ -141,7 +141,7 @@ def test_an_output_overflowing_within_the_step_fails_as_unresolved_whatever_the_
                                   raise_on_failure=False)
     overflowing = [f for f in report.failures if isinstance(f.index, tuple) and f.index[1] == 0]
     assert len(overflowing) == 2 and all(f.unresolved_noise == np.inf for f in overflowing)
-    assert "not finite within one step" in str(overflowing[0])
+    assert "not finite at this point or within one step of it" in str(overflowing[0])
     assert {f.index for f in report.failures if isinstance(f.index, tuple)} == ({(0, 0), (1, 0)} if wrong == 1.0
                                                                                  else {(0, 0), (0, 1), (1, 0), (1, 1)})
 
@@ -233,3 +233,141 @@ def test_rounding_beside_a_zero_gradient_is_not_a_relative_error_of_one():
     assert not result.bad and result.entry.rel_error == pytest.approx(1.8e-4)
     wrong = compared(_report(), "x", (0, 0), 2e-3, Probe(1e-9, 1e-9, 1e-6, 1e-6, 0.0), 0.0, kink_test=True)
     assert wrong.bad and wrong.entry.rel_error == pytest.approx(0.5)
+
+
+# -- found by review: flat entries, kinks under coarse steps, float32's allowance, streams ----
+
+
+class MaskedFill(nnplug.Layer):
+    """Every fourth feature replaced by -1e9 (a causal mask's fill): those entries are flat."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["masked_fill_for_tests"] = "masked_fill_for_tests"
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def _masked(self, a):
+        return np.arange(a.shape[-1]) % 4 == 3
+
+    def forward(self, params, x, *, training):
+        return np.where(self._masked(x), -1e9, x), None
+
+    def backward(self, params, cache, dy):
+        return np.where(self._masked(dy), 0.0, dy), {}
+
+
+class Gate(nnplug.Layer):
+    """y = x0 · sigmoid(x1); ``wrong`` scales dx0."""
+
+    n_inputs = 2
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["gate_for_tests"] = "gate_for_tests"
+        wrong: float = 1.0
+
+    def output_shape(self, in_shapes):
+        return in_shapes[0]
+
+    def forward(self, params, xs, *, training):
+        gate = 1 / (1 + np.exp(-np.clip(xs[1], -700, 700)))
+        return xs[0] * gate, (xs[0], gate)
+
+    def backward(self, params, cache, dy):
+        x0, gate = cache
+        return (dy * gate * self.config.wrong, dy * x0 * gate * (1 - gate)), {}
+
+
+class SoftSign(nnplug.Layer):
+    """x / sqrt(x² + eps), eps a parameter initialised at 1e-3 that must stay positive."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["softsign_eps_for_tests"] = "softsign_eps_for_tests"
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def init_params(self, in_shape, rng):
+        return {"eps": np.full(in_shape, 1e-3)}
+
+    def forward(self, params, x, *, training):
+        d = np.sqrt(x * x + params["eps"])
+        return x / d, (x, d)
+
+    def backward(self, params, cache, dy):
+        x, d = cache
+        return dy * params["eps"] / d**3, {"eps": (dy * -0.5 * x / d**3).sum(0)}
+
+
+@pytest.mark.parametrize("dtype,x", [
+    ("float32", np.random.default_rng(1).permutation(384).reshape(2, 3, 8, 8) / 50.0),  # 0.02 apart
+    ("float64", 5e3 + np.random.default_rng(1).permutation(384).reshape(2, 3, 8, 8) * 5e-5),
+])
+def test_a_correct_max_pool_passes_though_coarse_steps_would_cross_its_window_max(dtype, x):
+    maxpool = nnplug.load_registry().get("maxpool2d")({"pool_size": 2})
+    for mode in ("full", "fast"):
+        report = nnplug.gradcheck(maxpool, x, mode=mode, dtype=dtype, raise_on_failure=False)
+        assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("layer,x,atol", [
+    (MaskedFill({}), _normal((2, 8)), None),
+    (Elementwise({"fn": "identity", "offset": 1e6}), np.maximum(_normal((2, 1000)), 0), None),
+    (nnplug.load_registry().get("relu")({}), _normal((2, 8)), 0.0),
+])
+def test_an_entry_that_moves_nothing_is_flat_beside_huge_terms_or_at_atol_zero(layer, x, atol):
+    for mode in ("full", "fast"):
+        assert nnplug.gradcheck(layer, x, mode=mode, atol=atol, raise_on_failure=False).ok
+
+
+def test_float32_rounding_allowance_does_not_hide_a_three_percent_mistake():
+    for seed in range(10):
+        x = _normal((3, 8), seed=seed)
+        right = nnplug.gradcheck(Elementwise({"offset": 100.0}), x, dtype="float32", seed=seed, raise_on_failure=False)
+        wrong = nnplug.gradcheck(Elementwise({"offset": 100.0, "wrong": 1.03}), x, dtype="float32", seed=seed,
+                                 raise_on_failure=False)
+        assert right.ok and not wrong.ok
+
+
+def test_a_huge_value_in_one_input_does_not_blur_the_check_of_another():
+    x0, sign = _normal((2, 5)), np.sign(_normal((2, 5), seed=7))
+    assert nnplug.gradcheck(Gate({}), (x0, 1e11 * sign)).ok
+    assert not nnplug.gradcheck(Gate({"wrong": 1.0005}), (x0, 1e6 * sign), raise_on_failure=False).ok
+
+
+def test_a_kink_outside_the_sample_found_by_bisection_is_reported_as_a_kink():
+    x = _normal((2, 2000))
+    x[1, 1777] = 0.0
+    relu = nnplug.load_registry().get("relu")({})
+    for mode in ("full", "fast"):
+        report = nnplug.gradcheck(relu, x, mode=mode, raise_on_failure=False)
+        assert not report.failures and [k.index for k in report.kinks] == [(1, 1777)], str(report)
+
+
+def test_no_direction_is_drawn_from_the_callers_stream():
+    # x from default_rng(seed), the checker's first direction from it too, would be x itself:
+    # a layer norm is flat along its own input, and a 50% mistake invisible there
+    for seed in range(10):
+        x = np.random.default_rng(seed).standard_normal((3, 8))
+        report = nnplug.gradcheck(LayerNorm({"wrong": 1.5}), x, mode="fast", seed=seed, n_directions=1,
+                                  raise_on_failure=False)
+        assert report.failures
+
+
+def test_a_wrong_gradient_on_a_float32_curve_is_reported_wrong_not_as_a_kink():
+    for seed in range(5):
+        report = nnplug.gradcheck(Elementwise({"fn": "quartic", "wrong": 1.1}), _normal((3, 6), seed=seed),
+                                  dtype="float32", seed=seed, raise_on_failure=False)
+        assert report.failures and not report.kinks
+
+
+def test_a_small_positive_parameter_stays_positive_when_perturbed():
+    for seed in range(10):
+        check_layer(SoftSign, Case({}, ((4,),)), seed=seed)
+
+
+def test_float32_fast_mode_stays_a_few_evaluations_per_tensor_on_large_layers():
+    for layer, x in [(Elementwise({}), _normal((4, 5000))),
+                     (nnplug.load_registry().get("dense")({"units": 256}), 10 * _normal((4, 256)))]:
+        report = nnplug.gradcheck(layer, x, mode="fast", dtype="float32")
+        assert report.n_forward <= 2 + 3 * 3 * 6  # three directions per tensor, each at up to three steps
