@@ -328,8 +328,7 @@ def _plugin_of(*classes):
 def test_a_kink_just_inside_one_step_is_stepped_around_not_reported_as_a_wrong_gradient():
     # conv1/w[10, 0, 2, 2] moves a ReLU input or a max-pool tie across its kink within 1e-6:
     # both one-sided slopes bend a little (no kink called), and the central difference used
-    # to miss the right gradient by 1.6%; a ten times smaller step stays clear of it. (Every
-    # conv1 entry is checked; others sit on kinks, which are reported as such.)
+    # to miss by 1.6%; a ten times smaller step stays clear. Every conv1 entry is checked.
     model = nnplug.Model.from_file(Path(__file__).parent.parent / "examples" / "digits_cnn.yaml")
     rng = np.random.default_rng(0)
     x, target = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 10, 4)
