@@ -17,13 +17,15 @@ Kinks (ReLU at 0, max-pool ties) are detected where the one-sided differences
 A difference is taken term by term (``R * y`` entry by entry for a layer) before it is summed:
 a term the step does not change then cancels exactly, however large (an output offset by 1e6,
 a mask of -1e9), and the rounding noise left is estimated from the terms that did change and
-from the size of the values the function reads (:mod:`nnplug._gradcheck_probe`). It is added to
-the tolerance, so a layer with large outputs or inputs is not failed for the differences' own
+from the checked tensor's own magnitude (:mod:`nnplug._gradcheck_probe`). It is added to the
+tolerance, so a layer with large outputs or inputs is not failed for the differences' own
 rounding (at ordinary sizes it is far below ``atol``). But it may never exceed 0.1% of the
-derivative (or ``atol``): an entry noisier than that is measured again at steps 10 to 10,000
-times larger, and if it stays unresolved it fails as such, never passed; so does an entry whose
-function is not finite within one step. The steps are those actually taken: ``t + h`` rounded
-to ``t``'s dtype, minus ``t``.
+derivative (a tenth of ``rtol`` where that is coarser, or ``atol``): an entry noisier than that
+is measured again at steps 10 to 10,000 times larger, and if it stays unresolved it fails as
+such, never passed; so does an entry whose function is not finite within one step. An entry
+that moves no term is flat where the analytic gradient is within ``atol`` of 0. The steps are
+those actually taken: ``t + h`` rounded to ``t``'s dtype, minus ``t``. ``R``, the entries
+sampled and the directions come from streams of their own (:func:`streams`).
 """
 
 from __future__ import annotations
