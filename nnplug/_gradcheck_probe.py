@@ -18,7 +18,7 @@ the largest term could hide.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -72,6 +72,9 @@ class Probe:
     noise: float
     #: no term moved at all: a flat function, or a change lost in the rounding of large terms
     still: bool = False
+    #: its one-sided slopes stay apart at a ten times smaller step, by more than it misses the
+    #: gradient: a kink within the step, however small beside atol (see :func:`settle`)
+    bent: bool = False
 
     @classmethod
     def of(cls, plus: np.ndarray, minus: np.ndarray, at: np.ndarray, step_right: float, step_left: float,
@@ -125,7 +128,7 @@ class Probe:
             # to move, such as a 1e-6 slope beside outputs of 1e12, is beyond differences; a
             # masked entry beside a -1e9 fill is the common case, and it is flat.)
             return "fits"
-        if kink_test and self.kinked(report, scale):
+        if kink_test and (self.bent or self.kinked(report, scale)):
             return "kink"
         if self.noise > self.resolvable(report):
             return "unresolved"
@@ -232,7 +235,11 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
     if verdict == "kink":
         finer = measure(h / 10)
         gap, finer_gap = (abs(np.subtract(*p.slopes)) for p in (first, finer))
-        if not (finer.usable and 10 / 3 * finer_gap <= gap <= 30 * finer_gap):
+        # A curve's central differences agree at both steps (their error is of order h²); a
+        # kink between h/10 and h shrinks the gap too, but moves the central difference.
+        steady = abs(finer.numeric - first.numeric) <= (report.atol + report.rtol * abs(first.numeric)
+                                                        + first.noise + finer.noise)
+        if not (finer.usable and steady and 10 / 3 * finer_gap <= gap <= 30 * finer_gap):
             return first, True
         # The gap is curvature: the finer step decides, or, if it is too noisy (float32's
         # rounding at a step of 1e-3), the first step without the kink test.
@@ -243,6 +250,14 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
         finer = measure(h / 10)
         if finer.verdict(report, analytic, scale) in ("fits", "kink"):
             return finer, True
+        # Off at both steps. A kink within both (a max-pool tie nearer than float32's step of
+        # 1e-2) keeps the one-sided slopes apart at each, by more than the miss, though by too
+        # little beside atol to be called a kink; a smooth function's gap shrinks tenfold, and
+        # a wrong gradient's miss is not explained by it.
+        gap, finer_gap = (abs(np.subtract(*p.slopes)) for p in (first, finer))
+        if (finer.usable and finer_gap > gap / 3 and gap > 4 * (first.noise + finer.noise)
+                and abs(analytic - first.numeric) <= gap):
+            return replace(first, bent=True), True
     if first.rounding_matters(report):
         coarse = _coarser(measure, report, analytic, scale, first if verdict == "unresolved" else None)
         if coarse is not None:

@@ -371,3 +371,11 @@ def test_float32_fast_mode_stays_a_few_evaluations_per_tensor_on_large_layers():
                      (nnplug.load_registry().get("dense")({"units": 256}), 10 * _normal((4, 256)))]:
         report = nnplug.gradcheck(layer, x, mode="fast", dtype="float32")
         assert report.n_forward <= 2 + 3 * 3 * 6  # three directions per tensor, each at up to three steps
+
+
+@pytest.mark.parametrize("seed", [1, 3, 4])  # draws with a window whose two largest are 2e-4 to 1e-3 apart
+def test_a_max_pool_tie_nearer_than_float32s_step_is_a_kink_not_a_wrong_gradient(seed):
+    maxpool = nnplug.load_registry().get("maxpool2d")({"pool_size": 2})
+    x = np.random.default_rng(100 + seed).standard_normal((3, 2, 6, 6))
+    report = nnplug.gradcheck(maxpool, x, dtype="float32", seed=seed, raise_on_failure=False)
+    assert report.kinks and not report.failures, str(report)
