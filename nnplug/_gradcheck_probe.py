@@ -72,8 +72,8 @@ class Probe:
     noise: float
     #: no term moved at all: a flat function, or a change lost in the rounding of large terms
     still: bool = False
-    #: its one-sided slopes stay apart at a ten times smaller step, by more than it misses the
-    #: gradient: a kink within the step, however small beside atol (see :func:`settle`)
+    #: its central difference moves at a ten times smaller step, or its one-sided slopes stay
+    #: apart there: a kink within the step, however small beside atol (see :func:`settle`)
     bent: bool = False
 
     @classmethod
@@ -250,13 +250,16 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
         finer = measure(h / 10)
         if finer.verdict(report, analytic, scale) in ("fits", "kink"):
             return finer, True
-        # Off at both steps. A kink within both (a max-pool tie nearer than float32's step of
-        # 1e-2) keeps the one-sided slopes apart at each, by more than the miss, though by too
-        # little beside atol to be called a kink; a smooth function's gap shrinks tenfold, and
-        # a wrong gradient's miss is not explained by it.
+        # Off at both steps. A wrong gradient on a smooth function measures the same at each
+        # (the truncation error is of order h²). A kink within the step does not: the central
+        # difference moves (ReLUs crossing as a conv weight moves), or the one-sided slopes stay
+        # apart at both, by more than the miss, though too little beside atol to be called a
+        # kink (a max-pool tie nearer than float32's step of 1e-2).
         gap, finer_gap = (abs(np.subtract(*p.slopes)) for p in (first, finer))
-        if (finer.usable and finer_gap > gap / 3 and gap > 4 * (first.noise + finer.noise)
-                and abs(analytic - first.numeric) <= gap):
+        noise = first.noise + finer.noise
+        moved = abs(finer.numeric - first.numeric) > report.atol + report.rtol * abs(first.numeric) + noise
+        apart = finer_gap > gap / 3 and gap > 4 * noise and abs(analytic - first.numeric) <= gap
+        if finer.usable and (moved or apart):
             return replace(first, bent=True), True
     if first.rounding_matters(report):
         coarse = _coarser(measure, report, analytic, scale, first if verdict == "unresolved" else None)

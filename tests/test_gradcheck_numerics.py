@@ -5,6 +5,7 @@ says why."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -378,4 +379,14 @@ def test_a_max_pool_tie_nearer_than_float32s_step_is_a_kink_not_a_wrong_gradient
     maxpool = nnplug.load_registry().get("maxpool2d")({"pool_size": 2})
     x = np.random.default_rng(100 + seed).standard_normal((3, 2, 6, 6))
     report = nnplug.gradcheck(maxpool, x, dtype="float32", seed=seed, raise_on_failure=False)
+    assert report.kinks and not report.failures, str(report)
+
+
+def test_a_relu_model_whose_float32_step_crosses_kinks_reports_kinks_not_a_wrong_gradient():
+    # a conv weight moved by 1e-2 carries several ReLU inputs across 0: the central difference
+    # moves with the step, which a wrong gradient on a smooth function never does
+    model = nnplug.Model.from_file(Path(__file__).parent.parent / "examples" / "digits_cnn.yaml")
+    rng = np.random.default_rng(0)
+    x, target = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 10, 4)
+    report = nnplug.gradcheck(model, x, target, dtype="float32", raise_on_failure=False)
     assert report.kinks and not report.failures, str(report)
