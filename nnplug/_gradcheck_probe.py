@@ -80,7 +80,7 @@ class Probe:
     def of(cls, plus: np.ndarray, minus: np.ndarray, at: np.ndarray, step_right: float, step_left: float,
            unit: float, largest_value: float) -> Probe:
         """The probe from the terms at ``t + step_right``, ``t - step_left`` and ``t``; ``unit``
-        is the checked dtype's machine epsilon, ``largest_value`` the largest value the function reads."""
+        is the checked dtype's machine epsilon, ``largest_value`` the checked tensor's largest entry."""
         with np.errstate(invalid="ignore", over="ignore"):
             # a term the step leaves alone cancels exactly, even an inf; NaN != NaN counts as changed
             changed = (plus != minus) | (plus != at)
@@ -107,6 +107,12 @@ class Probe:
         return _ratio(self.left, self.step_left), _ratio(self.right, self.step_right)
 
     @property
+    def gap(self) -> float:
+        """How far the one-sided slopes are apart."""
+        left, right = self.slopes
+        return abs(right - left)
+
+    @property
     def usable(self) -> bool:
         return bool(np.isfinite(self.noise) and np.isfinite(self.numeric))
 
@@ -114,7 +120,7 @@ class Probe:
         """The one-sided slopes disagree beyond what a smooth function's curvature and the
         differences' rounding (each one-sided slope carries up to twice the central one's) explain."""
         left, right = self.slopes
-        return abs(right - left) > KINK_RATIO * max(abs(left), abs(right), scale) + 10 * report.atol + 4 * self.noise
+        return self.gap > KINK_RATIO * max(abs(left), abs(right), scale) + 10 * report.atol + 4 * self.noise
 
     def verdict(self, report: GradcheckReport, analytic: float, scale: float, *, kink_test: bool = True) -> Verdict:
         """``kink`` (one-sided slopes apart), ``unresolved`` (too noisy to tell right from wrong,
@@ -166,8 +172,8 @@ Measure = Callable[[float], Probe]
 
 @dataclass(frozen=True)
 class Point:
-    """What every probe of one check shares: the terms function (counting its calls), the terms
-    at the unmoved point, the dtype's machine epsilon, and the largest value the function reads."""
+    """What every probe of a tensor shares: the terms function (counting its calls), the terms
+    at the unmoved point, the dtype's machine epsilon, and the tensor's largest entry."""
 
     f: Callable[[dict[str, np.ndarray]], np.ndarray]
     at: np.ndarray
@@ -234,12 +240,9 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
         return first, True
     if verdict == "kink":
         finer = measure(h / 10)
-        gap, finer_gap = (abs(np.subtract(*p.slopes)) for p in (first, finer))
         # A curve's central differences agree at both steps (their error is of order h²); a
         # kink between h/10 and h shrinks the gap too, but moves the central difference.
-        steady = abs(finer.numeric - first.numeric) <= (report.atol + report.rtol * abs(first.numeric)
-                                                        + first.noise + finer.noise)
-        if not (finer.usable and steady and 10 / 3 * finer_gap <= gap <= 30 * finer_gap):
+        if not (finer.usable and _steady(first, finer, report) and 10 / 3 * finer.gap <= first.gap <= 30 * finer.gap):
             return first, True
         # The gap is curvature: the finer step decides, or, if it is too noisy (float32's
         # rounding at a step of 1e-3), the first step without the kink test.
@@ -255,11 +258,9 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
         # difference moves (ReLUs crossing as a conv weight moves), or the one-sided slopes stay
         # apart at both, by more than the miss, though too little beside atol to be called a
         # kink (a max-pool tie nearer than float32's step of 1e-2).
-        gap, finer_gap = (abs(np.subtract(*p.slopes)) for p in (first, finer))
-        noise = first.noise + finer.noise
-        moved = abs(finer.numeric - first.numeric) > report.atol + report.rtol * abs(first.numeric) + noise
-        apart = finer_gap > gap / 3 and gap > 4 * noise and abs(analytic - first.numeric) <= gap
-        if finer.usable and (moved or apart):
+        apart = (finer.gap > first.gap / 3 and first.gap > 4 * (first.noise + finer.noise)
+                 and abs(analytic - first.numeric) <= first.gap)
+        if finer.usable and (not _steady(first, finer, report) or apart):
             return replace(first, bent=True), True
     if first.rounding_matters(report):
         coarse = _coarser(measure, report, analytic, scale, first if verdict == "unresolved" else None)
@@ -287,10 +288,16 @@ def _coarser(measure: Measure, report: GradcheckReport, analytic: float, scale: 
     return noisy
 
 
+def _steady(first: Probe, finer: Probe, report: GradcheckReport) -> bool:
+    """The central differences at two steps agree within the tolerance and both noises."""
+    return abs(finer.numeric - first.numeric) <= (report.atol + report.rtol * abs(first.numeric)
+                                                  + first.noise + finer.noise)
+
+
 def _plainly_missed(first: Probe, second: Probe, analytic: float) -> bool:
     """Two resolved derivatives that agree to a tenth of how far both miss ``analytic`` and miss
     it by more than :data:`GROSS` (relative), each with one-sided slopes that agree as closely (a
     kink crossed by the coarse steps, a max-pool's window max, bends them apart)."""
     miss = abs(first.numeric - analytic)
-    straight = all(abs(np.subtract(*p.slopes)) <= 0.1 * miss for p in (first, second))
+    straight = all(p.gap <= 0.1 * miss for p in (first, second))
     return straight and abs(first.numeric - second.numeric) <= 0.1 * miss and first.relative_error(analytic) > GROSS
