@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnplug._gradcheck_probe import COARSER, Compared, Point, Probe, compared, root_sum_squares
+from nnplug._gradcheck_probe import COARSER, Compared, Point, Probe, compared, confirmed, root_sum_squares
 from nnplug._gradcheck_report import GradcheckReport
 
 #: Directions drawn per bisection level before giving up (a random direction can all but miss
@@ -54,18 +54,29 @@ def directional(point: Point, tensors: dict[str, np.ndarray], name: str, analyti
         if probe.verdict(report, along, scale, kink_test=False) == "unresolved":
             # A direction moves every term, and their rounding adds up (float32, large values):
             # a larger step may fit, keeping fast mode at O(1) evaluations; else the entries decide.
-            for factor in COARSER[:2]:
-                probe, along = _along(point, tensors, name, analytic, v, report.eps * factor)
-                if probe.verdict(report, along, scale, kink_test=False) == "fits":
-                    kink_test = False
-                    break
-            else:
+            coarse = _coarse_fit(point, tensors, name, analytic, v, report, scale)
+            if coarse is None:
                 unresolved = True
                 continue
+            (probe, along), kink_test = coarse, False
         result = compared(report, name, f"direction {k}", along, probe, scale, kink_test=kink_test)
         if result is not None:
             results.append(result)
     return results, unresolved or any(result.bad for result in results)
+
+
+def _coarse_fit(point: Point, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray, v: np.ndarray,
+                report: GradcheckReport, scale: float) -> tuple[Probe, float] | None:
+    """The probe and ``<grad, v>`` at the first step 10 or 100 times larger that fits, unless
+    its truncation error could make the fit (:func:`~nnplug._gradcheck_probe.confirmed`)."""
+    for factor in COARSER[:2]:
+        probe, along = _along(point, tensors, name, analytic, v, report.eps * factor)
+        if probe.verdict(report, along, scale, kink_test=False) == "fits":
+            def measure(h: float) -> Probe:
+                return _along(point, tensors, name, analytic, v, h)[0]
+
+            return (probe, along) if confirmed(probe, measure, report.eps * factor, report, along) else None
+    return None
 
 
 def locate(point: Point, tensors: dict[str, np.ndarray], name: str, analytic: np.ndarray,

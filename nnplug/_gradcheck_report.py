@@ -110,8 +110,10 @@ class GradcheckReport:
                          + ", ".join(sorted({f.tensor for f in self.failures})))
             unresolved = sum(f.unresolved_noise > 0 for f in self.failures)
             if unresolved:
+                advice = ("; a float64 check (dtype='float64') rounds 2**29 times finer"
+                          if self.dtype != "float64" else "")
                 lines.append(f"  {unresolved} of them could not be resolved: finite differences cannot check "
-                             "them at these steps (values too large beside the step, or not finite)")
+                             f"them at these steps (values too large beside the step, or not finite){advice}")
             named = {f.tensor for f in self.failures if isinstance(f.index, tuple)}
             hidden = sorted({f.tensor for f in self.failures if isinstance(f.index, str)} - named)
             if hidden:

@@ -144,6 +144,49 @@ def test_a_coarse_step_missing_by_its_truncation_error_is_not_called_a_wrong_gra
     assert probe.verdict(_report(), 1e-3, 0.0, kink_test=False) == "unresolved"
 
 
+def test_a_fit_made_by_a_coarse_steps_truncation_error_is_not_taken():
+    # right derivative 1e-3, analytic 20% high; the step of 1e-3 (the first one quiet enough)
+    # overshoots by exactly that much, and its halves and doubles show the drift
+    probe, _ = settle(_measured(lambda h: 1e-3 * (1 + 2e5 * h * h), 5e-10), _report(), 1.2e-3, 0.0)
+    assert probe.verdict(_report(), 1.2e-3, 0.0, kink_test=False) == "unresolved"
+
+
+def test_a_coarse_fit_stands_where_twice_its_step_would_cross_a_kink():
+    crossed = _measured(lambda h: 1e-3 if h < 1.5e-3 else 0.5e-3, 5e-10)
+    probe, _ = settle(crossed, _report(), 1e-3, 0.0)
+    assert probe.verdict(_report(), 1e-3, 0.0, kink_test=False) == "fits"
+
+
+def test_a_coarse_fit_stands_where_half_its_step_is_noisier_than_estimated():
+    # the half step's rounding is twice what its noise says; twice the step confirms the fit
+    noisy_half = _measured(lambda h: 1e-3 + (3e-6 if abs(h - 5e-4) < 1e-12 else 0.0), 5e-10)
+    probe, _ = settle(noisy_half, _report(), 1e-3, 0.0)
+    assert probe.verdict(_report(), 1e-3, 0.0, kink_test=False) == "fits"
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_float32_coarse_steps_do_not_pass_a_wrong_gradient_on_large_outputs(mode):
+    # exp(x) + 1000 in float32: only a step near 1 beats the rounding, and there the central
+    # difference overshoots by sinh(1) - 1 = 18%, so a gradient 20% too large used to fit
+    for seed in range(20):
+        x = np.random.default_rng(seed).uniform(0.5, 1.5, (2, 1))
+        with np.errstate(over="ignore"):  # exp overflows float32 at the coarsest steps
+            wrong = Elementwise({"fn": "exp", "offset": 1000.0, "wrong": 1.2})
+            assert not nnplug.gradcheck(wrong, x, mode=mode, dtype="float32", seed=seed, raise_on_failure=False).ok
+        right = Elementwise({"fn": "identity", "scale": 3.0, "offset": 1000.0})
+        assert nnplug.gradcheck(right, x, mode=mode, dtype="float32", seed=seed, raise_on_failure=False).ok
+
+
+def test_an_unresolved_float32_check_points_to_float64():
+    # a curve beside outputs of 1000 in float32: no step both beats the rounding and keeps the
+    # truncation error within tolerance
+    x = np.random.default_rng(0).uniform(0.5, 1.5, (2, 1))
+    report = nnplug.gradcheck(Elementwise({"fn": "quartic", "offset": 1000.0}), x, dtype="float32",
+                              raise_on_failure=False)
+    assert report.failures[0].unresolved_noise and "dtype='float64'" in str(report)
+    assert nnplug.gradcheck(Elementwise({"fn": "quartic", "offset": 1000.0}), x.astype(np.float64)).ok
+
+
 def test_rounding_beside_a_zero_gradient_is_not_a_relative_error_of_one():
     # conv2d's README run showed "worst rel. error 1.00e+00" on a passing row: analytic 0, numeric -1.8e-10
     result = compared(_report(), "x", (0, 0), 0.0, Probe(-1.8e-16, -1.8e-16, 1e-6, 1e-6, 0.0), 0.0, kink_test=True)
