@@ -5,6 +5,7 @@ says why."""
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,11 +171,23 @@ def test_float32_coarse_steps_do_not_pass_a_wrong_gradient_on_large_outputs(mode
     # difference overshoots by sinh(1) - 1 = 18%, so a gradient 20% too large used to fit
     for seed in range(20):
         x = np.random.default_rng(seed).uniform(0.5, 1.5, (2, 1))
-        with np.errstate(over="ignore"):  # exp overflows float32 at the coarsest steps
-            wrong = Elementwise({"fn": "exp", "offset": 1000.0, "wrong": 1.2})
-            assert not nnplug.gradcheck(wrong, x, mode=mode, dtype="float32", seed=seed, raise_on_failure=False).ok
+        wrong = Elementwise({"fn": "exp", "offset": 1000.0, "wrong": 1.2})
+        assert not nnplug.gradcheck(wrong, x, mode=mode, dtype="float32", seed=seed, raise_on_failure=False).ok
         right = Elementwise({"fn": "identity", "scale": 3.0, "offset": 1000.0})
         assert nnplug.gradcheck(right, x, mode=mode, dtype="float32", seed=seed, raise_on_failure=False).ok
+
+
+def test_the_checkers_own_steps_do_not_warn_of_overflow_the_callers_point_does_not_have():
+    # exp(x) in float32 overflows at x + 100 (the coarsest step), not at x itself
+    x = np.random.default_rng(0).uniform(0.5, 1.5, (2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = nnplug.gradcheck(Elementwise({"fn": "exp", "offset": 1000.0}), x, dtype="float32",
+                                  raise_on_failure=False)
+    assert report.n_forward > 20  # the coarse steps were taken
+    with pytest.warns(RuntimeWarning, match="overflow"):  # the caller's own point still warns
+        nnplug.gradcheck(Elementwise({"fn": "exp"}), np.full((2, 1), 100.0, dtype=np.float32),
+                         dtype="float32", raise_on_failure=False)
 
 
 def test_an_unresolved_float32_check_points_to_float64():
