@@ -25,7 +25,7 @@ import numpy as np
 
 from nnplug._gradcheck_report import Entry, GradcheckReport, Kink
 
-__all__ = ["Compared", "Measure", "Point", "Probe", "compared", "confirmed", "root_sum_squares", "settle", "steady"]
+__all__ = ["Compared", "Measure", "Point", "Probe", "compared", "confirmed", "root_sum_squares", "settle"]
 
 #: Rounding allowed per changed term and evaluation, in units of the dtype's machine epsilon
 #: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
@@ -243,7 +243,7 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
         finer = measure(h / 10)
         # A curve's central differences agree at both steps (their error is of order h²); a
         # kink between h/10 and h shrinks the gap too, but moves the central difference.
-        if not (finer.usable and steady(first, finer, report) and 10 / 3 * finer.gap <= first.gap <= 30 * finer.gap):
+        if not (finer.usable and _steady(first, finer, report) and 10 / 3 * finer.gap <= first.gap <= 30 * finer.gap):
             return first, True
         # The gap is curvature: the finer step decides, or, if it is too noisy (float32's
         # rounding at a step of 1e-3), the first step without the kink test.
@@ -261,7 +261,7 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
         # kink (a max-pool tie nearer than float32's step of 1e-2).
         apart = (finer.gap > first.gap / 3 and first.gap > 4 * (first.noise + finer.noise)
                  and abs(analytic - first.numeric) <= first.gap)
-        if finer.usable and (not steady(first, finer, report) or apart):
+        if finer.usable and (not _steady(first, finer, report) or apart):
             return replace(first, bent=True), True
     if first.rounding_matters(report):
         coarse = _coarser(measure, report, analytic, scale, first if verdict == "unresolved" else None)
@@ -280,7 +280,7 @@ def _coarser(measure: Measure, report: GradcheckReport, analytic: float, scale: 
         again = measure(report.eps * factor)
         verdict = again.verdict(report, analytic, scale, kink_test=False)
         if verdict == "fits":
-            # Larger steps would only bend it further (see confirmed)
+            # (larger steps would only truncate more: the least noisy unresolved one stands)
             return again if confirmed(again, measure, report.eps * factor, report, analytic) else noisy
         if verdict == "off" and missed is not None and _plainly_missed(missed, again, analytic):
             return missed
@@ -294,9 +294,9 @@ def confirmed(fit: Probe, measure: Measure, step: float, report: GradcheckReport
     """A fit at a coarse ``step`` stands if its miss plus its truncation error stay within the
     tolerance. The truncation error grows as h² (sinh(h)/h - 1 is 18% at h = 1 on an exp: a
     gradient 20% too large fits there), so it shows in how far the central difference moves
-    at half the step, or, where that one is too noisy for it, at twice the step (only then: a
-    larger step can cross a kink the fit's step stays clear of). A still fit has nothing to
-    truncate."""
+    at half the step, or, where that one does not clear the fit (its rounding is twice the
+    fit's), at twice the step: only then, as a larger step can cross a kink the fit's step
+    stays clear of. A still fit has nothing to truncate."""
     return fit.still or any(_truncation_allows(fit, measure(step * ratio), ratio, report, analytic)
                             for ratio in (0.5, 2.0))
 
@@ -314,7 +314,7 @@ def _truncation_allows(fit: Probe, other: Probe, ratio: float, report: Gradcheck
     return other.usable and abs(analytic - fit.numeric) + truncation <= tolerance
 
 
-def steady(first: Probe, finer: Probe, report: GradcheckReport) -> bool:
+def _steady(first: Probe, finer: Probe, report: GradcheckReport) -> bool:
     """The central differences at two steps agree within the tolerance and both noises."""
     return abs(finer.numeric - first.numeric) <= (report.atol + report.rtol * abs(first.numeric)
                                                   + first.noise + finer.noise)
