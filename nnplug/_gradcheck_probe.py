@@ -138,9 +138,13 @@ class Probe:
             return "kink"
         if self.noise > self.resolvable(report):
             return "unresolved"
-        tolerance = report.atol + report.rtol * abs(numeric) + self.noise
+        tolerance = self.allowed(report) + self.noise
         fits = np.isfinite(analytic) and abs(analytic - numeric) <= tolerance
         return "fits" if fits else "off"
+
+    def allowed(self, report: GradcheckReport) -> float:
+        """The tolerance at this derivative before any rounding allowance: atol + rtol |numeric|."""
+        return report.atol + report.rtol * abs(self.numeric)
 
     def resolvable(self, report: GradcheckReport) -> float:
         """The most noise a comparison accepts: :data:`RESOLUTION` of the derivative, or a
@@ -155,7 +159,7 @@ class Probe:
             return False  # an evaluation overflowed: a larger step will not help
         if self.still or self.right == self.left == 0.0:
             return True
-        return self.noise > min(0.1 * (report.atol + report.rtol * abs(self.numeric)), self.resolvable(report))
+        return self.noise > min(0.1 * self.allowed(report), self.resolvable(report))
 
     def relative_error(self, analytic: float, floor: float = 0.0) -> float:
         """|analytic - numeric| over the larger of the two, counting magnitudes below ``floor``
@@ -210,7 +214,7 @@ def compared(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
     if not unresolved:
         report.max_noise = max(report.max_noise, probe.noise)
     diff = abs(analytic - numeric)
-    tolerance = report.atol + report.rtol * abs(numeric) + (0.0 if unresolved else probe.noise)
+    tolerance = probe.allowed(report) + (0.0 if unresolved else probe.noise)
     badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
     rel_error = probe.relative_error(analytic, floor=report.atol)
     entry = Entry(tensor, index, analytic, numeric, rel_error, probe.noise if unresolved else 0.0)
@@ -310,14 +314,13 @@ def _truncation_allows(fit: Probe, other: Probe, ratio: float, report: Gradcheck
         return True
     spread = abs(ratio * ratio - 1)
     truncation = abs(other.numeric - fit.numeric) / spread
-    tolerance = report.atol + report.rtol * abs(fit.numeric) + fit.noise + (fit.noise + other.noise) / spread
+    tolerance = fit.allowed(report) + fit.noise + (fit.noise + other.noise) / spread
     return other.usable and abs(analytic - fit.numeric) + truncation <= tolerance
 
 
 def _steady(first: Probe, finer: Probe, report: GradcheckReport) -> bool:
     """The central differences at two steps agree within the tolerance and both noises."""
-    return abs(finer.numeric - first.numeric) <= (report.atol + report.rtol * abs(first.numeric)
-                                                  + first.noise + finer.noise)
+    return abs(finer.numeric - first.numeric) <= first.allowed(report) + first.noise + finer.noise
 
 
 def _plainly_missed(first: Probe, second: Probe, analytic: float) -> bool:

@@ -111,9 +111,9 @@ class Case:
     values: str = field(default="normal")
     #: ``perturbed``: the checker moves every parameter off ``init_params``' values (by about
     #: 10%, away from zero by about 0.01 more, keeping its sign; zeros by about 0.1), so that a
-    #: parameter drawn as 0, 1e-6 or 1 cannot hide a wrong
-    #: gradient; ``init``: exactly ``init_params``' values, for parameters that must stay
-    #: where they are drawn (a positive scale initialised near 0, say).
+    #: parameter drawn as 0, 1e-6 or 1 cannot hide a wrong gradient; ``init``: exactly
+    #: ``init_params``' values, for parameters that must stay where they are drawn (a positive
+    #: scale initialised near 0, say).
     params: str = field(default="perturbed")
 
     def __post_init__(self) -> None:
