@@ -5,10 +5,12 @@ Speed itself is never asserted here: timings belong to ``benchmarks/run.py``'s f
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +58,27 @@ def test_benchmark_harness_refuses_bad_options(args: list[str], message: str) ->
     proc = _run(*args)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def _parse_args(*args: str) -> Any:
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parse_args(list(args))
+
+
+@pytest.mark.parametrize("args", [["--only", "conv2d"], ["--dtype", "float64"], ["--quick"], ["--no-peers"],
+                                  ["--repeats", "3"]])
+def test_a_partial_benchmark_run_leaves_the_full_table_alone(args: list[str]) -> None:
+    parsed = _parse_args(*args)
+    assert parsed.json == ROOT / "benchmarks" / "results" / "partial.json"
+    assert parsed.md == ROOT / "benchmarks" / "results" / "partial.md"
+
+
+def test_a_full_benchmark_run_writes_the_readme_table_and_json_overrides_it(tmp_path: Path) -> None:
+    assert _parse_args("--repeats", "9").json == ROOT / "benchmarks" / "results" / "latest.json"
+    assert _parse_args("--only", "LeNet", "--json", str(tmp_path / "x.json")).md == tmp_path / "x.md"
 
 
 def test_scratch_reuse_benchmark_runs_both_settings() -> None:
