@@ -32,7 +32,10 @@ class LayerConfig(BaseModel):
 
     Subclasses set ``type: Literal["name"] = "name"``. Configs are frozen, forbid unknown
     keys and validate strictly, as a JSON document would be: ``"3"`` is not 3, ``true`` is
-    not 1, NaN and infinities are not numbers, and arrays fill tuples.
+    not 1, NaN and infinities are not numbers, and arrays fill tuples. That is how
+    ``Layer(dict)``, :func:`parse_config` and model files validate; calling the class
+    directly (``Conv2DConfig(kernel_size=(3, 3))``) is pydantic's strict Python mode, where a
+    pair must be a tuple, not a list.
 
     ``name`` and ``inputs`` place the layer in a model graph; layers themselves ignore them.
     """

@@ -50,14 +50,17 @@ class Dense(nnplug.Layer):
         return params
 
     def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
-        y = x @ params["w"].T  # (N, in) @ (in, units) -> (N, units)
+        # A model casts its parameters once; cast here too (a no-op then) so that a layer called
+        # directly with init_params' float64 weights keeps a float32 input float32.
+        y = x @ params["w"].astype(x.dtype, copy=False).T  # (N, in) @ (in, units) -> (N, units)
         if self.config.bias:
-            y += params["b"]
+            y += params["b"].astype(x.dtype, copy=False)
         return y, x
 
     def backward(self, params: Params, cache: Any, dy: np.ndarray
                  ) -> tuple[np.ndarray, Params]:
-        return dy @ params["w"], self.param_grads(params, cache, dy)  # (N, units) @ (units, in) -> (N, in)
+        dx = dy @ params["w"].astype(dy.dtype, copy=False)  # (N, units) @ (units, in) -> (N, in)
+        return dx, self.param_grads(params, cache, dy)
 
     def param_grads(self, params: Params, cache: Any, dy: np.ndarray) -> Params:
         """∂L/∂W = δᵀ·x and ∂L/∂b = Σ_n δ, without ∂L/∂x."""

@@ -38,6 +38,17 @@ def test_dense_weight_layout_is_pytorch_linear():
         "w": (7, 3), "b": (7,)}
 
 
+def test_dense_called_directly_keeps_a_float32_input_float32():
+    rng = np.random.default_rng(0)
+    dense = layer("dense", units=4)
+    params = dense.init_params((3,), rng)  # float64, as init_params draws them
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    y, cache = dense.forward(params, x, training=True)
+    dx, grads = dense.backward(params, cache, np.ones_like(y))
+    assert y.dtype == dx.dtype == grads["w"].dtype == grads["b"].dtype == np.float32
+    np.testing.assert_allclose(y, x @ params["w"].T + params["b"], rtol=1e-5)
+
+
 def test_softmax_cross_entropy_gradient_is_softmax_minus_onehot_over_n():
     rng = np.random.default_rng(1)
     z, labels = rng.standard_normal((6, 4)), np.array([0, 3, 1, 1, 2, 0])
