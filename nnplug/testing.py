@@ -84,21 +84,26 @@ def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**32 - 1)
 
 
-def _for_gradient_checks(test: Callable[..., None], *, explain: bool = True) -> Callable[..., None]:
-    """Lift hypothesis's stock 200 ms deadline (a gradient check runs dozens of forward passes,
-    a conv2d case may take longer); a deadline the loaded profile sets itself is kept. Without
-    ``explain`` hypothesis's explain phase is skipped too: it re-runs a failing check dozens of
-    times (about 20 s for one layer) to say what the error already says, the case and the seed.
+def _for_gradient_checks(test: Callable[..., None], *, explain: bool = True,
+                         base: settings | None = None) -> Callable[..., None]:
+    """Apply ``base`` (the author's settings; default: the loaded profile) with hypothesis's
+    stock 200 ms deadline lifted (a gradient check runs dozens of forward passes, a conv2d
+    case may take longer); a deadline set on purpose is kept. Without ``explain`` hypothesis's
+    explain phase is skipped too: it re-runs a failing check dozens of times (about 20 s for
+    one layer) to say what the error already says, the case and the seed.
 
-    A test left undecorated (a profile without the stock deadline, keeping explain) can still
-    take the author's own ``@settings``; hypothesis refuses a second one on a decorated test."""
-    current = settings.default
+    A test left undecorated (no ``base``, a profile without the stock deadline, keeping
+    explain) can still take an ``@settings`` of its own; hypothesis refuses a second one on a
+    decorated test, which is why the helpers take ``settings=`` instead."""
+    current = base if base is not None else settings.default
     changes: dict[str, Any] = {}
     if current is not None and current.deadline == timedelta(milliseconds=200):
         changes["deadline"] = None
     if not explain and current is not None and Phase.explain in current.phases:
         changes["phases"] = tuple(p for p in current.phases if p is not Phase.explain)
-    return settings(**changes)(test) if changes else test
+    if base is None and not changes:
+        return test
+    return settings(base, **changes)(test)
 
 
 def checkable_types(registry: Registry | None = None,
@@ -112,15 +117,17 @@ def checkable_types(registry: Registry | None = None,
 
 
 def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | None = None,
-               plugins: Iterable[Any] = ()) -> Callable[[], None]:
+               plugins: Iterable[Any] = (), settings: settings | None = None) -> Callable[[], None]:
     """A hypothesis test of one layer or loss type, for a test module: one line per type.
 
     ``test_swish = nnplug.testing.layer_test("swish")`` draws cases from the type's
     ``gradcheck_cases()`` and seeds, and runs :func:`check` on each. Hypothesis settings (the
-    number of examples, derandomization) come from the caller's loaded profile or an
-    ``@settings`` decorator put on the returned function; hypothesis's stock 200 ms deadline is
-    lifted (a deadline the profile sets itself is kept). The registry is looked up when
-    the test runs, not at import: ``plugins`` are loaded beside the installed ones.
+    number of examples, derandomization) come from the caller's loaded profile, or from
+    ``settings=hypothesis.settings(max_examples=5)``; either way hypothesis's stock 200 ms
+    deadline is lifted (a deadline set on purpose is kept). The returned test already carries
+    those settings, so hypothesis refuses an ``@settings`` decorator put on it. The registry
+    is looked up when the test runs, not at import: ``plugins`` are loaded beside the
+    installed ones.
     """
     plugin_list = list(plugins)
     cache: dict[str, Registry] = {}
@@ -137,7 +144,7 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
     def test(case: Case, seed: int) -> None:
         check(cls_or_type, case, seed=seed, mode=mode, registry=get_registry())
 
-    test = _for_gradient_checks(test)
+    test = _for_gradient_checks(test, base=settings)
     label = cls_or_type if isinstance(cls_or_type, str) else getattr(cls_or_type, "__name__", "layer")
     test.__name__ = test.__qualname__ = f"test_{label}_keeps_layer_contract"
     test.__doc__ = f"{label}: every case of gradcheck_cases() keeps the layer contract and its gradients."
@@ -145,11 +152,12 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
 
 
 def all_layers_test(registry: Registry | None = None, *, mode: Mode = "full",
-                    types: Iterable[str] | None = None) -> Callable[..., None]:
+                    types: Iterable[str] | None = None, settings: settings | None = None) -> Callable[..., None]:
     """A pytest test parametrised over every registered type that offers ``gradcheck_cases()``.
 
     ``test_every_layer = nnplug.testing.all_layers_test()`` in a test module checks all the
-    installed layers and losses, one test id per type. Needs pytest (imported here only).
+    installed layers and losses, one test id per type; ``settings`` as in :func:`layer_test`.
+    Needs pytest (imported here only).
     """
     import pytest
 
@@ -164,4 +172,4 @@ def all_layers_test(registry: Registry | None = None, *, mode: Mode = "full",
         check(layer_type, case, seed=seed, mode=mode, registry=registry)
 
     test.__name__ = test.__qualname__ = "test_every_layer_keeps_layer_contract"
-    return _for_gradient_checks(test)
+    return _for_gradient_checks(test, base=settings)

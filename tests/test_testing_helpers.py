@@ -35,6 +35,20 @@ def test_layer_test_can_take_the_authors_own_settings():
     test()
 
 
+@pytest.mark.parametrize("make", [lambda s: testing.layer_test("dense", settings=s),
+                                  lambda s: testing.all_layers_test(REGISTRY, types=["dense"], settings=s)])
+def test_helpers_take_settings_and_still_lift_the_stock_deadline(make):
+    from hypothesis import settings
+
+    # hypothesis's stock deadline, as a plugin author's default profile has it: an @settings
+    # on the returned test would be refused (it already carries one), settings= is not.
+    test = make(settings(max_examples=2, deadline=200))
+    used = test._hypothesis_internal_use_settings
+    assert used.max_examples == 2 and used.deadline is None
+    with pytest.raises(Exception, match="already been decorated"):
+        settings(max_examples=3)(test)
+
+
 def test_the_pytest_plugins_check_skips_hypothesis_explain_phase():
     # explain re-runs a failing gradient check dozens of times to say what the message says
     from hypothesis import Phase, settings
