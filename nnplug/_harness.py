@@ -31,7 +31,7 @@ from nnplug._contract import (
 )
 from nnplug._gradcheck_inputs import is_seed
 from nnplug._strategies import MAX_CASE_VALUES, Case, case_params, draw_values
-from nnplug.arrays import frozen
+from nnplug.arrays import frozen, loss_target
 from nnplug.errors import ConfigError, PluginError, ShapeError, exception_text
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
 from nnplug.layer import Layer, Loss
@@ -301,9 +301,9 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
         pred = draw_values(case.values, (ctx.batch, *shape), rng)
         return pred, _call(ctx, "example_target", loss.example_target, pred.shape, rng)
 
-    pred, target = draw()
+    pred, drawn = draw()
     for dt in (np.float64, np.float32):
-        p = frozen(pred.astype(dt))
+        p, target = frozen(pred.astype(dt)), loss_target(drawn, np.dtype(dt))  # as a model hands them over
         before = _snapshot({"pred": p, "target": target})
         value, cache = _pair(ctx, "forward", _call(ctx, "forward", loss.forward, p, target), "(value, cache)")
         if not (np.ndim(value) == 0 and np.isrealobj(value) and np.isfinite(value)):
@@ -321,8 +321,9 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
             ctx.fail("aliasing", "dpred shares memory with pred")
         if not np.array_equal(dpred, loss.backward(cache)) or loss.forward(p, target)[0] != value:
             ctx.fail("determinism", "a second forward or backward gave different numbers")
+    _batch_mean(ctx, loss, pred, drawn)
 
-    state: dict[str, Any] = {"pred": pred, "target": target}
+    state: dict[str, Any] = {"pred": pred, "target": drawn}
 
     def run() -> GradcheckReport:
         return gradcheck_loss(loss, state["pred"], state["target"], mode=mode, dtype=dtype, seed=seed,
@@ -333,6 +334,20 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
 
     report, redraws, forwards = _gradient(ctx, run, redraw)
     return CheckResult(ctx.type_name, case, seed, ctx.batch, report, redraws, forwards)
+
+
+def _batch_mean(ctx: _Context, loss: Loss, pred: np.ndarray, target: Any) -> None:
+    """The value is the mean over the batch: the batch given twice has the same loss. (A sum
+    passes every gradient check, being its own derivative's integral, but makes the learning
+    rate depend on the batch size.)"""
+    if not (isinstance(target, np.ndarray) and target.ndim and len(target) == len(pred)):
+        return  # a target not laid out by example cannot be repeated with the batch
+    once = _call(ctx, "forward", loss.forward, frozen(pred.copy()), target)[0]
+    twice = _call(ctx, "forward", loss.forward, frozen(np.concatenate([pred, pred])),
+                  np.concatenate([target, target]))[0]
+    if not np.isclose(twice, once, rtol=1e-6, atol=1e-12):
+        ctx.fail("batch mean", f"the loss of the batch given twice is {float(twice):.6g}, of the batch once "
+                               f"{float(once):.6g}: forward must return the mean over the batch, not the sum")
 
 
 def check(cls_or_type: Any, case: Case, **kwargs: Any) -> CheckResult:

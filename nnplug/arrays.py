@@ -63,6 +63,15 @@ def model_input(x: Any, input_shape: Shape, dtype: np.dtype) -> np.ndarray:
     return array.astype(dtype, copy=False)
 
 
+def loss_target(target: Any, dtype: np.dtype) -> Any:
+    """A target as the loss receives it: a float array (regression values, one-hot rows) in the
+    predictions' ``dtype``, as the model's inputs are cast (a float64 target would otherwise
+    promote a float32 loss); integer labels and anything else exactly as given."""
+    if isinstance(target, np.ndarray) and target.dtype.kind == "f" and target.dtype != dtype:
+        return target.astype(dtype)
+    return target
+
+
 def model_params(params: Any, nodes: Sequence[Node], node_names: Set[str],
                  declared: Mapping[str, dict[str, Shape] | None], dtype: np.dtype) -> Params:
     """Params a caller passes a model, checked against what the layers declare: the names and

@@ -41,6 +41,7 @@ from nnplug._gradcheck_directions import directional, locate
 from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params, streams
 from nnplug._gradcheck_probe import Compared, Measure, Point, Probe, compared, settle
 from nnplug._gradcheck_report import GradcheckReport
+from nnplug.arrays import loss_target
 from nnplug.errors import NnplugError, PluginError, ShapeError, exception_text
 from nnplug.layer import Layer, Loss
 
@@ -231,6 +232,7 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
         raise ShapeError(f"gradcheck of {loss!r}: target holds non-finite values; finite differences "
                          "need finite values")
     subject = repr(loss)
+    target = loss_target(target, tensors["pred"].dtype)  # as a model hands it over
     value, cache = returns.pair(subject, "forward", loss.forward(tensors["pred"], target), "(value, cache)")
     returns.loss_value(subject, value)
     analytic = {"pred": returns.array(subject, "backward's dpred", loss.backward(cache), tensors["pred"].shape)}
@@ -267,9 +269,11 @@ def gradcheck_model(model: Any, x: Any, target: Any, *, mode: Mode = "full",
     for node, gs in grads.items():
         analytic.update({f"{node}/{k}": g for k, g in gs.items()})
 
+    cast_target = loss_target(target, model.dtype)  # as loss_and_grads hands it over
+
     def f(ts: dict[str, np.ndarray]) -> np.ndarray:
         pred = model.forward(ts["input"], params_of(ts))
-        return np.array([model.loss.forward(pred, target)[0]], dtype=np.float64)
+        return np.array([model.loss.forward(pred, cast_target)[0]], dtype=np.float64)
 
     report = _run(repr(model), f, tensors, analytic, mode=mode, dtype=dtype, eps=eps, rtol=rtol,
                   atol=atol, max_entries=max_entries, n_directions=n_directions, seed=seed)

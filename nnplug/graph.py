@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from nnplug._returns import loss_value, pair
-from nnplug.arrays import model_input, model_params, read_only, read_only_params
+from nnplug.arrays import loss_target, model_input, model_params, read_only, read_only_params
 from nnplug.build import (
     Node,
     build_nodes,
@@ -283,7 +283,7 @@ class Model:
     def _loss_forward(self, pred: np.ndarray, target: Any) -> tuple[float, Any]:
         where = f"loss ({self.loss.type_name()}, {self.loss_plugin})"
         try:
-            result = self.loss.forward(pred, target)
+            result = self.loss.forward(pred, loss_target(target, pred.dtype))
         except NnplugError as exc:
             raise type(exc)(f"{where}: {exc}") from exc
         except Exception as exc:

@@ -279,7 +279,9 @@ class Layer(_Configured):
 class Loss(_Configured):
     """Base class of losses, which end a model graph.
 
-    * ``forward(pred, target) -> (value, cache)``: ``value`` is the mean loss over the batch.
+    * ``forward(pred, target) -> (value, cache)``: ``value`` is the mean loss over the batch
+      (the conformance harness checks that the batch given twice has the same value). A float
+      target arrives in ``pred``'s dtype, as the model's inputs do; integer labels as given.
     * ``backward(cache) -> dpred``: the gradient of ``value`` with respect to ``pred``.
     * ``check_pred_shape(pred_shape)`` refuses a prediction shape (no batch axis) the loss
       cannot take, with a :class:`nnplug.ShapeError`.

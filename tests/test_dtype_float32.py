@@ -208,3 +208,37 @@ def test_float32_check_names_a_layer_that_upcasts_its_cache_and_gradient() -> No
     with pytest.raises(AssertionError, match=r"r1 \(upcasting_relu\) cache array 0': 'float64'") as info:
         _assert_all_float32(model, x, np.array([0, 1, 2]))
     assert "r1 (upcasting_relu) gradient to d1" in str(info.value)
+
+
+class _PlainSquaresConfig(nnplug.LayerConfig):
+    type: Literal["plain_squares"] = "plain_squares"
+
+
+class _PlainSquares(nnplug.Loss):
+    """Mean squared error written as a plugin author would, with no cast of the target."""
+
+    Config = _PlainSquaresConfig
+
+    def forward(self, pred: np.ndarray, target: Any) -> tuple[float, Any]:
+        r = pred - target
+        return float((r * r).mean()), r
+
+    def backward(self, cache: Any) -> np.ndarray:
+        return 2 * cache / cache.size
+
+
+def test_a_float64_target_reaches_a_float32_models_loss_as_float32() -> None:
+    # targets are cast like inputs: the loss above would otherwise return a float64 dpred
+    class Plugin:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self) -> list[type]:
+            return [_PlainSquares]
+
+    model = nnplug.Model.from_config({"input": [3], "dtype": "float32", "layers": [{"type": "dense", "units": 2}],
+                                      "loss": {"type": "plain_squares"}},
+                                     registry=nnplug.Registry(plugins=[Plugin(), "nnplug_layers"]))
+    rng = np.random.default_rng(0)
+    x, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))  # both float64
+    _, grads, dx = model.loss_and_all_grads(x, target)
+    assert {g.dtype.name for gs in grads.values() for g in gs.values()} == {"float32"} and dx.dtype == np.float32
+    assert nnplug.gradcheck(model.astype("float64"), x, target).ok
