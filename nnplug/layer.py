@@ -71,6 +71,33 @@ def type_name_of(config_cls: type[LayerConfig]) -> str | None:
     return values[0]
 
 
+def loosened_config(config_cls: type[BaseModel]) -> str | None:
+    """Why ``config_cls`` (a plugin's Config) does not keep the contract's config rules, or
+    None: unknown keys refused and configs frozen, in it and in any model nested in its
+    fields (whose unknown keys pydantic would otherwise drop without a word)."""
+    own = config_cls.model_config
+    relaxed = [f"{key}={own.get(key)!r}" for key, want in (("extra", "forbid"), ("frozen", True))
+               if own.get(key) != want]
+    if relaxed:
+        return (f"Config sets {', '.join(relaxed)}; a node's unknown keys are refused and configs are "
+                "frozen: keep nnplug.LayerConfig's model_config")
+    for name, field in config_cls.model_fields.items():
+        for nested in _nested_models(field.annotation):
+            settings = nested.model_config
+            if settings.get("extra") != "forbid" or not settings.get("frozen"):
+                return (f"Config field {name!r} holds {nested.__qualname__}, which must set "
+                        "model_config = ConfigDict(extra='forbid', frozen=True): its unknown keys "
+                        "would be dropped silently and the frozen config could be changed through it")
+    return None
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (``Sub``, ``Sub | None``, ``list[Sub]``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _nested_models(arg)]
+
+
 def _jsonable(value: Any) -> Any:
     """numpy scalars and arrays become plain values; anything else is left for JSON to refuse."""
     if isinstance(value, np.generic):
@@ -182,7 +209,7 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or config_cls.__name__}: {exc}") from None
     try:
-        return config_cls.model_validate_json(text)
+        return config_cls.model_validate_json(text, strict=True)  # models nested in fields too
     except ValidationError as exc:
         problems = format_validation_error(exc, where or config_cls.__name__)
         raise ConfigError("\n".join(problems), problems) from None

@@ -21,7 +21,7 @@ import pluggy
 
 from nnplug import hookspecs
 from nnplug.errors import ConfigError, PluginError, exception_text
-from nnplug.layer import Layer, LayerConfig, Loss, type_name_of
+from nnplug.layer import Layer, LayerConfig, Loss, loosened_config, type_name_of
 
 DISABLE_AUTOLOAD_ENV = "NNPLUG_DISABLE_PLUGIN_AUTOLOAD"
 TYPE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -324,6 +324,9 @@ def contract_problem(cls: Any) -> str | None:
         return f"{label}: Config.type must be Literal['name'] with that name as its default"
     if not TYPE_NAME_PATTERN.match(name):
         return f"{label}: type name {name!r} is not an identifier"
+    loosened = loosened_config(config)
+    if loosened:
+        return f"{label}: {loosened}"
     for key in ("name", "inputs"):  # the graph's keys: a layer field of that name would hide them
         own, base = config.model_fields.get(key), LayerConfig.model_fields[key]
         if own is None or (own.annotation, own.default, own.metadata) != (base.annotation, base.default, base.metadata):

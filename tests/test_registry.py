@@ -8,6 +8,7 @@ from typing import Literal
 
 import pytest
 from fakedist import good_plugin_source, install_fake_dist
+from pydantic import BaseModel, ConfigDict
 
 import nnplug
 from nnplug.cli import main
@@ -236,6 +237,61 @@ def test_a_config_redefining_the_graphs_keys_is_refused(field, annotation):
     config = type("HidesKeys", (nnplug.LayerConfig,), namespace)
     layer = type("HidesKeysLayer", (nnplug.Layer,), {"Config": config})
     assert f"Config redefines {field!r}" in contract_problem(layer)
+
+
+class _Sub(BaseModel):  # pydantic's defaults: extra keys ignored, mutable
+    k: float = 1.0
+
+
+class _StrictSub(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    k: float = 1.0
+
+
+class _ExtraAllowed(nnplug.LayerConfig):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["loose"] = "loose"
+
+
+class _Thawed(nnplug.LayerConfig):
+    model_config = ConfigDict(frozen=False)
+    type: Literal["loose"] = "loose"
+
+
+class _HoldsLaxSub(nnplug.LayerConfig):
+    type: Literal["loose"] = "loose"
+    sub: _Sub = _Sub()
+
+
+class _HoldsLaxSubs(nnplug.LayerConfig):
+    type: Literal["loose"] = "loose"
+    subs: list[_Sub] | None = None
+
+
+@pytest.mark.parametrize(("config", "phrase"), [
+    (_ExtraAllowed, "Config sets extra='allow'"),
+    (_Thawed, "Config sets frozen=False"),
+    (_HoldsLaxSub, "Config field 'sub' holds _Sub, which must set"),
+    (_HoldsLaxSubs, "Config field 'subs' holds _Sub"),
+])
+def test_a_config_relaxing_unknown_keys_or_frozenness_is_refused(config, phrase):
+    # `extra="allow"` in a plugin's Config used to take `unitz: 5` in a model file as valid
+    assert phrase in contract_problem(type("LooseLayer", (nnplug.Layer,), {"Config": config}))
+
+
+class _NestedConfig(nnplug.LayerConfig):
+    type: Literal["nested"] = "nested"
+    sub: _StrictSub = _StrictSub()
+
+
+def test_a_nested_model_is_validated_as_strictly_as_the_node():
+    problem = contract_problem(type("Nested", (nnplug.Layer,), {"Config": _NestedConfig}))
+    assert problem is None
+    assert nnplug.parse_config(_NestedConfig, {"sub": {"k": 2}}).sub.k == 2.0
+    with pytest.raises(nnplug.ConfigError, match=r"sub\.k"):  # "2" is not a number in a model file
+        nnplug.parse_config(_NestedConfig, {"sub": {"k": "2"}})
+    with pytest.raises(nnplug.ConfigError, match="extra"):
+        nnplug.parse_config(_NestedConfig, {"sub": {"k": 2, "extra": 1}})
 
 
 def test_unknown_type_lists_available_and_nearest_match():
