@@ -211,6 +211,14 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
     try:
         return config_cls.model_validate_json(text, strict=True)  # models nested in fields too
     except ValidationError as exc:
+        # A field the node leaves out failing validation: the class's own default is invalid
+        broken_defaults = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["type"] != "missing"
+                                  and e["loc"][0] in config_cls.model_fields and e["loc"][0] not in data})
+        if broken_defaults:
+            raise PluginError(
+                f"{where or config_cls.__name__}: {config_cls.__module__}.{config_cls.__qualname__}'s own default "
+                f"for {', '.join(broken_defaults)} fails its validation (a bug in the plugin, not in the config "
+                f"given): {'; '.join(format_validation_error(exc, ''))}") from None
         problems = format_validation_error(exc, where or config_cls.__name__)
         raise ConfigError("\n".join(problems), problems) from None
     except Exception as exc:  # pydantic lets a validator's non-ValueError through: the plugin's bug

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 import nnplug
 
@@ -97,3 +99,16 @@ def test_model_file_rules_across_fields_read_without_pydantics_prefix():
     assert any(p.startswith("train -> optimizer: momentum: sgd settings, which adam does not take")
                for p in problems), problems
     assert not any("Value error" in p for p in problems), problems
+
+
+class _BadDefaultConfig(nnplug.LayerConfig):
+    type: Literal["bad_default"] = "bad_default"
+    beta: float = Field(0.0, gt=0)  # the plugin's own default breaks its own rule
+
+
+def test_an_invalid_default_is_the_plugins_fault_not_the_users():
+    with pytest.raises(nnplug.PluginError, match=r"_BadDefaultConfig's own default for beta fails its validation"):
+        nnplug.parse_config(_BadDefaultConfig, {}, "m.yaml: layers[0] (bad_default)")
+    # a value the user wrote is still the user's: a ConfigError with its path
+    with pytest.raises(nnplug.ConfigError, match=r"layers\[0\] \(bad_default\) -> beta: Input should be greater"):
+        nnplug.parse_config(_BadDefaultConfig, {"beta": -1.0}, "m.yaml: layers[0] (bad_default)")
