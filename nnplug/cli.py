@@ -100,13 +100,16 @@ def _check_requested(registry: Registry, options: Sequence[str]) -> None:
 
 
 def _warn_failed_plugins(registry: Registry) -> None:
-    """A broken plugin must not stop a model that does not use it, nor pass unnoticed."""
+    """A broken plugin, or a type two plugins claim, must not stop a model that does not use
+    it, nor pass unnoticed (``gradcheck`` would otherwise check one type fewer, silently)."""
     for info in registry.plugins:
         if info.status == "failed":
             first_line = (info.error or "").splitlines()[0] if info.error else "unknown error"
             print(f"nnplug: warning: {info.label} failed to load ({first_line}); its layer types "
                   f"are unavailable; `nnplug plugins` shows why, `-p no:{info.name}` skips it",
                   file=sys.stderr)
+    for message in registry.conflicts.values():
+        print(f"nnplug: warning: {message}", file=sys.stderr)
 
 
 # -- commands ----------------------------------------------------------------------------

@@ -137,6 +137,11 @@ class Registry:
                 info = PluginInfo(plugin, "-", "-", plugin)
                 self.plugins.append(info)
                 self._load(info, lambda name=plugin: importlib.import_module(name))
+                if info.status == "failed" and _missing_module(plugin, info.error):
+                    installed = sorted({f"{i.name} ({i.distribution})" for i in self.plugins if i.distribution != "-"})
+                    info.error = (f"no installed plugin (entry-point or distribution name) and no importable "
+                                  f"module is named {plugin!r} (installed plugins: "
+                                  f"{', '.join(installed) or 'none'})")
             else:
                 name = getattr(plugin, "__name__", None) or type(plugin).__name__
                 info = PluginInfo(name, "-", "-", name)
@@ -279,8 +284,19 @@ class Registry:
                 return f"type {type_name!r} comes from {info.label}, which failed: {info.error}"
         available = list(kinds) if kinds is not None else sorted(self._types)
         why = self._not_autoloaded or "every plugin failed or was blocked: see `nnplug plugins`"
-        message = (f"unknown type {type_name!r}; available: {', '.join(sorted(available))}" if available
-                   else f"unknown type {type_name!r}; no types are registered ({why})")
+        message = f"unknown type {type_name!r}"
+        # A plugin that failed before returning its classes may have been the type's home:
+        # name each with its error (first, before the long list of what is available), so the
+        # user need not run `nnplug plugins` to find out.
+        failed = [f"{i.label}: {_first_line(i.error)}" for i in self.plugins if i.status == "failed"]
+        if failed:
+            message += f"; plugins that failed to load: {'; '.join(failed)}"
+        if available:
+            message += f"; available: {', '.join(sorted(available))}"
+            if self._not_autoloaded:  # the type may be installed, in a plugin not loaded
+                message += f" ({self._not_autoloaded})"
+        else:
+            message += f"; no types are registered ({why})"
         near = difflib.get_close_matches(str(type_name), available, n=1, cutoff=0.6)
         if near:
             message += f" (did you mean {near[0]!r}?)"
@@ -288,12 +304,19 @@ class Registry:
         if foreign:  # a Cyrillic 'е' looks like 'e' and reads as a typo nobody can see
             shown = ", ".join(f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')})" for ch in foreign[:3])
             message += f"; the name holds non-ASCII characters: {shown}"
-        # A plugin that failed before returning its classes may have been the type's home:
-        # name each with its error, so the user need not run `nnplug plugins` to find out.
-        failed = [f"{i.label}: {(i.error or '').splitlines()[0]}" for i in self.plugins if i.status == "failed"]
-        if failed:
-            message += f"; plugins that failed to load: {'; '.join(failed)}"
         return message
+
+
+def _first_line(error: str | None, limit: int = 200) -> str:
+    """A plugin's error as one line of at most ``limit`` characters, for a message listing several."""
+    line = (error or "unknown error").splitlines()[0] if error else "unknown error"
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _missing_module(name: str, error: str | None) -> bool:
+    """Whether importing ``name`` failed because no module of that name exists (not a module
+    that exists and fails inside)."""
+    return bool(error) and f"No module named {name.split('.')[0]!r}" in str(error)
 
 
 def _sequence(option: str, value: Any) -> tuple[Any, ...]:

@@ -57,7 +57,8 @@ def test_plugins_shows_blocked_and_failed_plugins(capsys: pytest.CaptureFixture[
     assert main(["-p", "no:nnplug_layers", "-p", "nnplug_test_no_such_module", "plugins"]) == 2
     out, err = capsys.readouterr()
     assert "blocked" in out and "failed" in out
-    assert "nnplug_test_no_such_module: import failed: ModuleNotFoundError" in out
+    assert "nnplug_test_no_such_module: no installed plugin (entry-point or distribution name) and no " \
+           "importable module is named 'nnplug_test_no_such_module' (installed plugins: nnplug_layers (nnplug))" in out
     assert "plugin 'nnplug_test_no_such_module' given with -p failed to load" in err
 
 

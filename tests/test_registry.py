@@ -150,6 +150,17 @@ def test_the_listing_marks_a_type_claimed_twice_as_not_registered(site, capsys):
     assert len(rows) == 2 and all("relu (claimed twice: not registered)" in row for row in rows)
 
 
+def test_every_other_command_warns_of_a_type_claimed_twice(site, capsys):
+    # gradcheck used to check one type fewer, exit 0 and say nothing
+    root, created = site
+    mod = _unique("clash")
+    install_fake_dist(root, "zz-clasher", mod, good_plugin_source("relu"), version="0.9")
+    created.append(mod)
+    assert main(["gradcheck", "sigmoid", "--examples", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "nnplug: warning: type 'relu' is claimed by both" in err and "zz-clasher" in err
+
+
 def test_with_every_plugin_blocked_an_unknown_type_says_none_are_registered_and_why():
     with pytest.raises(nnplug.PluginError, match=r"no types are registered \(autoload=False: name plugins"):
         nnplug.Registry(autoload=False).get("dense")
@@ -382,7 +393,8 @@ def test_none_for_plugins_or_blocked_means_none():
 
 def test_a_plugin_named_in_the_python_api_that_fails_to_load_raises_naming_it():
     # as `nnplug -p NAME` exits 2: a typo must not surface only at the first registry.get()
-    with pytest.raises(nnplug.PluginError, match="plugin 'nnplug_no_such_plugin' failed to load: import failed"):
+    with pytest.raises(nnplug.PluginError, match=r"plugin 'nnplug_no_such_plugin' failed to load: no installed "
+                                                 r"plugin .* and no importable module is named 'nnplug_no_such"):
         nnplug.Registry(plugins=["nnplug_no_such_plugin"], autoload=False)
     with pytest.raises(nnplug.PluginError, match="no nnplug_register_layers hook"):
         nnplug.load_registry(plugins=[object()])
@@ -395,3 +407,20 @@ def test_an_unknown_type_with_a_look_alike_letter_names_the_letter():
         nnplug.load_registry().get("d\u0435nse")  # a Cyrillic 'е'
     assert "did you mean 'dense'?" in str(info.value)
     assert "non-ASCII characters: 'е' (U+0435 CYRILLIC SMALL LETTER IE)" in str(info.value)
+
+
+def test_a_module_that_exists_but_fails_to_import_keeps_its_own_error(tmp_path, monkeypatch):
+    (tmp_path / "nnplug_test_breaks_inside.py").write_text("import nnplug_test_not_there_either\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = nnplug.Registry(plugins=["nnplug_test_breaks_inside"], autoload=False, strict=False)
+    assert "No module named 'nnplug_test_not_there_either'" in registry.plugins[-1].error
+
+
+def test_an_unknown_type_names_failed_plugins_before_the_available_list_and_says_autoload_is_off(monkeypatch):
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = nnplug.Registry(plugins=["nnplug_layers", "nnplug_test_no_such_module"], strict=False)
+    message = registry.unknown_type_message("swish")
+    failed_at = message.index("plugins that failed to load: plugin 'nnplug_test_no_such_module'")
+    assert failed_at < message.index("available:")
+    # the type may be in an installed plugin that was not named with -p
+    assert "(NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set, so only plugins named with -p NAME load)" in message
