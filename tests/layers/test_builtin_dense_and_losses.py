@@ -100,6 +100,9 @@ def test_sigmoid_stays_finite_and_exact_at_extremes():
     (np.array([0, -1]), "label -1 is outside"),
     (np.array([0.0, 1.0]), "labels must be integers"),
     (np.zeros((2, 2)), "does not fit logits"),
+    # soft rows must be distributions: a row summing to 2, a row with a negative entry
+    (np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), "each one-hot target row must sum to 1"),
+    (np.array([[1.5, -0.5, 0.0], [0.0, 0.0, 1.0]]), "finite and non-negative"),
 ])
 def test_softmax_cross_entropy_refuses_targets_that_do_not_fit(bad, phrase):
     with pytest.raises(nnplug.ShapeError, match=phrase):

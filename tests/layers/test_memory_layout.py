@@ -1,12 +1,14 @@
 """The batch-innermost memory order: conv2d's batch_inner layout returns it, the layers after it
-keep it (outputs and input gradients alike), and no result depends on it."""
+keep it (outputs and input gradients alike), and no result depends on it; and the chunk
+layout's image buffer holds every cell its taps read."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from nnplug_layers import columns
 from nnplug_layers.columns import ColumnLayout
-from nnplug_layers.geometry import batch_innermost, images_like
+from nnplug_layers.geometry import batch_innermost, images_like, window_geometry
 
 import nnplug
 
@@ -98,3 +100,24 @@ def test_layers_after_a_conv_keep_its_outputs_memory_order(type_name):
     x = batch_inner_copy(np.random.default_rng(5).standard_normal((4, 3, 4, 4)))
     y, _ = layer.forward({}, x, training=True)
     assert batch_innermost(y)
+
+
+@pytest.mark.parametrize(("in_hw", "kernel", "padding"), [
+    ((15, 14), (3, 3), 1), ((16, 18), (2, 4), (1, 0)), ((20, 20), (5, 5), 2), ((16, 16), (1, 1), 0),
+    ((17, 15), (4, 2), 0),
+])
+def test_the_chunk_layouts_last_tap_reads_nothing_past_its_image_buffer(in_hw, kernel, padding):
+    layout = ColumnLayout.for_geometry(window_geometry(in_hw, kernel, 1, padding, what="kernel"))
+    assert layout.mode == "chunk"
+    (kh, kw), wp, (c, m) = kernel, layout.geom.padded_hw[1], (2, 3)
+    n = c * m * layout.image_size + layout.slack  # the image buffer's length
+    run = c * m * layout.n_cols_per_image
+    assert (kh - 1) * wp + (kw - 1) + run <= n  # the last tap's run starts at (kh-1)·Wp + kw-1
+    # and in practice: NaN just past the buffer never reaches the columns, junk ones included
+    memory = np.full(n + 8, np.nan)
+    buf = memory[:n]
+    buf[:] = 0
+    x = np.random.default_rng(7).standard_normal((m, c, *in_hw))
+    cols = columns.im2col(columns.fill_images(x, layout, buf), layout, c, m,
+                          np.empty(c * kh * kw * m * layout.n_cols_per_image))
+    assert np.isfinite(cols).all()

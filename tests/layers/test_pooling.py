@@ -178,6 +178,16 @@ def test_maxpool2d_nan_propagates_and_routes_to_the_last_nan_as_pytorch():
     assert np.isnan(y2).all() and cache2[0][0, 0, 0, 0] == 2  # the last NaN of the window
 
 
+def test_maxpool2d_routes_an_infinite_delta_to_the_argmax_alone_as_pytorch():
+    x = np.array([[1.0, 3.0, 2.0, 0.0],
+                  [0.0, 2.0, 4.0, 1.0]])[None, None]
+    layer = MaxPool2D({"pool_size": 2})
+    _, cache = layer.forward({}, x, training=True)
+    dx, _ = layer.backward({}, cache, np.array([[[[np.inf, -np.inf]]]]))
+    # 0 · inf would be NaN in the cells that lost: they must get exactly 0
+    np.testing.assert_array_equal(dx[0, 0], [[0, np.inf, 0, 0], [0, 0, -np.inf, 0]])
+
+
 def test_maxpool2d_padded_cells_never_win():
     x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # all negative: a zero pad would win
     layer = MaxPool2D({"pool_size": 3, "stride": 2, "padding": 1})
