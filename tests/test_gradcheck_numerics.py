@@ -303,3 +303,14 @@ def test_a_relu_model_whose_float32_step_crosses_kinks_reports_kinks_not_a_wrong
     x, target = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 10, 4)
     report = nnplug.gradcheck(model, x, target, dtype="float32", raise_on_failure=False)
     assert report.kinks and not report.failures, str(report)
+
+
+def test_float64_full_mode_fails_a_relative_mistake_of_5e_5_and_passes_one_of_1e_8():
+    # rtol 1e-5 in float64: a relative mistake of 5e-5 on O(1) gradients is out of tolerance,
+    # a relative 1e-8 (rounding, not a mistake) within it
+    x = _normal((3, 4))
+    wrong = nnplug.gradcheck(Elementwise({"fn": "tanh", "wrong": 1 + 5e-5}), x, mode="full",
+                             raise_on_failure=False)
+    assert wrong.failures and not wrong.ok, str(wrong)
+    assert wrong.worst.analytic == pytest.approx((1 + 5e-5) * wrong.worst.numeric, rel=1e-7)
+    assert nnplug.gradcheck(Elementwise({"fn": "tanh", "wrong": 1 + 1e-8}), x, mode="full").ok
