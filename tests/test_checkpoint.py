@@ -121,6 +121,21 @@ def test_weights_that_do_not_fit_the_model_are_refused_naming_them(run: Path, re
     assert "missing weight 'logits/b'" in message and "unexpected weight 'extra/w'" in message
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.complex128])
+def test_weights_of_a_non_float_dtype_are_refused_naming_the_file_and_the_array(
+    run: Path, registry: nnplug.Registry, dtype: type
+) -> None:
+    # right names and shapes, wrong kind of number: casting would silently drop fractions or imaginary parts
+    weights = weights_of(run)
+    weights["hidden/w"] = (weights["hidden/w"] * 10).astype(dtype)
+    _rewrite_weights(run, weights)
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_checkpoint(run, registry)
+    message = str(info.value)
+    assert _manifest(run)["weights"]["file"] in message
+    assert f"'hidden/w' has dtype {np.dtype(dtype)}, expected floats" in message
+
+
 def _forge_archive(run_dir: Path, key: str, members: dict[str, bytes]) -> None:
     """Replace the weights (``key`` "weights") or optimizer file by a zip of raw members, with
     its checksum updated, as a forger would."""

@@ -212,3 +212,15 @@ def test_stored_npz_data_past_the_limit_load_only_compressed_data_are_capped(
     assert npz.stat().st_size > 2**23
     data = load_dataset(DataConfig(source="npz", path=str(npz)), model)
     assert len(data.x) + (0 if data.x_val is None else len(data.x_val)) == 2**16
+
+
+def test_a_bad_label_past_the_first_block_of_4096_is_refused_at_load(tmp_path: Path) -> None:
+    # labels are checked in blocks of 4096: the last, partial block is checked too
+    y = np.arange(5000) % 3
+    y[4500] = 7
+    np.savez(tmp_path / "many.npz", x=np.zeros((5000, 1, 4, 4)), y=y)
+    m = build_model(tiny_model(tmp_path, data={"source": "npz", "path": "many.npz", "validation": 0.0}),
+                    nnplug.load_registry())
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_dataset(m.spec.data, m, base_dir=tmp_path)  # type: ignore[arg-type]
+    assert "label 7 is outside the 3 classes" in str(info.value) and "many.npz" in str(info.value)
