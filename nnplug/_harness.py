@@ -296,6 +296,9 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
         ctx.fail("case shapes", f"a loss takes one prediction shape, the case gives {len(case.in_shapes)}")
     shape = case.in_shapes[0]
     _call(ctx, "check_pred_shape", loss.check_pred_shape, shape)
+    if type(loss).example_target is Loss.example_target:
+        ctx.fail("example_target", "the loss offers gradcheck_cases() but defines no example_target(pred_shape, "
+                                   "rng), which draws the targets it is checked with")
 
     def draw() -> tuple[np.ndarray, Any]:
         pred = draw_values(case.values, (ctx.batch, *shape), rng)

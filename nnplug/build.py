@@ -207,7 +207,7 @@ def check_budget(nodes: list[Node]) -> dict[str, dict[str, Shape] | None]:
             if undeclared else f"{total:,} parameters"
         raise ShapeError(
             f"{where}: the model would have {at_least}, more than the budget of "
-            f"{MAX_PARAMETERS:,} ({largest:,} in this node); reduce filters or units"
+            f"{MAX_PARAMETERS:,} ({largest:,} in this node); reduce the sizes in this node's config"
         )
     return declared
 

@@ -157,7 +157,8 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
     if types:
         without = [n for n in dict.fromkeys(types) if not is_checkable(registry.get(n))]
         if without:
-            return _usage_error(f"{', '.join(without)} offer(s) no gradcheck_cases(); nothing to check "
+            verb = "offers" if len(without) == 1 else "offer"
+            return _usage_error(f"{', '.join(without)} {verb} no gradcheck_cases(); nothing to check "
                                 "(the layer's class method gradcheck_cases() returns the cases)")
         names = list(dict.fromkeys(types))
     else:

@@ -57,7 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except PluginError as exc:
         raise pytest.UsageError(f"--nnplug-layers: {exc}") from None
     if names and without:
-        raise pytest.UsageError(f"--nnplug-layers: {', '.join(without)} offer(s) no gradcheck_cases()")
+        verb = "offers" if len(without) == 1 else "offer"
+        raise pytest.UsageError(f"--nnplug-layers: {', '.join(without)} {verb} no gradcheck_cases()")
     config.stash[_TYPES] = with_cases
     if config.args_source == pytest.Config.ArgsSource.ARGS:
         config.args.append(str(CHECKS_MODULE))  # beside the paths the user named

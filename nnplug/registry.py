@@ -200,7 +200,8 @@ class Registry:
                 continue
             name = cls.type_name()  # contract_problem checked it is a single Literal
             if name in staged and staged[name] is not cls:
-                problems.append(f"type {name!r} is claimed twice within the plugin")
+                problems.append(f"type {name!r} is claimed twice within the plugin, by "
+                                f"{staged[name].__qualname__} and {cls.__qualname__}")
             staged[name] = cls
         info.types = list(staged)
         if problems:

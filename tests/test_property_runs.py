@@ -73,7 +73,7 @@ def test_naming_a_type_without_cases_is_a_usage_error(capsys):
                           quiet=False) == 2
     err = capsys.readouterr().err
     # one line, unwrapped, the way every nnplug command reports a usage error
-    assert err.startswith("nnplug: error: identity_without_cases offer(s) no gradcheck_cases(); nothing to check ")
+    assert err.startswith("nnplug: error: identity_without_cases offers no gradcheck_cases(); nothing to check ")
     assert err.count("\n") == 1
 
 

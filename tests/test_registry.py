@@ -424,3 +424,20 @@ def test_an_unknown_type_names_failed_plugins_before_the_available_list_and_says
     assert failed_at < message.index("available:")
     # the type may be in an installed plugin that was not named with -p
     assert "(NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set, so only plugins named with -p NAME load)" in message
+
+
+def test_a_type_claimed_twice_within_one_plugin_names_both_classes():
+    def make(name: str) -> type:
+        config = type(f"{name}Config", (nnplug.LayerConfig,),
+                      {"__annotations__": {"type": Literal["twin"]}, "type": "twin", "__module__": __name__})
+        return type(name, (nnplug.Layer,), {"Config": config, "__module__": __name__})
+
+    first, second = make("FirstTwin"), make("SecondTwin")
+
+    class Plugin:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self) -> list[type]:
+            return [first, second]
+
+    registry = nnplug.Registry(plugins=[Plugin()], autoload=False, strict=False)
+    assert "type 'twin' is claimed twice within the plugin, by FirstTwin and SecondTwin" in registry.plugins[-1].error

@@ -403,6 +403,15 @@ def test_a_loss_whose_example_target_is_float64_passes_the_float32_pass():
     assert check_loss(MeanSquares, Case({}, ((3,),)), seed=0).report.ok
 
 
+def test_a_loss_with_cases_but_no_example_target_is_told_what_to_define():
+    class NoTargets(SummedSquares):
+        example_target = nnplug.Loss.example_target
+
+    with pytest.raises(ConformanceError, match=r"defines no example_target\(pred_shape, rng\)") as info:
+        check_loss(NoTargets, Case({}, ((3,),)), seed=0)
+    assert info.value.check == "example_target"
+
+
 def test_layers_and_losses_are_not_mixed_up():
     with pytest.raises(nnplug.PluginError, match="check_loss"):
         check_layer("mse", Case({}, ((3,),)), registry=REGISTRY)
