@@ -218,24 +218,41 @@ def _load_dataset(config: DataConfig, model: Model, base_dir: Path | None) -> Da
     check_arrays(x, y, model, f"{origin} (x, y)")
     if len(x) == 0:
         raise ConfigError(f"data: {origin}: x and y hold no examples")
+    n, has_val_arrays = len(x), x_val is not None
     if x_val is None:
         x, y, x_val, y_val = split(x, y, config.validation)
     x = x.astype(model.dtype)
     if x_val is not None and y_val is not None:
-        check_arrays(x_val, y_val, model, f"{origin} (x_val, y_val)")
+        check_arrays(x_val, y_val, model, f"{origin} (x_val, y_val)", names=("x_val", "y_val"))
         if len(x_val) == 0:  # an accuracy "on 0 examples" would read 0%
             raise ConfigError(f"data: {origin}: x_val and y_val hold no examples; leave them out "
                               "to hold out a fraction of x instead")
         x_val = x_val.astype(model.dtype)
+    _check_validation_fraction(config, n, origin, has_val_arrays=has_val_arrays)
     if len(x) == 0:
         raise ConfigError(f"data: {origin}: no training examples left after holding out "
                           f"{config.validation:.0%} for validation")
     return Dataset(x, y, x_val, y_val, origin)
 
 
-def check_arrays(x: Any, y: Any, model: Model, where: str) -> None:
-    """Refuse arrays that cannot train ``model``, naming the array and what is wrong."""
-    for name, array in (("x", x), ("y", y)):
+def _check_validation_fraction(config: DataConfig, n: int, origin: str, *, has_val_arrays: bool) -> None:
+    """A ``validation`` fraction the file sets must take effect: refused beside x_val and y_val
+    (they are the validation set) and when it rounds to no example at all."""
+    if "validation" not in config.model_fields_set or config.validation == 0:
+        return
+    if has_val_arrays:
+        raise ConfigError(f"data -> validation: {config.validation} would be ignored: {origin} holds x_val and "
+                          "y_val, which are the validation set; leave out one or the other")
+    if round(config.validation * n) == 0:
+        raise ConfigError(f"data -> validation: {config.validation} of {n} examples holds out none "
+                          f"(it rounds to 0); hold out at least one with {1 / n:.3g} or more, or write 0")
+
+
+def check_arrays(x: Any, y: Any, model: Model, where: str, names: tuple[str, str] = ("x", "y")) -> None:
+    """Refuse arrays that cannot train ``model``, naming the array (``names``: how the file
+    calls x and y) and what is wrong."""
+    x_name, y_name = names
+    for name, array in ((x_name, x), (y_name, y)):
         if not isinstance(array, np.ndarray):
             raise ConfigError(f"data {where}: {name} is a {type(array).__name__}, expected a numpy array")
         if array.dtype.kind in _BAD_KINDS:
@@ -244,13 +261,13 @@ def check_arrays(x: Any, y: Any, model: Model, where: str) -> None:
         if array.ndim == 0:
             raise ConfigError(f"data {where}: {name} is a scalar, expected one row per example")
     if len(x) != len(y):
-        raise ConfigError(f"data {where}: x has {len(x)} examples but y has {len(y)}")
+        raise ConfigError(f"data {where}: {x_name} has {len(x)} examples but {y_name} has {len(y)}")
     if x.shape[1:] != model.input_shape:
         raise ConfigError(
-            f"data {where}: x has examples of shape {x.shape[1:]}, but the model's input is "
-            f"{model.input_shape} (x is {x.shape})"
+            f"data {where}: {x_name} has examples of shape {x.shape[1:]}, but the model's input is "
+            f"{model.input_shape} ({x_name} is {x.shape})"
         )
-    for name, array in (("x", x), ("y", y)):
+    for name, array in ((x_name, x), (y_name, y)):
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             first = np.argwhere(~np.isfinite(array))[0]
             raise ConfigError(f"data {where}: {name} holds NaN or infinite values "
@@ -258,7 +275,7 @@ def check_arrays(x: Any, y: Any, model: Model, where: str) -> None:
     with np.errstate(over="ignore"):  # the overflow is reported below, with its place
         cast = x.astype(model.dtype)
     if not np.isfinite(cast).all():
-        raise ConfigError(f"data {where}: x overflows {model.dtype} (values up to {np.abs(x).max():.3g})")
+        raise ConfigError(f"data {where}: {x_name} overflows {model.dtype} (values up to {np.abs(x).max():.3g})")
     # The loss knows what targets it takes (labels inside the classes, one-hot rows, ...):
     # ask it with zero predictions, which costs one small forward.
     pred_shape = model.node(model.loss_input).out_shape
@@ -267,7 +284,7 @@ def check_arrays(x: Any, y: Any, model: Model, where: str) -> None:
         try:
             model.loss.forward(np.zeros((len(chunk), *pred_shape), dtype=model.dtype), chunk)
         except NnplugError as exc:
-            raise ConfigError(f"data {where}: y does not fit the loss: {exc}") from None
+            raise ConfigError(f"data {where}: {y_name} does not fit the loss: {exc}") from None
         except Exception as exc:
-            raise ConfigError(f"data {where}: y does not fit the loss "
+            raise ConfigError(f"data {where}: {y_name} does not fit the loss "
                               f"({model.loss.type_name()}): {exception_text(exc)}") from None

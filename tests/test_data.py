@@ -224,3 +224,32 @@ def test_a_bad_label_past_the_first_block_of_4096_is_refused_at_load(tmp_path: P
     with pytest.raises(nnplug.ConfigError) as info:
         load_dataset(m.spec.data, m, base_dir=tmp_path)  # type: ignore[arg-type]
     assert "label 7 is outside the 3 classes" in str(info.value) and "many.npz" in str(info.value)
+
+
+def _npz_model(tmp_path: Path, validation: float | None, **val_arrays: Any) -> nnplug.Model:
+    blob_data(tmp_path / "d.npz", n=40, **val_arrays)
+    data = {"source": "npz", "path": "d.npz", **({} if validation is None else {"validation": validation})}
+    return build_model(tiny_model(tmp_path, data=data), nnplug.load_registry())
+
+
+def test_a_validation_fraction_beside_x_val_is_refused_not_ignored(tmp_path: Path) -> None:
+    m = _npz_model(tmp_path, 0.25, x_val=np.zeros((5, 1, 4, 4)), y_val=np.arange(5) % 3)
+    with pytest.raises(nnplug.ConfigError, match=r"data -> validation: 0.25 would be ignored: .*d.npz holds x_val"):
+        load_dataset(m.spec.data, m, base_dir=tmp_path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("validation", "held_out"), [(0.001, None), (0.025, 1), (0.0, 0), (None, 8)])
+def test_a_validation_fraction_that_rounds_to_no_example_is_refused(
+        tmp_path: Path, validation: float | None, held_out: int | None) -> None:
+    m = _npz_model(tmp_path, validation)
+    if held_out is None:
+        with pytest.raises(nnplug.ConfigError, match=r"0.001 of 40 examples holds out none .* 0.025 or more"):
+            load_dataset(m.spec.data, m, base_dir=tmp_path)  # type: ignore[arg-type]
+        return
+    data = load_dataset(m.spec.data, m, base_dir=tmp_path)  # type: ignore[arg-type]
+    assert (0 if data.x_val is None else len(data.x_val)) == held_out  # None: the default 0.2
+
+
+def test_a_bad_x_val_is_named_x_val(model: nnplug.Model) -> None:
+    with pytest.raises(nnplug.ConfigError, match=r"x_val has examples of shape \(16,\)"):
+        check_arrays(np.zeros((8, 16)), np.arange(8) % 3, model, "d.npz (x_val, y_val)", names=("x_val", "y_val"))
