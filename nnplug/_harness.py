@@ -324,7 +324,7 @@ def check_loss(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "ful
             ctx.fail("aliasing", "dpred shares memory with pred")
         if not np.array_equal(dpred, loss.backward(cache)) or loss.forward(p, target)[0] != value:
             ctx.fail("determinism", "a second forward or backward gave different numbers")
-    _batch_mean(ctx, loss, pred, drawn)
+    _batch_mean(ctx, loss, pred, loss_target(drawn, pred.dtype))
 
     state: dict[str, Any] = {"pred": pred, "target": drawn}
 
