@@ -1,8 +1,12 @@
 """The ``nnplug`` command: plugins, validate, train, evaluate, gradcheck, schema.
 
 Exit status: 0 success, 1 a check failed, 2 a usage or input error, 130/143 a training run
-stopped by SIGINT/SIGTERM (and saved). Every ``nnplug.NnplugError`` is printed as one
-message without a traceback; any other exception is a bug in nnplug and keeps its traceback.
+stopped by SIGINT/SIGTERM (and saved), 141 (128 + SIGPIPE, what a shell reports for a
+command a closed pipe killed) when the reader of the output went away (``| head``): the
+command stops quietly, without a traceback. ``train`` alone keeps going: a closed stdout
+stops its progress output, never the run, which trains to the end, saves, and exits with the
+run's own status. Every ``nnplug.NnplugError`` is printed as one message without a
+traceback; any other exception is a bug in nnplug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from nnplug._streams import output_may_close, silence_broken_streams
 from nnplug.errors import ConfigError, NnplugError, PluginError
 from nnplug.registry import Registry
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BROKEN_PIPE = 0, 1, 2, 141
 
 
 def _version() -> str:
@@ -237,11 +242,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 is echoed escaped
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # the output's reader went away (`| head`): stop quietly
+        silence_broken_streams()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse reported
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "train":  # a closed stdout stops the progress output, never the run
+        with output_may_close("training goes on to the end and saves, without printing its progress"):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     options: list[str] = [*args.plugin_options, *args.plugin_options_after]
     try:
         registry = make_registry(options)
@@ -263,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "before the first: `nnplug train --resume` then says so)" if args.command == "train"
                else "interrupted")
         return 130
+    except BrokenPipeError:  # the output's reader went away: main stops quietly
+        raise
     except OSError as exc:  # the file system refused (permissions, disk full): not a bug
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         _error(f"{where}{exc.strerror or exc}")
