@@ -276,8 +276,13 @@ def _load_npz(path: Path, what: str, noun: str, expected_shape: Callable[[str], 
         raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-def load_checkpoint(run_dir: str | Path, registry: Registry) -> Checkpoint:
+def load_checkpoint(run_dir: str | Path, registry: Registry, *, optimizer: bool = True) -> Checkpoint:
     """Load a run directory, verifying the manifest, checksums, layer types and weight shapes.
+
+    Args:
+        optimizer: load (and verify) the optimizer state too, as resuming needs; without it
+            (scoring needs only the weights) the checkpoint's ``optim_arrays`` is empty and
+            the optimizer file may be missing.
 
     Raises:
         ConfigError: naming what does not fit: uninstalled layer types, a checksum
@@ -303,8 +308,9 @@ def load_checkpoint(run_dir: str | Path, registry: Registry) -> Checkpoint:
                         required=expected)
     model.params = {n: {k: weights[f"{n}/{k}"].astype(model.dtype) for k in group}
                     for n, group in model.params.items()}
-    # Optimizer slots are keyed node/param/slot and shaped like their parameter.
-    optim_arrays = _load_npz(_verified(run_dir, manifest["optimizer"], "optimizer"), "optimizer state",
-                             "optimizer slot", lambda name: expected.get(name.rpartition("/")[0]))
+    optim_arrays: dict[str, np.ndarray] = {}
+    if optimizer:  # optimizer slots are keyed node/param/slot and shaped like their parameter
+        optim_arrays = _load_npz(_verified(run_dir, manifest["optimizer"], "optimizer"), "optimizer state",
+                                 "optimizer slot", lambda name: expected.get(name.rpartition("/")[0]))
     scalars = {k: v for k, v in manifest["optimizer"].items() if k not in ("file", "sha256")}
     return Checkpoint(run_dir, model, optim_arrays, scalars, manifest["progress"], manifest)

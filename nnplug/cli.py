@@ -167,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
         a = args.min_accuracy
         hint = (f"; {a:g} reads as a percentage: write {a / 100:g} for {a:g}%" if 1 < a <= 100 else "")
         raise ConfigError(f"--min-accuracy: expected a fraction from 0 to 1, got {a:g}{hint}")
-    ckpt = load_checkpoint(args.run, registry)
+    ckpt = load_checkpoint(args.run, registry, optimizer=False)  # scoring needs only the weights
     model = ckpt.model
     if model.spec.data is None:
         raise ConfigError(f"{args.run}: the run's model file has no data section")
