@@ -160,7 +160,7 @@ def cmd_train(args: argparse.Namespace, registry: Registry) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     from nnplug.checkpoint import load_checkpoint
-    from nnplug.data import load_dataset
+    from nnplug.data import data_digest, load_dataset
     from nnplug.train import evaluate
 
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
@@ -172,6 +172,10 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     if model.spec.data is None:
         raise ConfigError(f"{args.run}: the run's model file has no data section")
     data = load_dataset(model.spec.data, model, base_dir=Path(args.run))
+    trained_on = ckpt.progress.get("data_sha256")  # (absent from runs saved before nnplug kept it)
+    if trained_on is not None and trained_on != data_digest(data):
+        print(f"nnplug: warning: {args.run}: the data ({data.origin}) differ from the data the run was "
+              "trained on (changed since); the scores below are on the data as they are now", file=sys.stderr)
     if data.x_val is not None and data.y_val is not None:
         x, y, which = data.x_val, data.y_val, f"validation examples ({data.origin})"
     else:

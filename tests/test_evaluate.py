@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from runkit import tiny_model
 
@@ -38,3 +42,37 @@ def test_evaluate_scores_a_run_whose_optimizer_state_is_missing(
     assert out.replace(str(run), "RUN") == scored and err == ""
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2  # resuming needs it
     assert f"{optim}: the optimizer file named by the manifest is missing" in capsys.readouterr().err
+
+
+def test_evaluate_warns_naming_the_file_when_the_data_changed_since_training_then_scores(
+    saved_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(saved_run, tmp_path)
+    npz = Path(json.loads((run / "model.json").read_text())["data"]["path"])  # absolute, shared by the runs
+    edited = tmp_path / "edited.npz"
+    with np.load(npz) as f:
+        x, y = f["x"].copy(), f["y"]
+    x[-1, 0, 0, 0] += 1.0  # one value of one example
+    np.savez(edited, x=x, y=y)
+    resolved = json.loads((run / "model.json").read_text())
+    resolved["data"]["path"] = str(edited)
+    _rewrite_model_file(run, resolved)
+    assert main(["evaluate", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"nnplug: warning: {run}: the data ({edited}) differ from the data the run was trained on "
+                   "(changed since); the scores below are on the data as they are now\n")
+    assert re.match(rf"{re.escape(str(run))}: loss \d+\.\d{{4}}, accuracy \d+\.\d\d% on 24 validation", out), out
+    shutil.copyfile(npz, edited)  # the very data it was trained on: no warning
+    assert main(["evaluate", str(run)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def _rewrite_model_file(run: Path, resolved: dict[str, Any]) -> None:
+    """Point a run at other data, keeping its manifest's checksum of model.json right."""
+    from nnplug.checkpoint import MANIFEST, atomic_write
+
+    text = json.dumps(resolved).encode()
+    atomic_write(run / "model.json", lambda f: f.write(text))
+    manifest = json.loads((run / MANIFEST).read_text())
+    manifest["model"]["sha256"] = hashlib.sha256(text).hexdigest()
+    atomic_write(run / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
