@@ -153,6 +153,20 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _lock_run_dir(locks: contextlib.ExitStack, run_dir: Path, subject: str) -> None:
+    """Create ``run_dir`` if need be and hold its lock in ``locks``; a file system that refuses
+    (no such parent, a file on the way, read-only, permissions) is one error naming ``subject``,
+    the option that chose the directory."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{subject}: cannot create the run directory: {exc.strerror or exc}") from None
+    try:
+        locks.enter_context(_run_lock(run_dir))
+    except OSError as exc:
+        raise ConfigError(f"{subject}: cannot write in the run directory: {exc.strerror or exc}") from None
+
+
 def _check_plot_available() -> None:
     try:
         import matplotlib  # noqa: F401
@@ -198,7 +212,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
                               f"{', '.join(given + ([args.model] if args.model else []))}")
         run_dir = Path(args.resume)
         if (run_dir / "manifest.json").is_file():  # a run: locked; else load_checkpoint says what is wrong
-            locks.enter_context(_run_lock(run_dir))
+            _lock_run_dir(locks, run_dir, f"--resume {run_dir}")
         ckpt = load_checkpoint(run_dir, registry)
         model = ckpt.model
         seed = int(ckpt.progress.get("seed", -1))
@@ -219,7 +233,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
     data = load_dataset(spec.data, model, base_dir=base)
     if not args.resume:
         run_dir = _run_dir(args, spec.name)
-        locks.enter_context(_run_lock(run_dir))
+        _lock_run_dir(locks, run_dir, f"--out {run_dir}" if args.out else f"{run_dir} (the default --out)")
         if any(entry.name != LOCK_FILE for entry in run_dir.iterdir()):  # another run started here meanwhile
             raise ConfigError(f"--out {run_dir}: already exists and is not an empty directory")
         write_model_file(run_dir, resolved)

@@ -3,8 +3,10 @@ one clear message naming its subject, never a traceback, and leaves a saved run 
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -272,3 +274,40 @@ def test_gradcheck_examples_outside_1_to_100000_are_refused(
     monkeypatch.setattr("nnplug.property_runs.gradcheck_main", _must_not_run)  # it would run for days
     assert main(["gradcheck", "relu", "--examples", examples]) == 2
     assert f"--examples: expected a number from 1 to 100,000, got {int(examples)}" in capsys.readouterr().err
+
+
+def _refuse(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, code: int, where: Callable[[Any], bool]) -> None:
+    """``target.name(path, ...)`` raises OSError(``code``) for the paths ``where`` accepts."""
+    real = getattr(target, name)
+
+    def refusing(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if where(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(target, name, refusing)
+
+
+@pytest.mark.parametrize(("where", "wording"), [
+    ("proc", "cannot create the run directory: No such file or directory"),
+    ("under_a_file", "cannot create the run directory: Not a directory"),
+    ("read_only", "cannot create the run directory: Read-only file system"),
+    ("read_only_empty_dir", "cannot write in the run directory: Read-only file system"),
+], ids=lambda v: v if " " not in v else "")
+def test_an_out_the_file_system_refuses_is_named_with_the_option_before_training(
+    where: str, wording: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_file = tiny_model(tmp_path)
+    places = {"proc": Path("/proc/nnplug-test/run"), "under_a_file": model_file / "sub"}
+    out = places.get(where, tmp_path / "ro" / "run")
+    if where == "proc" and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+    if where == "read_only":  # (chmod would not stop root, who may run the tests)
+        _refuse(monkeypatch, Path, "mkdir", errno.EROFS, lambda path: Path(path) == out)
+    if where == "read_only_empty_dir":
+        out.mkdir(parents=True)
+        _refuse(monkeypatch, os, "open", errno.EROFS, lambda path: Path(path).parent == out)
+    monkeypatch.setattr("nnplug.train.Trainer.run", _must_not_run)
+    assert main(["train", str(model_file), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"nnplug: error: --out {out}: {wording}\n"
