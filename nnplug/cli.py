@@ -282,9 +282,8 @@ def _run(args: argparse.Namespace) -> int:
     except NnplugError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    except KeyboardInterrupt:  # before training started, a second Ctrl-C while saving, or another command
-        _error("interrupted; a run directory keeps its last complete checkpoint (none, if it stopped "
-               "before the first: `nnplug train --resume` then says so)" if args.command == "train"
+    except KeyboardInterrupt:  # another command, or train before its run directory is made
+        _error("interrupted before training started; nothing was saved" if args.command == "train"
                else "interrupted")
         return 130
     except BrokenPipeError:  # the output's reader went away: main stops quietly

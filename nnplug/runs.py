@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import math
 import os
 import re
@@ -187,11 +188,43 @@ def _format_epoch(m: dict[str, Any], epochs: int) -> str:
 
 
 def train_command(args: argparse.Namespace, registry: Registry) -> int:
-    with contextlib.ExitStack() as locks:  # the run directory's lock, held until training ends
-        return _train(args, registry, locks)
+    chosen: list[Path] = []  # the run directory, once known
+    try:
+        with contextlib.ExitStack() as locks:  # the run directory's lock, held until training ends
+            return _train(args, registry, locks, chosen)
+    except KeyboardInterrupt:  # a second Ctrl-C (at once, maybe mid-save), or one before training began
+        if not chosen or not chosen[0].is_dir():
+            raise  # nothing on disk: the command line says "interrupted"
+        print(_interrupted_at_once(chosen[0], resume_command(chosen[0], plugin_options(args))), file=sys.stderr)
+        return EXIT_SIGNAL["SIGINT"]
 
 
-def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitStack) -> int:
+def stopped_at(epoch: int, batch: int) -> str:
+    """Where training stands after ``epoch`` complete epochs and ``batch`` batches of the next."""
+    if batch:
+        return f"after batch {batch} of epoch {epoch + 1}"
+    return f"after epoch {epoch}" if epoch else "before its first batch"
+
+
+def _interrupted_at_once(run_dir: Path, resume: str) -> str:
+    """What a run stopped at once (a second SIGINT, even during a save) left in ``run_dir``."""
+    from nnplug.checkpoint import MANIFEST
+
+    if not (run_dir / MANIFEST).is_file():
+        if not any(entry.name != LOCK_FILE for entry in run_dir.iterdir()):
+            return f"nnplug: interrupted before training started; nothing was saved in {run_dir}"
+        return (f"nnplug: interrupted before the run's first checkpoint; {run_dir} holds none: "
+                "delete it, then start the run again")
+    try:  # the manifest is the commit point: it says where the last complete checkpoint stands
+        progress = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))["progress"]
+        where = f" ({stopped_at(int(progress['epoch']), int(progress['batch']))})"
+    except (OSError, ValueError, KeyError, TypeError):
+        where = ""
+    return (f"nnplug: interrupted; {run_dir} keeps its last complete checkpoint{where}\n"
+            f"  continue with: {resume}")
+
+
+def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitStack, chosen: list[Path]) -> int:
     from nnplug.checkpoint import load_checkpoint, write_model_file
     from nnplug.data import load_dataset
     from nnplug.train import MAX_EPOCHS, TrainConfig, Trainer, plot_curves
@@ -211,6 +244,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
             raise ConfigError(f"--resume continues a run as it was saved; drop "
                               f"{', '.join(given + ([args.model] if args.model else []))}")
         run_dir = Path(args.resume)
+        chosen.append(run_dir)
         if (run_dir / "manifest.json").is_file():  # a run: locked; else load_checkpoint says what is wrong
             _lock_run_dir(locks, run_dir, f"--resume {run_dir}")
         ckpt = load_checkpoint(run_dir, registry)
@@ -233,6 +267,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
     data = load_dataset(spec.data, model, base_dir=base)
     if not args.resume:
         run_dir = _run_dir(args, spec.name)
+        chosen.append(run_dir)
         _lock_run_dir(locks, run_dir, f"--out {run_dir}" if args.out else f"{run_dir} (the default --out)")
         if any(entry.name != LOCK_FILE for entry in run_dir.iterdir()):  # another run started here meanwhile
             raise ConfigError(f"--out {run_dir}: already exists and is not an empty directory")
@@ -271,7 +306,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
     elapsed = time.perf_counter() - started
     if result.status == "interrupted":
         p = trainer.position
-        print(f"nnplug: stopped by {result.signal_name} after batch {p.batch} of epoch {p.epoch + 1}; "
+        print(f"nnplug: stopped by {result.signal_name} {stopped_at(p.epoch, p.batch)}; "
               f"saved to {run_dir}\n  continue with: {resume}", file=sys.stderr)
         return EXIT_SIGNAL.get(result.signal_name or "", 130)
     print(f"saved run to {run_dir} ({final_metric(result.history)}, {elapsed:.1f}s)")
