@@ -5,13 +5,14 @@ A run directory holds::
     model.json          the resolved model file (command-line overrides applied, paths absolute)
     weights-<step>.npz  the weights, keyed ``node/param``
     optim-<step>.npz    the optimizer state, keyed ``node/param/slot``
-    metrics.jsonl       one JSON line of metrics per epoch
+    metrics.jsonl       one JSON line of metrics per epoch, appended after its checkpoint
     manifest.json       versions, layer types, file names and SHA-256s, training progress
 
 Every file is written to a temporary name in the same directory, fsynced, renamed, and the
 directory fsynced. ``manifest.json`` is renamed last and is the commit point: it names the
 weights and optimizer files of its checkpoint, and older files are deleted only after it
-lands. A run killed at any moment therefore leaves a manifest naming complete files.
+lands; a save that fails (disk full, a second Ctrl-C) deletes what it wrote. A run killed at
+any moment therefore leaves a manifest naming complete files.
 Loading verifies every checksum, checks every array's declared shape and dtype against the
 model before reading its data, and never unpickles (``allow_pickle=False``).
 """
@@ -149,8 +150,38 @@ def save_checkpoint(run_dir: Path, model: Model, optim_arrays: dict[str, np.ndar
     weights_name, optim_name = f"weights-{step:08d}.npz", f"optim-{step:08d}.npz"
     weights = {f"{node}/{name}": value for node, group in model.params.items()
                for name, value in group.items()}
-    weights_sha = atomic_write(run_dir / weights_name, lambda f: _savez(f, weights))
-    optim_sha = atomic_write(run_dir / optim_name, lambda f: _savez(f, optim_arrays))
+    path = run_dir / MANIFEST
+    try:
+        weights_sha = atomic_write(run_dir / weights_name, lambda f: _savez(f, weights))
+        optim_sha = atomic_write(run_dir / optim_name, lambda f: _savez(f, optim_arrays))
+        _write_manifest(path, model, weights_name, weights_sha, optim_name, optim_sha, optim_scalars, progress)
+    except BaseException:  # disk full, Ctrl-C: what this save wrote goes, unless the manifest landed
+        _remove_uncommitted(run_dir, (weights_name, optim_name))
+        raise
+    for old in run_dir.iterdir():  # earlier checkpoints and temporaries of killed saves
+        if old.name not in (weights_name, optim_name) and _OWN_FILE.fullmatch(old.name):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return path
+
+
+def _remove_uncommitted(run_dir: Path, names: Iterable[str]) -> None:
+    """Delete the files ``names`` of a failed save that the manifest does not name (those of
+    the checkpoint that stands stay, even where a save of the same step rewrote them)."""
+    try:
+        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+        committed = {manifest["weights"]["file"], manifest["optimizer"]["file"]}
+    except (OSError, ValueError, KeyError, TypeError):  # no checkpoint yet (or an unreadable one)
+        committed = set()
+    for name in names:
+        if name not in committed:
+            with contextlib.suppress(OSError):
+                (run_dir / name).unlink()
+
+
+def _write_manifest(path: Path, model: Model, weights_name: str, weights_sha: str, optim_name: str,
+                    optim_sha: str, optim_scalars: dict[str, Any], progress: dict[str, Any]) -> None:
+    run_dir = path.parent
     plugins, types = _versions(model)
     manifest = {
         "format": FORMAT,
@@ -163,13 +194,7 @@ def save_checkpoint(run_dir: Path, model: Model, optim_arrays: dict[str, np.ndar
         "progress": progress,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    path = run_dir / MANIFEST
     atomic_write(path, _json_bytes(manifest))  # the commit point
-    for old in run_dir.iterdir():  # earlier checkpoints and temporaries of killed saves
-        if old.name not in (weights_name, optim_name) and _OWN_FILE.fullmatch(old.name):
-            with contextlib.suppress(OSError):
-                old.unlink()
-    return path
 
 
 #: The names save_checkpoint writes (and atomic_write's temporaries of them): the only files

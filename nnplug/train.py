@@ -9,6 +9,7 @@ run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -195,12 +196,23 @@ class Trainer:
         atomic_write(self.run_dir / METRICS, lambda f: f.write(text.encode()))
 
     def _append_metrics(self, metrics: dict[str, Any]) -> None:
+        """Add the epoch's line to metrics.jsonl, after its checkpoint: the file is never ahead
+        of the manifest (a resume rewrites it from the manifest when it is behind). A write
+        the disk refuses takes back what it wrote, so no partial line stays."""
         from nnplug.checkpoint import METRICS
 
-        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.run_dir / METRICS
+        line = memoryview((json.dumps(metrics, sort_keys=True) + "\n").encode())
+        with open(path, "ab", buffering=0) as f:  # unbuffered: nothing left to flush at close
+            size = f.seek(0, os.SEEK_END)
+            try:
+                while line:
+                    line = line[f.write(line):]
+                os.fsync(f.fileno())
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    f.truncate(size)
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -294,8 +306,8 @@ class Trainer:
             metrics = self._epoch_metrics(p.epoch + 1, p.loss_sum / max(p.seen, 1))
             p.history.append(metrics)
             p.epoch, p.batch, p.loss_sum, p.seen = p.epoch + 1, 0, 0.0, 0
-            self._append_metrics(metrics)
             self.save()
+            self._append_metrics(metrics)
             if task is not None:
                 self.progress.remove_task(task)
             if self.on_epoch:

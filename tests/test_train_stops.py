@@ -108,3 +108,54 @@ def test_a_ctrl_c_while_loading_the_data_names_the_run_directory_when_there_is_o
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 130
     assert capsys.readouterr().err == (f"nnplug: interrupted; {run} keeps its last complete checkpoint "
                                        f"(after epoch 1)\n  continue with: nnplug train --resume {run}\n")
+
+
+def _full_disk_at(monkeypatch: pytest.MonkeyPatch, run: Path, kind: str, step: int) -> None:
+    """ENOSPC for the checkpoint of optimizer step ``step``: renaming its ``kind`` file
+    (weights, optim or manifest) into place fails, as the last step of writing it, or
+    (``metrics``) syncing the epoch's line of metrics.jsonl does."""
+    from nnplug import checkpoint
+
+    real_replace, real_fsync = os.replace, os.fsync
+    name = {"weights": f"weights-{step:08d}.npz", "optim": f"optim-{step:08d}.npz"}.get(kind, "manifest.json")
+
+    def replace(src: Any, dst: Any) -> None:
+        this_save = kind != "manifest" or (run / f"weights-{step:08d}.npz").exists()
+        if kind != "metrics" and Path(dst).name == name and this_save:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    def fsync(fd: int) -> None:
+        metrics = run / "metrics.jsonl"
+        if kind == "metrics" and metrics.exists() and os.fstat(fd).st_ino == metrics.stat().st_ino:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("kind", ["weights", "optim", "manifest", "metrics"])
+def test_a_save_the_full_disk_refuses_leaves_no_partial_checkpoint_nor_metrics_ahead_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    model_file = tiny_model(tmp_path, epochs=2)
+    assert _train(model_file, tmp_path / "whole") == 0
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _full_disk_at(patch, run, kind, step=5)  # the end of epoch 1
+        assert _train(model_file, run) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and f"in {run}, is intact" in err
+    manifest = json.loads((run / "manifest.json").read_text())
+    saved = 1 if kind == "metrics" else 0  # only syncing metrics.jsonl comes after the checkpoint
+    assert manifest["progress"]["epoch"] == saved
+    assert {p.name for p in run.iterdir()} - {"metrics.jsonl"} == {
+        ".lock", "manifest.json", "model.json", manifest["weights"]["file"], manifest["optimizer"]["file"]
+    }  # nothing the failed save wrote
+    metrics = run / "metrics.jsonl"
+    assert not metrics.exists() or metrics.read_bytes() == b""  # never ahead of the checkpoint
+    assert main(["evaluate", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert (run / "metrics.jsonl").read_bytes() == (tmp_path / "whole" / "metrics.jsonl").read_bytes()
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
