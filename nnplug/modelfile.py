@@ -115,6 +115,34 @@ LineLoader.add_implicit_resolver(
 )
 
 
+# YAML 1.1 integers are not YAML 1.2's nor JSON's: 010 is octal 8 and 08 a string, 1:30 is
+# sexagesimal 90, 1_0 is 10 and 0b100 is 4. Model files read integers by the YAML 1.2 core
+# schema instead: decimal, 0o octal and 0x hex; anything else stays a string, which
+# validation then refuses naming its field.
+_INT_TAG = "tag:yaml.org,2002:int"
+_YAML12_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _INT_TAG]
+    for first, resolvers in LineLoader.yaml_implicit_resolvers.items()  # the float rule above kept
+}
+LineLoader.add_implicit_resolver(_INT_TAG, _YAML12_INT, list("-+0123456789"))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 core-schema integer (also for an explicit ``!!int``, which YAML 1.1 rules
+    would read as octal, sexagesimal or with underscores)."""
+    value = str(loader.construct_scalar(node))
+    if not _YAML12_INT.match(value):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{value!r} is not an integer (decimal, 0o octal or 0x hex)", node.start_mark)
+    if value.startswith(("0o", "0x")):
+        return int(value[2:], 8 if value[1] == "o" else 16)
+    return int(value)  # decimal: a leading zero is a digit, as in YAML 1.2 and JSON
+
+
+LineLoader.add_constructor(_INT_TAG, _construct_int)
+
+
 def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:
     try:
         loader = LineLoader(text, source)

@@ -154,6 +154,37 @@ def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, regist
     assert spec.train is not None and spec.train.optimizer.learning_rate == 0.001
 
 
+def test_yaml_reads_integers_as_yaml_1_2_does_not_as_octal_or_sexagesimal(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads 010 as 8, 1:30 as 90, 1_0 as 10, 0b100 as 4 and 08 as a string
+    text = "list: [010, 08, 0o17, 0x1F, -12, +7, 1:30, 1_0, 0b100, 0o8, 1e3, 2.5, 0777]\n"
+    document, _ = read_document(_write(tmp_path, "m.yaml", text))
+    assert document["list"] == [10, 8, 15, 31, -12, 7, "1:30", "1_0", "0b100", "0o8", 1000.0, 2.5, 777]
+
+
+def test_yaml_integers_yaml_1_2_does_not_read_are_refused_naming_their_field(
+    tmp_path: Path, registry: nnplug.Registry
+) -> None:
+    text = ("input: [1, 8, 8]\nlayers:\n  - {type: flatten}\n  - {type: dense, units: 1:30}\n"
+            "  - {type: dense, units: 010}\nloss: {type: softmax_cross_entropy}\n"
+            "train: {epochs: 1_0, batch_size: 0b100}\n")
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_model_file(_write(tmp_path, "m.yaml", text), registry)
+    assert info.value.problems == [
+        f"{tmp_path / 'm.yaml'}: layers[1] (dense) -> units: Input should be a valid integer (got '1:30') (line 4)",
+        f"{tmp_path / 'm.yaml'}: train -> epochs: Input should be a valid integer (got '1_0') (line 7)",
+        f"{tmp_path / 'm.yaml'}: train -> batch_size: Input should be a valid integer (got '0b100') (line 7)",
+    ]
+    spec = load_model_file(_write(tmp_path, "n.yaml", text.replace("1:30", "4").replace("train:", "# ")), registry)
+    assert spec.nodes[2].config.units == 10  # type: ignore[attr-defined]
+
+
+def test_an_explicit_yaml_int_tag_follows_yaml_1_2_too(tmp_path: Path) -> None:
+    document, _ = read_document(_write(tmp_path, "m.yaml", 'a: !!int "010"\nb: !!int "0x10"\n'))
+    assert document == {"a": 10, "b": 16}
+    with pytest.raises(nnplug.ConfigError, match=r"line 1, column 4\): '1_0' is not an integer"):
+        read_document(_write(tmp_path, "n.yaml", 'a: !!int "1_0"\n'))
+
+
 NAME_RULE = "name: expected a non-empty string of at most 128 characters without control characters"
 
 
