@@ -22,6 +22,8 @@ from nnplug.registry import Registry
 from nnplug.train import TrainConfig
 
 INPUT_NAME = "input"
+#: The loss's row in the summary and its name in messages: no node may take it.
+LOSS_NAME = "loss"
 TOP_LEVEL_KEYS = ("name", "input", "dtype", "seed", "layers", "loss", "data", "train")
 MAX_NODES = 10_000
 MAX_INPUT_ELEMENTS = 50_000_000
@@ -235,6 +237,10 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
         ok = ok and config is not None
         draft = _Draft.read(i, raw, cls, config)
         where = f"{path} ({type_name})" if type_name else path
+        if draft.named and draft.name == LOSS_NAME:
+            ok = False
+            problems.add(("layers", i), f"{where} -> name: {LOSS_NAME!r} is reserved for the model's loss "
+                                        "(its row in the summary); give the node another name")
         if draft.name not in seen:
             seen[draft.name] = path
         elif config is not None or draft.named:  # a broken node's stand-in name clashes with nothing
