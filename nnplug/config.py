@@ -7,7 +7,6 @@ and reported at once, each line prefixed with its path (``layers[2] (conv2d) -> 
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from nnplug._suggest import nearest, unknown_node
 from nnplug.data import DataConfig
 from nnplug.errors import ConfigError
 from nnplug.layer import Layer, LayerConfig, Loss, format_validation_error, parse_config
@@ -105,7 +105,7 @@ def _section(
         for line in exc.problems:
             problems.add((key,), line)
     except ValidationError as exc:  # pragma: no cover - parse_config converts these
-        for line in format_validation_error(exc, key):
+        for line in format_validation_error(exc, key, model):
             problems.add((key,), line)
     return None
 
@@ -146,7 +146,9 @@ def parse_model(
         raise ConfigError(f"{prefix}a model description is a mapping, got {type(data).__name__}")
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            problems.add((key,), f"{key}: unknown section; expected one of {', '.join(TOP_LEVEL_KEYS)}")
+            near = nearest(str(key), TOP_LEVEL_KEYS, first=[k for k in TOP_LEVEL_KEYS if k not in data])
+            hint = f"did you mean {near!r}? " if near else ""
+            problems.add((key,), f"{key}: unknown section; {hint}expected one of {', '.join(TOP_LEVEL_KEYS)}")
     input_shape = _input_shape(data["input"], problems) if "input" in data else None
     if "input" not in data:
         problems.add((), "input: missing (the shape of one example, e.g. [1, 8, 8])")
@@ -263,7 +265,7 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
                 unknown += 1
                 own = draft.name if seen[draft.name] == f"layers[{draft.index}]" else ""  # not a duplicate's
                 problems.add(("layers", draft.index),
-                             f"{where} -> inputs: {_unknown_node(ref, own, known, unknown <= 20)}")
+                             f"{where} -> inputs: {unknown_node(ref, own, known, unknown <= 20)}")
                 ok = False
         if draft.cls is not None and len(inputs) != draft.cls.n_inputs:
             problems.add(("layers", draft.index), f"{where} -> inputs: {draft.type_name} takes "
@@ -272,18 +274,6 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
         if draft.config is not None:
             nodes.append(NodeSpec(draft.name, draft.cls, draft.config, inputs, where))  # type: ignore[arg-type]
     return (nodes if ok else None), list(seen)[1:]
-
-
-def _unknown_node(ref: str, own: str, known: list[str], detailed: bool) -> str:
-    """``unknown node 'x' (did you mean 'y'?); nodes: ...``, the list cut short past 20 names;
-    just ``unknown node 'x'`` when not ``detailed`` (past the first few, in a huge file)."""
-    if not detailed:
-        return f"unknown node {ref!r}"
-    choices = [n for n in known if n != own]
-    near = difflib.get_close_matches(ref, choices, n=1, cutoff=0.6) if len(choices) <= 1000 else []
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    shown = ", ".join(choices[:20]) + (f", ... ({len(choices)} in all)" if len(choices) > 20 else "")
-    return f"unknown node {ref!r}{hint}; nodes: {shown}"
 
 
 @dataclass(frozen=True)

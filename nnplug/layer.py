@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nnplug import _suggest
 from nnplug.errors import ConfigError, PluginError, exception_text
 
 Shape = tuple[int, ...]
@@ -144,11 +145,50 @@ def _not_a_config_value(data: Any, path: tuple[str, ...] = ()) -> tuple[str, str
 _PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
 
 
-def format_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
+def _fields_at(model: type[BaseModel] | None, parts: list[str]) -> list[str]:
+    """The field names of the model found at ``parts`` inside ``model`` (list indices
+    skipped); ``[]`` when the path leads to no single model."""
+    for part in parts:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None and not part.isdigit():
+            return []
+        if field is not None:
+            nested = _nested_models(field.annotation)
+            model = nested[0] if len(nested) == 1 else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[BaseModel] | None
+                  ) -> dict[str, str]:
+    """For each unknown field, what to tell of it (``did you mean 'units'?``, else the fields
+    there are), and for each required field left out that one of them nearly spells, a
+    pointer to it. Only the first few unknown fields are looked at: a node with thousands
+    is not one misspelling."""
+    hints: dict[str, str] = {}
+    missing = {f for f, (msgs, _) in by_field.items() if "Field required" in msgs}
+    unknown = [f for f, (msgs, _) in by_field.items() if "unknown field" in msgs]
+    for path in unknown[:MAX_FIELD_LINES]:
+        *parent, key = path.split(".")
+        fields = _fields_at(model, parent)
+        if not fields:
+            continue
+        at = ".".join(parent) + "." if parent else ""
+        left_out = [f for f in fields if at + f in missing]
+        near = _suggest.nearest(key, fields, first=left_out)
+        hints[path] = f"did you mean {near!r}?" if near else f"the fields are {_suggest.listed(fields)}"
+        if near is not None and at + near in missing:
+            hints.setdefault(at + near, f"is {key!r} a misspelling of it?")
+    return hints
+
+
+def format_validation_error(error: ValidationError, prefix: str = "",
+                            model: type[BaseModel] | None = None) -> list[str]:
     """One line per invalid field: ``prefix -> field: what was expected (got X)``, at most
     :data:`MAX_FIELD_LINES` of them and then a count of the rest.
 
-    pydantic reports each branch of a union separately; they are folded into one line.
+    pydantic reports each branch of a union separately; they are folded into one line. Given
+    the ``model`` validated, an unknown field is told the nearest field name (or the fields
+    there are), and a required field left out the unknown one that nearly spells it.
     """
     by_field: dict[str, tuple[list[str], Any]] = {}
     for item in error.errors(include_url=False):
@@ -169,9 +209,11 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
     parents = {".".join(parts[:k]) for parts in (f.split(".") for f in by_field) for k in range(1, len(parts))}
     lines = []
     shown_fields = [f for f in by_field if f not in parents]
+    hints = _misspellings({f: by_field[f] for f in shown_fields}, model)
     for field in shown_fields[:MAX_FIELD_LINES]:
         msgs, received = by_field[field]
         text = msgs[0] if len(msgs) == 1 else "expected one of: " + "; ".join(msgs)
+        text += f"; {hints[field]}" if field in hints else ""
         if field == "(config)" and prefix:  # a rule across fields: its own words name them
             lines.append(f"{prefix}: {text}")
             continue
@@ -219,7 +261,7 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
                 f"{where or config_cls.__name__}: {config_cls.__module__}.{config_cls.__qualname__}'s own default "
                 f"for {', '.join(broken_defaults)} fails its validation (a bug in the plugin, not in the config "
                 f"given): {'; '.join(format_validation_error(exc, ''))}") from None
-        problems = format_validation_error(exc, where or config_cls.__name__)
+        problems = format_validation_error(exc, where or config_cls.__name__, config_cls)
         raise ConfigError("\n".join(problems), problems) from None
     except Exception as exc:  # pydantic lets a validator's non-ValueError through: the plugin's bug
         raise PluginError(f"{where or config_cls.__name__}: validating it with {config_cls.__module__}."
