@@ -1,14 +1,16 @@
-"""Building a model graph: topological order, shape inference, the parameter budget.
+"""Building a model graph: topological order, shape inference, the parameter budget and
+the parameter counts.
 
-Everything here runs before a single weight is allocated, so a model can be checked and
-summarised cheaply.
+Everything here but :func:`checked_params` runs before a single weight is allocated, so a
+model can be checked and summarised cheaply; only a layer that declares no ``param_shapes``
+is drawn to be counted.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,3 +233,52 @@ def check_running_total(node: Node, total: int) -> None:
             f"run, more than the budget of {MAX_PARAMETERS:,}; reduce its size (declaring "
             "param_shapes in the plugin lets this be refused before any weight is drawn)"
         )
+
+
+def count_parameters(nodes: list[Node], declared: Mapping[str, dict[str, Shape] | None],
+                     draw: Callable[[Node], Mapping[str, np.ndarray]]) -> dict[str, int]:
+    """Each node's parameter count from its declared shapes (:func:`check_budget`), without
+    allocating them; a node whose layer declares no ``param_shapes`` (but draws some in
+    ``init_params``) is drawn with ``draw`` to be counted, and the running total checked
+    against the budget as ``init_params`` checks it."""
+    counts: dict[str, int] = {}
+    total = 0
+    for node in nodes:
+        shapes = declared.get(node.name)
+        if shapes is not None:
+            count = sum(math.prod(s) for s in shapes.values())
+        elif type(node.layer).init_params is Layer.init_params:  # the base: no parameters
+            count = 0
+        else:
+            count = sum(int(a.size) for a in draw(node).values())
+        counts[node.name] = count
+        total += count
+        check_running_total(node, total)
+    return counts
+
+
+def checked_params(node: Node, drawn: Any, expected: dict[str, Shape] | None,
+                   dtype: np.dtype) -> dict[str, np.ndarray]:
+    """What a node's ``init_params`` returned, cast once into the model's ``dtype``; a plugin
+    returning something else than ``param_shapes`` declared, or non-finite values, is named."""
+    if not isinstance(drawn, Mapping):
+        raise PluginError(f"{node.located}: init_params returned {type(drawn).__name__}, expected a dict")
+    out = {}
+    for name, value in drawn.items():
+        if not isinstance(name, str) or "/" in name or not name:
+            raise PluginError(f"{node.located}: parameter name {name!r} is not a plain name")
+        try:
+            array = np.array(value, dtype=dtype)  # the one cast, into the model's dtype
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{node.located}: init_params gave {name} a value that is not "
+                              f"an array of numbers ({exception_text(exc)})") from exc
+        if expected is not None and name in expected and array.shape != tuple(expected[name]):
+            raise PluginError(f"{node.located}: init_params gave {name} the shape "
+                              f"{array.shape}, but param_shapes says {tuple(expected[name])}")
+        if not np.isfinite(array).all():  # training would stop at the first batch, blaming the data
+            raise PluginError(f"{node.located}: init_params drew non-finite values for {name}")
+        out[name] = array
+    if expected is not None and set(out) != set(expected):
+        raise PluginError(f"{node.located}: init_params returned {sorted(out)}, but param_shapes "
+                          f"declares {sorted(expected)}")
+    return out

@@ -146,7 +146,7 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
     from nnplug.modelfile import build_model
 
-    model = build_model(args.model, registry)
+    model = build_model(args.model, registry, init=False)  # the summary needs shapes, not weights
     print(model.summary())
     print(f"{args.model}: valid")
     return EXIT_OK

@@ -30,6 +30,8 @@ from nnplug.build import (
     check_activations,
     check_budget,
     check_running_total,
+    checked_params,
+    count_parameters,
     plugin_label,
     unused_nodes,
 )
@@ -99,6 +101,7 @@ class Model:
         self._node_names = {n.name for n in self.nodes}
         self._param_views: dict[str, tuple[tuple[tuple[str, np.ndarray], ...], dict[str, np.ndarray]]] = {}
         self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
+        self._counts: dict[str, int] | None = None  # parameter_counts() of a model not initialised
         check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}
 
@@ -126,41 +129,22 @@ class Model:
         params: Params = {}
         total = 0
         for node in self.nodes:
-            key = zlib.crc32(node.name.encode())
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
-            try:
-                drawn = node.layer.init_params(node.layer_in_shape(), rng)
-            except NnplugError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"{node.located}: init_params raised {exception_text(exc)}") from exc
-            params[node.name] = self._checked_params(node, drawn, self._declared.get(node.name))
+            params[node.name] = self._draw(node, seed)
             total += sum(a.size for a in params[node.name].values())
             check_running_total(node, total)
         return params
 
-    def _checked_params(self, node: Node, drawn: Any, expected: dict[str, Shape] | None) -> dict[str, np.ndarray]:
-        if not isinstance(drawn, Mapping):
-            raise PluginError(f"{node.located}: init_params returned {type(drawn).__name__}, expected a dict")
-        out = {}
-        for name, value in drawn.items():
-            if not isinstance(name, str) or "/" in name or not name:
-                raise PluginError(f"{node.located}: parameter name {name!r} is not a plain name")
-            try:
-                array = np.array(value, dtype=self.dtype)  # the one cast, into the model's dtype
-            except (TypeError, ValueError) as exc:
-                raise PluginError(f"{node.located}: init_params gave {name} a value that is not "
-                                  f"an array of numbers ({exception_text(exc)})") from exc
-            if expected is not None and name in expected and array.shape != tuple(expected[name]):
-                raise PluginError(f"{node.located}: init_params gave {name} the shape "
-                                  f"{array.shape}, but param_shapes says {tuple(expected[name])}")
-            if not np.isfinite(array).all():  # training would stop at the first batch, blaming the data
-                raise PluginError(f"{node.located}: init_params drew non-finite values for {name}")
-            out[name] = array
-        if expected is not None and set(out) != set(expected):
-            raise PluginError(f"{node.located}: init_params returned {sorted(out)}, but param_shapes "
-                              f"declares {sorted(expected)}")
-        return out
+    def _draw(self, node: Node, seed: int) -> dict[str, np.ndarray]:
+        """One node's parameters from ``seed``, checked and cast into the model's dtype."""
+        key = zlib.crc32(node.name.encode())
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
+        try:
+            drawn = node.layer.init_params(node.layer_in_shape(), rng)
+        except NnplugError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{node.located}: init_params raised {exception_text(exc)}") from exc
+        return checked_params(node, drawn, self._declared.get(node.name), self.dtype)
 
     # -- running -------------------------------------------------------------------------
 
@@ -377,8 +361,19 @@ class Model:
         other.params = {n: {k: v.astype(other.dtype) for k, v in p.items()} for n, p in self.params.items()}
         return other
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Each node's parameter count: of its weights once drawn, else from the shapes its
+        layer declares (``param_shapes``), drawing only the nodes of layers that declare none
+        and checking the budget as :meth:`init_params` does. ``Model(..., init=False)``
+        is thus checked and summarised without allocating declared weights."""
+        if self.params:
+            return {n.name: sum(int(a.size) for a in self.params.get(n.name, {}).values()) for n in self.nodes}
+        if self._counts is None:
+            self._counts = count_parameters(self.nodes, self._declared, lambda node: self._draw(node, self.spec.seed))
+        return dict(self._counts)
+
     def parameter_count(self) -> int:
-        return sum(int(a.size) for p in self.params.values() for a in p.values())
+        return sum(self.parameter_counts().values())
 
     def summary_rows(self) -> list[tuple[str, str, str, str, int]]:
         """(node, type, inputs, output shape, parameter count) per node, in execution order."""

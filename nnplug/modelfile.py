@@ -301,8 +301,10 @@ def load_model_file(path: str | Path, registry: Registry) -> ModelSpec:
 _NODE_WHERE = re.compile(r"^(?:layers\[(\d+)\]|(loss)\b)")
 
 
-def build_model(path: str | Path, registry: Registry) -> Model:
-    """Read, validate and build a model file into a :class:`nnplug.Model`.
+def build_model(path: str | Path, registry: Registry, *, init: bool = True) -> Model:
+    """Read, validate and build a model file into a :class:`nnplug.Model`; with
+    ``init=False`` no weight is drawn (but the model is counted and budget-checked, as
+    :meth:`nnplug.Model.parameter_counts` does), enough to check and summarise it.
 
     Raises:
         ConfigError: the file is invalid (see :func:`load_model_file`).
@@ -310,17 +312,21 @@ def build_model(path: str | Path, registry: Registry) -> Model:
             file and, for YAML, ends with the node's line.
     """
     spec, locate = _load(path, registry)
-    return build_located(spec, registry, path, locate)
+    return build_located(spec, registry, path, locate, init=init)
 
 
-def build_located(spec: ModelSpec, registry: Registry, path: str | Path, locate: Any) -> Model:
+def build_located(spec: ModelSpec, registry: Registry, path: str | Path, locate: Any, *,
+                  init: bool = True) -> Model:
     """Build a model parsed from the file ``path``: an error a node raises while the graph is
     built (a shape that does not fit, a plugin that broke) starts with the file and ends
     with the node's line where ``locate`` knows it."""
     from nnplug.graph import Model
 
     try:
-        return Model(spec, registry)
+        model = Model(spec, registry, init=init)
+        if not init:  # layers without param_shapes are drawn to be counted and budget-checked
+            model.parameter_counts()
+        return model
     except (ShapeError, PluginError, ConfigError) as exc:  # a node that does not fit, a cycle, a plugin that broke
         message = str(exc)
         match = _NODE_WHERE.match(message)

@@ -1,4 +1,8 @@
-"""The summary table of a built model: what ``nnplug validate`` prints."""
+"""The summary table of a built model: what ``nnplug validate`` prints.
+
+It needs no weights: a model built with ``init=False`` is counted from its layers'
+``param_shapes`` (see :meth:`nnplug.Model.parameter_counts`).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,17 @@ if TYPE_CHECKING:
 
 def summary_rows(model: Model) -> list[tuple[str, str, str, str, int]]:
     """(node, type, inputs, output shape, parameter count) per node, in execution order."""
-    rows = []
-    for node in model.nodes:
-        count = sum(int(a.size) for a in model.params.get(node.name, {}).values())
-        rows.append((node.name, node.type, ", ".join(node.inputs), str(node.out_shape), count))
-    return rows
+    counts = model.parameter_counts()  # from the shapes, where the weights are not drawn
+    return [(node.name, node.type, ", ".join(node.inputs), str(node.out_shape), counts[node.name])
+            for node in model.nodes]
 
 
 def summary_table(model: Model) -> str:
     """Node, type, inputs, output shape and parameters, one row per node and one for the
     loss, then the totals and the nodes the loss does not depend on."""
     header = ("node", "type", "inputs", "output shape", "params")
-    rows = [header] + [(a, b, c, d, f"{e:,}") for a, b, c, d, e in summary_rows(model)]
+    counted = summary_rows(model)
+    rows = [header] + [(a, b, c, d, f"{e:,}") for a, b, c, d, e in counted]
     rows.append(("loss", model.loss.type_name(), model.loss_input, "()", "0"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
@@ -31,7 +34,7 @@ def summary_table(model: Model) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append(f"input {model.input_shape}, dtype {model.dtype}, "
-                 f"{model.parameter_count():,} parameters in total")
+                 f"{sum(row[4] for row in counted):,} parameters in total")
     if model.unused:
         lines.append(unused_note(model))
     return "\n".join(lines)

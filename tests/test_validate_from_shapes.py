@@ -1,0 +1,79 @@
+"""``nnplug validate`` and the summary work from shapes: declared weights are never drawn."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakedist import good_plugin_source, install_fake_dist
+from faultkit import model_text
+
+import nnplug
+from nnplug.cli import main
+from nnplug.modelfile import build_model
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+REGISTRY = nnplug.load_registry()
+
+
+def _wide_mlp(tmp_path: Path) -> Path:
+    """26.8 million float64 weights: 214 MB if drawn."""
+    path = tmp_path / "wide.yaml"
+    path.write_text(model_text({"type": "flatten"}, {"type": "dense", "units": 400_000},
+                               input_shape=(1, 8, 8), dtype="float64"))
+    return path
+
+
+def test_validate_prints_the_parameter_counts_without_allocating_the_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _wide_mlp(tmp_path)
+    tracemalloc.start()
+    try:
+        assert main(["validate", str(path)]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[2:5]}
+    assert rows == {"flatten_0": "0", "dense_1": "26,000,000", "dense_2": "800,002"}
+    assert "input (1, 8, 8), dtype float64, 26,800,002 parameters in total" in out
+    assert peak < 20_000_000, f"validate traced {peak:,} bytes"
+
+
+def test_validate_never_calls_init_params_of_a_layer_that_declares_param_shapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(self: Any, in_shape: Any, rng: Any) -> Any:
+        raise AssertionError("init_params called by validate")
+
+    monkeypatch.setattr(REGISTRY.get("dense"), "init_params", refuse)
+    assert main(["validate", str(_wide_mlp(tmp_path))]) == 0
+    assert capsys.readouterr().out.endswith("wide.yaml: valid\n")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_the_summary_from_shapes_is_the_summary_from_the_weights(example: Path) -> None:
+    drawn = build_model(example, REGISTRY)
+    counted = build_model(example, REGISTRY, init=False)
+    assert counted.params == {}
+    assert counted.summary() == drawn.summary()
+    assert counted.parameter_counts() == drawn.parameter_counts()
+    assert counted.parameter_count() == drawn.parameter_count() > 0
+
+
+def test_a_layer_without_param_shapes_is_drawn_to_be_counted(
+    site: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, modules = site
+    undeclared = ("    def output_shape", "    def init_params(self, in_shape, rng):\n"
+                  "        return {'w': np.zeros((300, *in_shape))}\n    def output_shape")
+    install_fake_dist(root, "bulkydist", "bulky", good_plugin_source("bulky").replace(*undeclared))
+    modules.append("bulky")
+    path = tmp_path / "model.yaml"
+    path.write_text(model_text({"type": "bulky", "name": "suspect"}))
+    assert main(["validate", str(path)]) == 0
+    rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[2:4]}
+    assert rows == {"suspect": "1,200", "dense_1": "10"}
