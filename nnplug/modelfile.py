@@ -106,26 +106,23 @@ class LineLoader(yaml.SafeLoader):
         return self.lines.get(tuple(str(p) for p in path)) if path else None
 
 
-# YAML 1.1, which PyYAML implements, reads 1e-3 as a string: its floats need a dot (1.0e-3).
-# YAML 1.2, JSON, TOML and every user writing a learning rate read it as a number, and so do we.
-LineLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-# YAML 1.1 integers are not YAML 1.2's nor JSON's: 010 is octal 8 and 08 a string, 1:30 is
-# sexagesimal 90, 1_0 is 10 and 0b100 is 4. Model files read integers by the YAML 1.2 core
-# schema instead: decimal, 0o octal and 0x hex; anything else stays a string, which
-# validation then refuses naming its field.
-_INT_TAG = "tag:yaml.org,2002:int"
+# YAML 1.1, which PyYAML implements, differs from YAML 1.2 and JSON on numbers: 1e-3 is a
+# string (floats need a dot), 010 is octal 8 and 08 a string, 1:30 is sexagesimal 90 (and
+# 1:30.0 is 5430.0), 1_0 is 10 and 0b100 is 4. Model files read numbers by the YAML 1.2 core
+# schema instead: decimal, 0o octal and 0x hex integers; floats with a dot or an exponent (and
+# .inf, .nan, which validation refuses); anything else stays a string, which validation then
+# refuses naming its field.
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _YAML12_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_YAML12_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*|[0-9]+)(?:[eE][-+]?[0-9]+)?"
+                           r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
 LineLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _INT_TAG]
-    for first, resolvers in LineLoader.yaml_implicit_resolvers.items()  # the float rule above kept
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in LineLoader.yaml_implicit_resolvers.items()
 }
+# The integer rule first: the float rule also matches a plain 12 (YAML 1.2 tries int first).
 LineLoader.add_implicit_resolver(_INT_TAG, _YAML12_INT, list("-+0123456789"))
+LineLoader.add_implicit_resolver(_FLOAT_TAG, _YAML12_FLOAT, list("-+0123456789."))
 
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:

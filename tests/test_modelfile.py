@@ -146,10 +146,12 @@ def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
 def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, registry: nnplug.Registry) -> None:
     # YAML 1.1 (PyYAML) would read 1e-3 as the string '1e-3' and the config would refuse it
     text = ("input: [4]\nlayers:\n  - {type: dense, units: 3}\nloss: {type: softmax_cross_entropy}\n"
-            "train: {optimizer: {type: sgd, lr: 1e-3}, epochs: 1}\nlist: [2E+1, -5e-1, 1_0e1, 1.5e2, 12, 1e]\n")
+            "train: {optimizer: {type: sgd, lr: 1e-3}, epochs: 1}\n"
+            "list: [2E+1, -5e-1, 1_0e1, 1.5e2, 12, 1e, .5, 1:30.0, 1_0.5]\n")
     document, _ = read_document(_write(tmp_path, "m.yaml", text))
     assert document["train"]["optimizer"]["lr"] == 0.001
-    assert document["list"] == [20.0, -0.5, 100.0, 150.0, 12, "1e"]
+    # ... and as YAML 1.2 reads them: no underscores, no sexagesimal 1:30.0 = 5430.0
+    assert document["list"] == [20.0, -0.5, "1_0e1", 150.0, 12, "1e", 0.5, "1:30.0", "1_0.5"]
     spec = load_model_file(_write(tmp_path, "n.yaml", text.replace("list:", "# list:")), registry)
     assert spec.train is not None and spec.train.optimizer.learning_rate == 0.001
 
