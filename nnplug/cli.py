@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("plugins", "list installed plugins: distribution, version, layer types, status")
     p = command("validate", "check a model file and print its summary table")
     p.add_argument("model", metavar="MODEL", help="a .yaml, .yml, .json or .toml model file")
+    p.add_argument("--no-data", action="store_true",
+                   help="check the model alone, not the data its data section names")
     p = command("train", "train a model file and save a run directory")
     p.add_argument("model", metavar="MODEL", nargs="?", help="the model file (omit with --resume)")
     p.add_argument("--epochs", type=int, help="number of epochs (overrides the file)")
@@ -148,6 +150,13 @@ def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
 
     model = build_model(args.model, registry, init=False)  # the summary needs shapes, not weights
     print(model.summary())
+    if model.spec.data is not None and not args.no_data:
+        from nnplug.data import load_dataset
+
+        # What train checks before its first step: the arrays exist, fit the input and the loss
+        data = load_dataset(model.spec.data, model, base_dir=Path(args.model).parent)
+        n_val = 0 if data.x_val is None else len(data.x_val)
+        print(f"data: {len(data.x)} training and {n_val} validation examples ({data.origin})")
     print(f"{args.model}: valid")
     return EXIT_OK
 

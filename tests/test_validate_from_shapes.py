@@ -77,3 +77,23 @@ def test_a_layer_without_param_shapes_is_drawn_to_be_counted(
     assert main(["validate", str(path)]) == 0
     rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[2:4]}
     assert rows == {"suspect": "1,200", "dense_1": "10"}
+
+
+def test_validate_checks_the_data_the_file_names_as_train_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runkit import blob_data, tiny_model
+
+    model = tiny_model(tmp_path)
+    assert main(["validate", str(model)]) == 0
+    assert "data: 72 training and 24 validation examples" in capsys.readouterr().out
+    # validate used to say "valid" here; train then refused the file
+    blob_data(tmp_path / "blobs.npz", classes=5)  # labels 3 and 4 do not fit the 3 logits
+    assert main(["validate", str(model)]) == 2
+    assert "y does not fit the loss" in capsys.readouterr().err
+    (tmp_path / "blobs.npz").unlink()
+    assert main(["validate", str(model)]) == 2
+    assert "blobs.npz" in capsys.readouterr().err
+    assert main(["validate", str(model), "--no-data"]) == 0  # the model alone
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("tiny.yaml: valid") and "data:" not in out
