@@ -117,10 +117,15 @@ def plugin_label(registry: Registry, type_name: str) -> str:
 
 def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
     """Layers in topological order with every input and output shape inferred, before any
-    weight exists; a shape that does not fit names the node and where its input came from."""
+    weight exists; a shape that does not fit names the node and where its input came from.
+    Every node whose inputs have shapes is tried, so a file's shape errors (one per branch)
+    are reported at once, one line each."""
     shapes: dict[str, Shape] = {INPUT_NAME: spec.input_shape}
     nodes = []
+    misfits: list[str] = []
     for node_spec in topological_order(spec):
+        if any(i not in shapes for i in node_spec.inputs):
+            continue  # reads a node that did not fit: its own shape is unknown, not wrong
         plugin = plugin_label(registry, node_spec.config.type)
         try:
             layer = node_spec.cls(node_spec.config)
@@ -140,7 +145,8 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
             origin = f"inputs: {received}" if len(in_shapes) > 1 else f"received {received}"
             if len(in_shapes) == 1 and str(in_shapes[0]) in str(exc):
                 origin = f"input from {node_spec.inputs[0]!r}"
-            raise ShapeError(f"{node_spec.where}: {exc}; {origin}") from None
+            misfits.append(f"{node_spec.where}: {exc}; {origin}")
+            continue
         except NnplugError:
             raise
         except Exception as exc:
@@ -158,6 +164,8 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
         shapes[node_spec.name] = tuple(int(d) for d in out)
         nodes.append(Node(node_spec.name, layer, node_spec.inputs, in_shapes,
                           shapes[node_spec.name], node_spec.where, plugin))
+    if misfits:
+        raise ShapeError("\n".join(misfits))
     return nodes
 
 def unused_nodes(nodes: list[Node], loss_input: str) -> tuple[str, ...]:

@@ -325,10 +325,18 @@ def build_located(spec: ModelSpec, registry: Registry, path: str | Path, locate:
             model.parameter_counts()
         return model
     except (ShapeError, PluginError, ConfigError) as exc:  # a node that does not fit, a cycle, a plugin that broke
-        message = str(exc)
-        match = _NODE_WHERE.match(message)
-        line = None
-        if match and locate is not None:
-            line = locate(("layers", int(match[1])) if match[1] else ("loss",))
-        suffix = f" (line {line})" if line else ""
-        raise type(exc)(f"{path}: {message}{suffix}") from None
+        # one line per problem (build_nodes reports every branch's misfit), each located
+        lines = [_located_line(text, path, locate) for text in str(exc).split("\n")]
+        if isinstance(exc, ConfigError):
+            raise ConfigError("\n".join(lines), lines) from None
+        raise type(exc)("\n".join(lines)) from None
+
+
+def _located_line(message: str, path: str | Path, locate: Any) -> str:
+    """``message`` starting with the file and, where it names a node ``locate`` knows, ending
+    with that node's line."""
+    match = _NODE_WHERE.match(message)
+    line = None
+    if match and locate is not None:
+        line = locate(("layers", int(match[1])) if match[1] else ("loss",))
+    return f"{path}: {message}" + (f" (line {line})" if line else "")

@@ -97,3 +97,25 @@ def test_validate_checks_the_data_the_file_names_as_train_would(
     assert main(["validate", str(model), "--no-data"]) == 0  # the model alone
     out = capsys.readouterr().out
     assert out.rstrip().endswith("tiny.yaml: valid") and "data:" not in out
+
+
+def test_every_branchs_shape_error_is_reported_at_once_each_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # two branches that each do not fit: validate used to stop at the first, one run per error
+    path = tmp_path / "two.yaml"
+    path.write_text("input: [1, 8, 8]\n"
+                    "layers:\n"
+                    "  - {type: conv2d, name: c1, filters: 2, kernel_size: 9}\n"
+                    "  - {type: flatten, name: f1}\n"
+                    "  - {type: conv2d, name: c2, filters: 2, kernel_size: 3, inputs: [input]}\n"
+                    "  - {type: maxpool2d, name: p2, pool_size: 12}\n"
+                    "  - {type: flatten, name: f2}\n"
+                    "  - {type: concat, inputs: [f1, f2]}\n"
+                    "  - {type: dense, units: 3}\n"
+                    "loss: {type: softmax_cross_entropy}\n")
+    assert main(["validate", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2  # the nodes after them read shapes that do not exist: not errors of their own
+    assert "layers[0] 'c1' (conv2d): conv2d kernel (9, 9) is larger" in lines[0] and lines[0].endswith("(line 3)")
+    assert f"{path}: layers[3] 'p2' (maxpool2d)" in lines[1] and lines[1].endswith("(line 6)")
