@@ -67,6 +67,10 @@ class ModelSpec:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+#: The field a problem line names: ``... -> kernel_size: ...`` (``optimizer.lr`` when nested).
+_FIELD_IN_MESSAGE = re.compile(r" -> ([A-Za-z_][\w.]*): ")
+
+
 class _Problems:
     """Collects problem lines, each with its path and (when known) the source line."""
 
@@ -75,7 +79,12 @@ class _Problems:
         self.locate = locate
 
     def add(self, path: tuple[Any, ...], message: str) -> None:
-        line = self.locate(path) if self.locate else None
+        line = None
+        if self.locate:
+            # the field's own line where the message names one the file has (block-style YAML
+            # puts each key on its own line), else the line of the node or section
+            field = _FIELD_IN_MESSAGE.search(message)
+            line = (self.locate((*path, *field[1].split("."))) if field else None) or self.locate(path)
         # the nodes are checked in two passes (fields, then inputs): their lines go by node
         node = path[1] if path[:1] == ("layers",) and len(path) > 1 else -1
         self._found.append((node, f"{message} (line {line})" if line else message))

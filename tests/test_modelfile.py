@@ -96,6 +96,19 @@ def test_yaml_problems_carry_the_line_of_their_node(tmp_path: Path, registry: nn
     assert any("layers[2] (dense) -> unitz" in p and p.endswith("(line 7)") for p in problems)
 
 
+def test_block_style_yaml_problems_carry_the_line_of_their_field(tmp_path: Path, registry: nnplug.Registry) -> None:
+    # they carried the line of the node (or the section), lines above the key at fault
+    text = ("input: [1, 8, 8]\nlayers:\n  - type: conv2d\n    filters: 2\n    kernel_size: 0\n"
+            "  - type: flatten\n  - type: dense\n    unit: 10\nloss:\n  type: softmax_cross_entropy\n"
+            "train:\n  optimizer:\n    type: adam\n    lr: -1\n")
+    with pytest.raises(nnplug.ConfigError) as info:
+        load_model_file(_write(tmp_path, "m.yaml", text), registry)
+    ends = {p.split(": ", 2)[1].split(":")[0]: p.rsplit(" ", 2)[-1] for p in info.value.problems}
+    assert ends == {"layers[0] (conv2d) -> kernel_size": "5)", "layers[2] (dense) -> unit": "8)",
+                    "layers[2] (dense) -> units": "7)",  # missing: the node's line
+                    "train -> optimizer.lr": "14)"}
+
+
 def test_anchors_within_the_size_limit_are_read(tmp_path: Path, registry: nnplug.Registry) -> None:
     text = ("input: [1, 8, 8]\nlayers:\n  - {type: flatten}\n  - &h {type: dense, units: 8}\n"
             "  - *h\n  - {type: dense, units: 10}\nloss: {type: softmax_cross_entropy}\n")
