@@ -63,6 +63,8 @@ class GradcheckReport:
     eps: float
     rtol: float
     atol: float
+    #: the default atol was lowered to rtol × the largest gradient (every gradient is small)
+    atol_scaled: bool = False
     n_forward: int = 0
     #: the largest rounding-noise allowance added to a tolerance (see the module docstring)
     max_noise: float = 0.0
@@ -95,7 +97,8 @@ class GradcheckReport:
     def __str__(self) -> str:
         status = "passed" if self.ok else ("met a kink" if self.kinks and not self.failures else "FAILED")
         lines = [f"gradient check of {self.subject} ({self.mode} mode, {self.dtype}): {status}",
-                 f"  tolerance: |analytic - numeric| <= {self.atol:g} + {self.rtol:g} * |numeric|, "
+                 f"  tolerance: |analytic - numeric| <= {self.atol:g} + {self.rtol:g} * |numeric|"
+                 f"{' (atol scaled to the largest gradient)' if self.atol_scaled else ''}, "
                  f"step {self.eps:g}; {self.n_forward} forward evaluations"]
         if self.max_noise > 0.1 * self.atol:  # large outputs: the differences' own rounding was allowed for
             lines[-1] += f"; up to {self.max_noise:.3g} more allowed for rounding in the differences"

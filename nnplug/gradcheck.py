@@ -23,9 +23,11 @@ rounding (at ordinary sizes it is far below ``atol``). But it may never exceed 0
 derivative (a tenth of ``rtol`` where that is coarser, or ``atol``): an entry noisier than that
 is measured again at steps 10 to 10,000 times larger, and if it stays unresolved it fails as
 such, never passed; so does an entry whose function is not finite within one step. An entry
-that moves no term is flat where the analytic gradient is within ``atol`` of 0. The steps are
-those actually taken: ``t + h`` rounded to ``t``'s dtype, minus ``t``. ``R``, the entries
-sampled and the directions come from streams of their own (:func:`streams`).
+that moves no term is flat where the analytic gradient is within ``atol`` of 0. Where every
+analytic gradient is small, the default ``atol`` is lowered to their scale
+(:func:`_scaled_atol`). The steps are those actually taken: ``t + h`` rounded to ``t``'s
+dtype, minus ``t``. ``R``, the entries sampled and the directions come from streams of their
+own (:func:`streams`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 from nnplug import _returns as returns
 from nnplug._gradcheck_directions import directional, locate
 from nnplug._gradcheck_inputs import TOLERANCES, check_options, checked_array, checked_params, streams
-from nnplug._gradcheck_probe import Compared, Measure, Point, Probe, compared, settle
+from nnplug._gradcheck_probe import NOISE_ULPS, Compared, Measure, Point, Probe, compared, settle
 from nnplug._gradcheck_report import GradcheckReport
 from nnplug.arrays import loss_target
 from nnplug.errors import NnplugError, PluginError, ShapeError, exception_text
@@ -105,6 +107,26 @@ def _elementwise(point: Point, tensors: dict[str, np.ndarray], name: str, analyt
     return failed
 
 
+def _scaled_atol(analytic: Mapping[str, np.ndarray], tensors: Mapping[str, np.ndarray], rtol: float,
+                 at_rest: Point, step: float) -> float:
+    """What the default ``atol`` is lowered to: ``rtol`` times the largest analytic gradient
+    entry, but no less than the rounding of a central difference (NOISE_ULPS ulps over 2h) of
+    values the size of the largest term or checked entry. A fixed atol guards gradients near 0
+    beside larger ones, but where every gradient is small (a layer whose outputs are 1e-8) it
+    would pass any mistake. The floor keeps it above the noise of a gradient that is 0 but for
+    rounding: a pixel no window reads, whose FFT correlation rounds at the size of its inputs
+    though its outputs are near 0."""
+    largest = 0.0
+    for grad in analytic.values():
+        magnitudes = np.abs(np.asarray(grad, dtype=np.float64))
+        largest = max(largest, float(magnitudes[np.isfinite(magnitudes)].max(initial=0.0)))
+    if largest == 0:
+        return np.inf  # a gradient of all zeros keeps the default
+    sizes = [np.abs(np.asarray(a, dtype=np.float64)) for a in (at_rest.at, *tensors.values())]
+    operand = max(float(a[np.isfinite(a)].max(initial=0.0)) for a in sizes)
+    return max(rtol * largest, NOISE_ULPS * at_rest.unit * operand / (2 * step))
+
+
 def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
          analytic: Mapping[str, np.ndarray], *, mode: Mode, dtype: str, eps: float | None,
          rtol: float | None, atol: float | None, max_entries: int, n_directions: int,
@@ -115,11 +137,15 @@ def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
     failed are dropped when every entry was checked and passed, and where the sample passed,
     a bisection looks for the entry they point at."""
     h, default_rtol, default_atol = TOLERANCES[dtype]
-    report = GradcheckReport(subject, mode, dtype, h if eps is None else eps,
-                             default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
+    rtol, step = default_rtol if rtol is None else rtol, h if eps is None else eps
     _, rng, aside = streams(seed)  # the samples and fast mode's directions; full mode's and bisections
     counter = _Counter(f)
     at_rest = Point(counter, counter(tensors), float(np.finfo(dtype).eps), 0.0)
+    scaled_atol = _scaled_atol(analytic, tensors, rtol, at_rest, step)
+    scaled = atol is None and scaled_atol < default_atol
+    if atol is None:
+        atol = scaled_atol if scaled else default_atol
+    report = GradcheckReport(subject, mode, dtype, step, rtol, atol, atol_scaled=scaled)
     for name in tensors:
         grad = np.asarray(analytic[name], dtype=np.float64)  # of the tensor's shape: the callers checked
         # the tensor's own magnitude: what its steps' rounding is charged for (see _gradcheck_probe)

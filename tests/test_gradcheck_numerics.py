@@ -314,3 +314,29 @@ def test_float64_full_mode_fails_a_relative_mistake_of_5e_5_and_passes_one_of_1e
     assert wrong.failures and not wrong.ok, str(wrong)
     assert wrong.worst.analytic == pytest.approx((1 + 5e-5) * wrong.worst.numeric, rel=1e-7)
     assert nnplug.gradcheck(Elementwise({"fn": "tanh", "wrong": 1 + 1e-8}), x, mode="full").ok
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_a_layer_whose_gradients_are_all_tiny_is_checked_at_their_scale(mode):
+    # y = 1e-6·tanh(x): every gradient is at or below the default atol of 1e-6, which used to
+    # pass any mistake; the atol is lowered to rtol × the largest gradient, or to the rounding
+    # of the inputs' size (2e-9 here) where that is more
+    x = _normal((3, 4))
+    correct = nnplug.gradcheck(Elementwise({"scale": 1e-6}), x, mode=mode)
+    assert correct.ok and correct.atol_scaled and correct.atol < 1e-8
+    assert "(atol scaled to the largest gradient)" in str(correct)
+    wrong = nnplug.gradcheck(Elementwise({"scale": 1e-6, "wrong": 1.05}), x, mode=mode, raise_on_failure=False)
+    assert wrong.failures, str(wrong)
+    # an atol given is the caller's; ordinary gradients keep the default
+    assert nnplug.gradcheck(Elementwise({"scale": 1e-6, "wrong": 1.05}), x, mode=mode, atol=1e-6).ok
+    assert not nnplug.gradcheck(Elementwise({}), x, mode=mode).atol_scaled
+
+
+def test_a_gradient_zero_but_for_rounding_keeps_an_atol_above_the_rounding():
+    # no window reads the pixel: scipy's FFT correlation still rounds at the inputs' size
+    conv = nnplug.load_registry().get("conv2d")({"filters": 1, "kernel_size": [2, 1], "stride": [3, 1],
+                                                 "padding": 2, "bias": False, "engine": "scipy"})
+    rng = np.random.default_rng(0)
+    params = conv.init_params((1, 1, 1), rng)
+    report = nnplug.gradcheck(conv, rng.standard_normal((5, 1, 1, 1)), params, mode="fast")
+    assert report.ok and report.atol > 1e-10, str(report)
