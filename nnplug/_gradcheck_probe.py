@@ -12,7 +12,8 @@ derivative: :data:`NOISE_ULPS` units of the checked dtype's rounding of
 
 A probe that moved no term at all is *still*: flat, where the analytic gradient is within
 ``atol`` of 0 (a masked entry beside a -1e9 fill, a dead ReLU); otherwise its noise is what
-the largest term could hide.
+the largest term could hide. That noise is assumed; an entry it leaves unresolved has its
+rounding measured at nearby steps before it is given up (:func:`_measured`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 
 from nnplug._gradcheck_report import Entry, GradcheckReport, Kink
 
-__all__ = ["Compared", "Measure", "Point", "Probe", "compared", "confirmed", "root_sum_squares", "settle"]
+__all__ = ["Compared", "Measure", "Point", "Probe", "compared", "confirmed", "curvature", "root_sum_squares",
+           "settle"]
 
 #: Rounding allowed per changed term and evaluation, in units of the dtype's machine epsilon
 #: (a layer's own arithmetic, tanh's or exp's error of an ulp or two, and R * y).
@@ -213,6 +215,7 @@ def compared(report: GradcheckReport, tensor: str, index: tuple[int, ...] | str,
     unresolved = verdict == "unresolved"
     if not unresolved:
         report.max_noise = max(report.max_noise, probe.noise)
+        report.largest_numeric = max(report.largest_numeric, abs(numeric))
     diff = abs(analytic - numeric)
     tolerance = probe.allowed(report) + (0.0 if unresolved else probe.noise)
     badness = diff / tolerance if np.isfinite(diff) and tolerance > 0 else (np.inf if diff else 0.0)
@@ -233,8 +236,8 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
     * too noisy (outputs so large that their rounding drowns the difference): steps 10 to
       10,000 times larger, adopted where they fit (their slopes differ by the curvature, so
       no kink test there) with a truncation error too small to make the fit
-      (:func:`confirmed`), or where two in a row miss alike; else the least noisy, reported
-      as unresolved.
+      (:func:`confirmed`), or where two in a row miss alike; else the least noisy, with its
+      rounding measured (:func:`_measured`), reported as unresolved unless that settles it.
 
     A wrong gradient stays wrong at any step.
     """
@@ -245,9 +248,7 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
         return first, True
     if verdict == "kink":
         finer = measure(h / 10)
-        # A curve's central differences agree at both steps (their error is of order h²); a
-        # kink between h/10 and h shrinks the gap too, but moves the central difference.
-        if not (finer.usable and _steady(first, finer, report) and 10 / 3 * finer.gap <= first.gap <= 30 * finer.gap):
+        if not curvature(first, finer, report):
             return first, True
         # The gap is curvature: the finer step decides, or, if it is too noisy (float32's
         # rounding at a step of 1e-3), the first step without the kink test.
@@ -270,8 +271,47 @@ def settle(measure: Measure, report: GradcheckReport, analytic: float, scale: fl
     if first.rounding_matters(report):
         coarse = _coarser(measure, report, analytic, scale, first if verdict == "unresolved" else None)
         if coarse is not None:
-            return coarse, False
+            return _measured(measure, coarse, report, analytic, scale) or coarse, False
     return first, True
+
+
+#: Steps, as multiples of an unresolved probe's, at which its rounding is measured (:func:`_measured`).
+NEARBY = (1.13, 1.27, 1.42, 1.6)
+
+
+def _measured(measure: Measure, noisy: Probe, report: GradcheckReport, analytic: float,
+              scale: float) -> Probe | None:
+    """``noisy`` with its rounding measured instead of assumed, where that settles it as a fit.
+
+    :data:`NOISE_ULPS` is what a layer with long sums may round by; an elementwise curve beside
+    outputs of 1e8 rounds by far less. The central differences at a few nearby steps differ by
+    their rounding (and a little truncation): twice their range, but at least one ulp of the
+    assumed noise, is the measured noise. Only a fit counts, confirmed against its truncation
+    error with the other steps' noise measured alike; a miss stays unresolved (the nearby steps
+    are as coarse, and a correct curve can miss there by its truncation)."""
+    if noisy.verdict(report, analytic, scale, kink_test=False) != "unresolved" or not noisy.usable:
+        return None
+    step = (noisy.step_right + noisy.step_left) / 2
+    nearby = [measure(step * factor) for factor in NEARBY]
+    if not all(p.usable for p in nearby):
+        return None
+    # D(s) = f' + a s² + rounding: what the curve a s² through them leaves is the rounding
+    squares = np.array([step, *(step * f for f in NEARBY)]) ** 2
+    values = np.array([noisy.numeric, *(p.numeric for p in nearby)])
+    basis = np.stack([np.ones_like(squares), squares / squares[0]], axis=1)
+    left_over = values - basis @ np.linalg.lstsq(basis, values, rcond=None)[0]
+    noise = max(3 * float(np.ptp(left_over)), noisy.noise / NOISE_ULPS)
+    if noise >= noisy.noise:
+        return None
+    fit = replace(noisy, noise=noise)
+    if fit.verdict(report, analytic, scale, kink_test=False) != "fits":
+        return None
+
+    def measured_alike(h: float) -> Probe:  # rounding grows as 1/h
+        other = measure(h)
+        return replace(other, noise=min(other.noise, noise * step / h))
+
+    return fit if confirmed(fit, measured_alike, step, report, analytic) else None
 
 
 def _coarser(measure: Measure, report: GradcheckReport, analytic: float, scale: float,
@@ -316,6 +356,14 @@ def _truncation_allows(fit: Probe, other: Probe, ratio: float, report: Gradcheck
     truncation = abs(other.numeric - fit.numeric) / spread
     tolerance = fit.allowed(report) + fit.noise + (fit.noise + other.noise) / spread
     return other.usable and abs(analytic - fit.numeric) + truncation <= tolerance
+
+
+def curvature(first: Probe, finer: Probe, report: GradcheckReport) -> bool:
+    """Whether one-sided slopes apart at ``first`` are a smooth curve's, not a kink: the gap
+    shrinks about tenfold at the ten times smaller step of ``finer``, and the central
+    differences agree at both (their error is of order h²); a kink between h/10 and h shrinks
+    the gap too, but moves the central difference."""
+    return finer.usable and _steady(first, finer, report) and 10 / 3 * finer.gap <= first.gap <= 30 * finer.gap
 
 
 def _steady(first: Probe, finer: Probe, report: GradcheckReport) -> bool:

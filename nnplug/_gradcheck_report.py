@@ -65,6 +65,8 @@ class GradcheckReport:
     atol: float
     #: the default atol was lowered to rtol × the largest gradient (every gradient is small)
     atol_scaled: bool = False
+    #: the largest |numeric| derivative resolved (what a gradient of all zeros is scaled by)
+    largest_numeric: float = field(default=0.0, repr=False)
     n_forward: int = 0
     #: the largest rounding-noise allowance added to a tolerance (see the module docstring)
     max_noise: float = 0.0

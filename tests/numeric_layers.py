@@ -13,6 +13,7 @@ FUNCTIONS = {  # name: (f, f')
     "tanh": (np.tanh, lambda x: 1 - np.tanh(x) ** 2),
     "exp": (np.exp, np.exp),
     "quartic": (lambda x: x**4, lambda x: 4 * x**3),
+    "square": (lambda x: x**2, lambda x: 2 * x),
     "identity": (lambda x: x, np.ones_like),
 }
 
@@ -22,7 +23,7 @@ class Elementwise(nnplug.Layer):
 
     class Config(nnplug.LayerConfig):
         type: Literal["elementwise_for_tests"] = "elementwise_for_tests"
-        fn: Literal["tanh", "exp", "quartic", "identity"] = "tanh"
+        fn: Literal["tanh", "exp", "quartic", "square", "identity"] = "tanh"
         scale: float = 1.0
         offset: float = 0.0
         wrong: float = 1.0

@@ -340,3 +340,45 @@ def test_a_gradient_zero_but_for_rounding_keeps_an_atol_above_the_rounding():
     params = conv.init_params((1, 1, 1), rng)
     report = nnplug.gradcheck(conv, rng.standard_normal((5, 1, 1, 1)), params, mode="fast")
     assert report.ok and report.atol > 1e-10, str(report)
+
+
+def test_a_square_near_zero_is_a_curve_not_a_kink_in_fast_mode():
+    # inputs of 1e-5: every gradient is small, so atol is too, and the one-sided slopes of x²
+    # (±h apart) would read as a kink; a tenth of the step shrinks their gap tenfold: a curve
+    x = 1e-5 * _normal((3, 4))
+    for mode in ("fast", "full"):
+        report = nnplug.gradcheck(Elementwise({"fn": "square"}), x, mode=mode)
+        assert report.ok and report.atol_scaled and not report.kinks, str(report)
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_a_wrong_zero_gradient_of_small_derivatives_fails(mode):
+    # a backward of zeros has no scale to lower atol by: the derivatives measured give it
+    x = _normal((3, 4))
+    report = nnplug.gradcheck(Elementwise({"scale": 1e-6, "wrong": 0.0}), x, mode=mode, raise_on_failure=False)
+    assert report.failures and report.atol_scaled, str(report)
+    assert nnplug.gradcheck(Elementwise({"scale": 0.0}), x, mode=mode).ok  # truly flat: still fine
+
+
+def test_rounding_beside_outputs_of_1e8_is_measured_not_assumed():
+    # tanh(x) + 1e8: 8 ulps of 1e8 per term is 20 times the rounding there; nearby steps
+    # measure it, and the correct layer passes where it was unresolved; a 1% mistake fails
+    for seed in range(6):
+        x = np.random.default_rng(seed).standard_normal((2, 5))
+        assert nnplug.gradcheck(Elementwise({"offset": 1e8}), x, mode="full", seed=seed).ok
+        wrong = nnplug.gradcheck(Elementwise({"offset": 1e8, "wrong": 1.01}), x, mode="full", seed=seed,
+                                 raise_on_failure=False)
+        assert wrong.failures, str(wrong)
+
+
+def test_float32_curves_beside_outputs_of_1000_mostly_resolve_and_mistakes_still_fail():
+    passed = 0
+    for seed in range(10):
+        x = np.random.default_rng(seed).standard_normal((2, 5))
+        passed += nnplug.gradcheck(Elementwise({"offset": 1000.0}), x, mode="full", dtype="float32", seed=seed,
+                                   raise_on_failure=False).ok
+        for wrong in (1.05, 0.95):
+            report = nnplug.gradcheck(Elementwise({"offset": 1000.0, "wrong": wrong}), x, mode="full",
+                                      dtype="float32", seed=seed, raise_on_failure=False)
+            assert not report.ok, str(report)
+    assert passed >= 5  # (0 of 10 when 8 ulps per term were assumed)
