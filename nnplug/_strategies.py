@@ -54,10 +54,16 @@ def _off_zero(shape: Shape, rng: np.random.Generator) -> np.ndarray:
 @_value_kind("distinct")
 def _distinct(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     """A random permutation of evenly spaced values in [-2, 2): every pair differs by at least
-    4 / size, far more than the finite-difference step, so max-like windows have no near-ties."""
+    4 / size, far more than the finite-difference step, so max-like windows have no near-ties.
+    The grid is shifted off 0 by a third of its spacing: no value is 0 and no two have the same
+    magnitude (a max of |x| would tie -0.8 with 0.8)."""
+    return _distinct_grid(rng.permutation(int(np.prod(shape, dtype=np.int64))), shape)
+
+
+def _distinct_grid(order: Any, shape: Shape) -> np.ndarray:
     size = int(np.prod(shape, dtype=np.int64))
     spacing = 4.0 / max(size, 1)
-    return (rng.permutation(size) * spacing - 2.0).reshape(shape)
+    return ((np.asarray(order, dtype=np.float64) + 1 / 3) * spacing - 2.0).reshape(shape)
 
 
 @_value_kind("wide")
@@ -170,7 +176,8 @@ def arrays(shape: Shape, values: str = "normal") -> st.SearchStrategy[np.ndarray
     * ``wide``: finite values in [-12, 12] (branches far from 0);
     * ``off_zero``: |x| >= ``KINK_MARGIN`` (ReLU-like layers);
     * ``distinct``: a permutation of evenly spaced values, so any two differ by at least
-      4 / size (max-like layers: the top two values of a window never nearly tie).
+      4 / size (max-like layers: the top two values of a window never nearly tie), and so do
+      their magnitudes; none is 0.
     """
     if values in ("normal", "wide"):
         bound = 3 if values == "normal" else 12
@@ -179,9 +186,7 @@ def arrays(shape: Shape, values: str = "normal") -> st.SearchStrategy[np.ndarray
         return hnp.arrays(np.float64, shape, elements=st.floats(KINK_MARGIN, 3) | st.floats(-3, -KINK_MARGIN))
     if values == "distinct":
         size = int(np.prod(shape, dtype=np.int64))
-        return st.permutations(range(size)).map(
-            lambda p: (np.asarray(p, dtype=np.float64) * (4.0 / max(size, 1)) - 2.0).reshape(shape)
-        )
+        return st.permutations(range(size)).map(lambda p: _distinct_grid(p, shape))
     raise ConfigError(f"unknown value kind {values!r}; available: {', '.join(sorted(VALUE_KINDS))}")
 
 

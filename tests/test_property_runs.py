@@ -6,7 +6,7 @@ from typing import Literal
 
 import buggy_layers
 import pytest
-from kinked import ShiftedAbs
+from kinked import GRID_WITH_ZERO, ShiftedAbs, grid_with_zero
 
 import nnplug
 from nnplug import property_runs
@@ -173,7 +173,7 @@ class KinkyConfig(nnplug.LayerConfig):
 
 
 class SometimesKinked(ShiftedAbs):
-    """y = |x - c|: c is 0 (on a grid value of 'distinct' inputs: a kink) or 0.5 (no kink)."""
+    """y = |x - c|: c is 0 (on a grid value of grid_with_zero inputs: a kink) or 0.3 (no kink)."""
 
     Config = KinkyConfig
 
@@ -183,7 +183,7 @@ class SometimesKinked(ShiftedAbs):
 
         from nnplug.testing import Case
 
-        return st.just(Case({}, ((2,),), values="distinct", params="init"))  # values include 0; c is 0 or 0.3
+        return st.just(Case({}, ((2,),), values=GRID_WITH_ZERO, params="init"))  # values include 0; c is 0 or 0.3
 
 
 class RaisingCasesConfig(nnplug.LayerConfig):
@@ -227,7 +227,8 @@ def test_a_failed_type_reports_its_worst_error_and_forward_count():
     assert outcome.worst_rel_error > 1e-3 and outcome.n_forward > 0
 
 
-def test_kinks_met_are_redrawn_and_counted_in_the_table(capsys):
+def test_kinks_met_are_redrawn_and_counted_in_the_table(capsys, monkeypatch):
+    monkeypatch.setitem(nnplug.testing.VALUE_KINDS, GRID_WITH_ZERO, grid_with_zero)
     assert gradcheck_main(ODD, ["sometimes_kinked"], examples=10, seed=0, mode="full", quiet=False) == 0
     outcome = run_type(ODD, "sometimes_kinked", examples=10, seed=0, mode="full")
     assert outcome.status == "passed" and outcome.redraws > 0

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kinked import ShiftedAbs
+from kinked import GRID_WITH_ZERO, ShiftedAbs
+from kinked import grid_with_zero as grid_with_zero_values
 from pydantic import field_serializer
 
 import nnplug
@@ -314,17 +315,23 @@ def test_a_case_with_the_wrong_number_of_shapes_is_refused():
 # -- kinks -----------------------------------------------------------------------------------
 
 
-def test_kinks_are_redrawn_and_counted():
-    case = Case({}, ((2,),), values="distinct", params="init")  # values include 0; c is 0 or 0.3
+@pytest.fixture
+def grid_with_zero(monkeypatch):
+    monkeypatch.setitem(testing.VALUE_KINDS, GRID_WITH_ZERO, grid_with_zero_values)
+    return GRID_WITH_ZERO
+
+
+def test_kinks_are_redrawn_and_counted(grid_with_zero):
+    case = Case({}, ((2,),), values=grid_with_zero, params="init")  # values include 0; c is 0 or 0.3
     results = [check_layer(ShiftedAbs, case, seed=s) for s in range(12)]
     assert any(r.redraws > 0 for r in results)
     assert all(r.report.ok and not r.report.kinks for r in results)
 
 
-def test_a_case_that_always_meets_a_kink_fails_naming_the_kink():
+def test_a_case_that_always_meets_a_kink_fails_naming_the_kink(grid_with_zero):
     always = type("Abs", (ShiftedAbs,), {"init_params": lambda self, s, rng: {"c": np.zeros(s)}})
     with pytest.raises(ConformanceError, match="met a kink") as info:
-        check_layer(always, Case({}, ((2,),), values="distinct", params="init"), seed=0)
+        check_layer(always, Case({}, ((2,),), values=grid_with_zero, params="init"), seed=0)
     assert info.value.report is not None and info.value.report.kinks
     assert info.value.check == "kink avoidance"  # the draws are at fault, not the gradient
 

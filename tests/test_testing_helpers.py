@@ -102,6 +102,15 @@ def test_off_zero_and_distinct_arrays_stay_off_kinks(data):
     assert away.shape == shape and np.all(np.abs(away) >= testing.KINK_MARGIN)
     spread = np.sort(data.draw(testing.arrays(shape, "distinct")).ravel())
     assert np.all(np.diff(spread) >= 4.0 / spread.size - 1e-12)
+    # a max of |x| must not tie either (-0.8 beside 0.8 did), nor an |x| sit at its kink
+    magnitudes = np.sort(np.abs(spread))
+    assert magnitudes[0] > 0 and np.all(np.diff(magnitudes) >= 1.0 / spread.size)
+
+
+@pytest.mark.parametrize("size", [2, 7, 64, 1000])
+def test_drawn_distinct_values_have_distinct_magnitudes_none_zero(size):
+    values = testing.draw_values("distinct", (size,), np.random.default_rng(size))
+    assert len(np.unique(values)) == size and len(np.unique(np.abs(values))) == size and np.all(values != 0)
 
 
 @given(st.integers(1, 6), st.integers(2, 5), st.data())
