@@ -32,11 +32,12 @@ class Entry:
                 f"relative error {self.rel_error:.3g}")
         if self.unresolved_noise == float("inf"):
             text += (" (unresolved: the function is not finite at this point or within one step of it, or the "
-                     "step is lost in the rounding of the point itself; draw smaller values, or give a larger eps)")
+                     "step is lost in the rounding of the point itself; draw smaller values, or give nnplug.gradcheck "
+                     "a larger eps)")
         elif self.unresolved_noise:
             text += (f" (unresolved: rounding leaves this difference uncertain by {self.unresolved_noise:.3g}, "
                      "as large outputs or inputs beside the step do, and larger steps did not settle it; "
-                     "give a larger eps)")
+                     "give nnplug.gradcheck a larger eps)")
         return text
 
 

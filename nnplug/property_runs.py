@@ -38,7 +38,7 @@ class TypeRun:
     type_name: str
     plugin: str
     examples: int = 0  # checks run, shrinking included
-    worst_rel_error: float = 0.0
+    worst_rel_error: float = 0.0  # NaN when it failed on a contract property, before any gradient
     n_forward: int = 0
     redraws: int = 0  # kinks met and redrawn
     status: str = "passed"  # passed | FAILED | ERROR
@@ -81,6 +81,8 @@ def run_type(registry: Registry, name: str, *, examples: int, seed: int, mode: M
         if exc.report is not None:
             outcome.worst_rel_error = exc.report.max_rel_error
             outcome.n_forward += exc.report.n_forward
+        else:  # a broken contract property: no gradient was compared, so no error to show
+            outcome.worst_rel_error = float("nan")
     except Exception as exc:  # a plugin that crashes is reported as such, on its minimal case
         outcome.status, outcome.error = "ERROR", exc
         outcome.case, outcome.seed = last.get("case"), last.get("seed")
@@ -124,7 +126,8 @@ def _table(runs: list[TypeRun], mode: str, seed: int) -> Table:
     table.add_column("status", no_wrap=True)
     for r in runs:
         style = "green" if r.status == "passed" else "bold red"
-        table.add_row(r.type_name, r.plugin, str(r.examples), f"{r.worst_rel_error:.2e}",
+        worst = "-" if r.worst_rel_error != r.worst_rel_error else f"{r.worst_rel_error:.2e}"  # NaN: none
+        table.add_row(r.type_name, r.plugin, str(r.examples), worst,
                       str(r.n_forward), str(r.redraws), f"[{style}]{r.status}[/]")
     return table
 

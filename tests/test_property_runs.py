@@ -210,6 +210,7 @@ ODD = nnplug.Registry(plugins=[OddPlugin()])
 def test_a_crashing_backward_fails_on_its_shrunk_case(capsys):
     outcome = run_type(ODD, "crashes_in_backward", examples=20, seed=0, mode="fast")
     assert outcome.status == "FAILED" and outcome.error.check == "backward"
+    assert outcome.worst_rel_error != outcome.worst_rel_error  # NaN: no gradient was compared
     assert "IndexError: index 3 is out of bounds" in str(outcome.error)
     assert outcome.case.in_shapes == ((3,),)
 
@@ -225,6 +226,13 @@ def test_a_failed_type_reports_its_worst_error_and_forward_count():
     outcome = run_type(BUGGY, "buggy_relu_mask_ge", examples=5, seed=0, mode="full")
     assert outcome.status == "FAILED" and outcome.case is not None and outcome.seed is not None
     assert outcome.worst_rel_error > 1e-3 and outcome.n_forward > 0
+
+
+def test_a_contract_failure_shows_no_relative_error_in_the_table(capsys):
+    # its row read "0.00e+00", as if a gradient had been compared and found exact
+    assert gradcheck_main(ODD, ["crashes_in_backward"], examples=5, seed=0, mode="fast", quiet=False) == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("│ crashes_in_backward"))
+    assert [cell.strip() for cell in row.split("│")][4] == "-"
 
 
 def test_kinks_met_are_redrawn_and_counted_in_the_table(capsys, monkeypatch):
