@@ -30,7 +30,7 @@ def test_a_misspelled_node_field_is_told_the_field_and_the_field_left_out_is_tol
     tmp_path: Path,
 ) -> None:
     problems = _problems(tmp_path, MLP.replace("{type: flatten}", "{type: conv2d, filters: 4, kernal_size: 3}"))
-    assert problems == [
+    assert sorted(problems) == [  # (pydantic's order of the two varies between its versions)
         "layers[0] (conv2d) -> kernal_size: unknown field; did you mean 'kernel_size'? (got 3) (line 3)",
         "layers[0] (conv2d) -> kernel_size: Field required; is 'kernal_size' a misspelling of it? "
         "(got {'type': 'conv2d', 'filters': 4, 'kernal_size': 3}) (line 3)",
@@ -44,7 +44,7 @@ def test_a_misspelled_node_field_is_told_the_field_and_the_field_left_out_is_tol
 ])
 def test_a_misspelled_field_of_a_node_suggests_the_field(tmp_path: Path, node: str, section: str, line: int) -> None:
     problems = _problems(tmp_path, MLP.replace("{type: dense, units: 10}", node))
-    assert problems[0].startswith(section) and problems[0].endswith(f"(line {line})")
+    assert any(p.startswith(section) and p.endswith(f"(line {line})") for p in problems), problems
 
 
 def test_a_misspelled_field_of_the_loss_train_and_optimizer_suggests_the_field(tmp_path: Path) -> None:
@@ -78,8 +78,8 @@ def test_an_unknown_field_near_no_name_lists_the_fields_there_are() -> None:
 def test_a_field_already_given_still_names_the_nearest_but_the_one_left_out_wins() -> None:
     with pytest.raises(nnplug.ConfigError) as info:
         nnplug.parse_config(DENSE.Config, {"type": "dense", "unitss": 3, "bais": True})
-    assert info.value.problems[:2] == [
-        "DenseConfig -> unitss: unknown field; did you mean 'units'? (got 3)",
-        "DenseConfig -> bais: unknown field; did you mean 'bias'? (got True)",
-    ]
-    assert info.value.problems[2].startswith("DenseConfig -> units: Field required; is 'unitss' a misspelling of it?")
+    problems = info.value.problems  # (pydantic's order varies between its versions)
+    assert "DenseConfig -> unitss: unknown field; did you mean 'units'? (got 3)" in problems
+    assert "DenseConfig -> bais: unknown field; did you mean 'bias'? (got True)" in problems
+    assert any(p.startswith("DenseConfig -> units: Field required; is 'unitss' a misspelling of it?") for p in problems)
+    assert len(problems) == 3
