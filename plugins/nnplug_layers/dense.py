@@ -20,6 +20,13 @@ class DenseConfig(nnplug.LayerConfig):
     kernel_initializer: Initializer = "glorot_uniform"
 
 
+def _like(param: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``param`` in a float ``x``'s dtype. A model casts its parameters once (this is then a
+    no-op); a layer called directly with init_params' float64 weights keeps a float32 input
+    float32. Integer inputs leave the weights as they are (float results, not truncated ones)."""
+    return param.astype(x.dtype, copy=False) if x.dtype.kind == "f" else param
+
+
 class Dense(nnplug.Layer):
     """y = x wᵀ + b.  x: (N, in) -> y: (N, units); w: (units, in), b: (units,).
 
@@ -50,16 +57,15 @@ class Dense(nnplug.Layer):
         return params
 
     def forward(self, params: Params, x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
-        # A model casts its parameters once; cast here too (a no-op then) so that a layer called
-        # directly with init_params' float64 weights keeps a float32 input float32.
-        y = x @ params["w"].astype(x.dtype, copy=False).T  # (N, in) @ (in, units) -> (N, units)
+        w = _like(params["w"], x)
+        y = x @ w.T  # (N, in) @ (in, units) -> (N, units)
         if self.config.bias:
-            y += params["b"].astype(x.dtype, copy=False)
+            y += _like(params["b"], x)
         return y, x
 
     def backward(self, params: Params, cache: Any, dy: np.ndarray
                  ) -> tuple[np.ndarray, Params]:
-        dx = dy @ params["w"].astype(dy.dtype, copy=False)  # (N, units) @ (units, in) -> (N, in)
+        dx = dy @ _like(params["w"], dy)  # (N, units) @ (units, in) -> (N, in)
         return dx, self.param_grads(params, cache, dy)
 
     def param_grads(self, params: Params, cache: Any, dy: np.ndarray) -> Params:

@@ -47,6 +47,9 @@ def test_dense_called_directly_keeps_a_float32_input_float32():
     dx, grads = dense.backward(params, cache, np.ones_like(y))
     assert y.dtype == dx.dtype == grads["w"].dtype == grads["b"].dtype == np.float32
     np.testing.assert_allclose(y, x @ params["w"].T + params["b"], rtol=1e-5)
+    # integer inputs keep float weights: float results, not weights truncated to integers
+    ints = np.arange(6).reshape(2, 3)
+    np.testing.assert_allclose(dense.forward(params, ints, training=False)[0], ints @ params["w"].T + params["b"])
 
 
 def test_softmax_cross_entropy_gradient_is_softmax_minus_onehot_over_n():
