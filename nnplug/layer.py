@@ -82,14 +82,45 @@ def loosened_config(config_cls: type[BaseModel]) -> str | None:
     if relaxed:
         return (f"Config sets {', '.join(relaxed)}; a node's unknown keys are refused and configs are "
                 "frozen: keep nnplug.LayerConfig's model_config")
-    for name, field in config_cls.model_fields.items():
+    return _loosened_nested(config_cls, (), set())
+
+
+def _loosened_nested(model: type[BaseModel], path: tuple[str, ...], seen: set[type]) -> str | None:
+    """:func:`loosened_config` for the models nested in ``model``'s fields, at any depth."""
+    for name, field in model.model_fields.items():
         for nested in _nested_models(field.annotation):
+            if nested in seen:
+                continue
+            seen.add(nested)
             settings = nested.model_config
+            where = ".".join((*path, name))
             if settings.get("extra") != "forbid" or not settings.get("frozen"):
-                return (f"Config field {name!r} holds {nested.__qualname__}, which must set "
+                return (f"Config field {where!r} holds {nested.__qualname__}, which must set "
                         "model_config = ConfigDict(extra='forbid', frozen=True): its unknown keys "
                         "would be dropped silently and the frozen config could be changed through it")
+            deeper = _loosened_nested(nested, (*path, name), seen)
+            if deeper:
+                return deeper
     return None
+
+
+def _broken_defaults(config_cls: type[LayerConfig], data: Mapping[str, Any], exc: ValidationError) -> list[str]:
+    """The fields the node leaves out whose own defaults fail validation (the plugin's bug),
+    also when validated beside nothing but the fields that must be given: a validator that
+    reads another field fails on a default only because of the user's value there."""
+    left_out = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["type"] != "missing"
+                       and e["loc"][0] in config_cls.model_fields and e["loc"][0] not in data})
+    if not left_out:
+        return []
+    required = {k: v for k, v in data.items() if k == "type" or (
+        k in config_cls.model_fields and config_cls.model_fields[k].is_required())}
+    try:
+        config_cls.model_validate_json(json.dumps(required, default=_jsonable), strict=True)
+    except ValidationError as alone:
+        return sorted({str(e["loc"][0]) for e in alone.errors() if e["loc"] and e["loc"][0] in left_out})
+    except (TypeError, ValueError):
+        return []
+    return []
 
 
 def _nested_models(annotation: Any) -> list[type[BaseModel]]:
@@ -253,9 +284,7 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
     try:
         return config_cls.model_validate_json(text, strict=True)  # models nested in fields too
     except ValidationError as exc:
-        # A field the node leaves out failing validation: the class's own default is invalid
-        broken_defaults = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["type"] != "missing"
-                                  and e["loc"][0] in config_cls.model_fields and e["loc"][0] not in data})
+        broken_defaults = _broken_defaults(config_cls, data, exc)
         if broken_defaults:
             raise PluginError(
                 f"{where or config_cls.__name__}: {config_cls.__module__}.{config_cls.__qualname__}'s own default "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 import nnplug
 
@@ -112,3 +112,22 @@ def test_an_invalid_default_is_the_plugins_fault_not_the_users():
     # a value the user wrote is still the user's: a ConfigError with its path
     with pytest.raises(nnplug.ConfigError, match=r"layers\[0\] \(bad_default\) -> beta: Input should be greater"):
         nnplug.parse_config(_BadDefaultConfig, {"beta": -1.0}, "m.yaml: layers[0] (bad_default)")
+
+
+class _CropConfig(nnplug.LayerConfig):
+    type: Literal["crop"] = "crop"
+    size: int = 4
+    margin: int = 1
+
+    @field_validator("margin")
+    @classmethod
+    def _below_size(cls, value: int, info: ValidationInfo) -> int:
+        if value >= info.data.get("size", value + 1):
+            raise ValueError("margin must be below size")
+        return value
+
+
+def test_a_default_failing_only_beside_the_users_other_field_is_the_users_mistake():
+    # margin's default 1 fails because the user wrote size: 1, not because the plugin is broken
+    with pytest.raises(nnplug.ConfigError, match=r"-> margin: margin must be below size"):
+        nnplug.parse_config(_CropConfig, {"size": 1}, "m.yaml: layers[0] (crop)")

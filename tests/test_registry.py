@@ -279,11 +279,22 @@ class _HoldsLaxSubs(nnplug.LayerConfig):
     subs: list[_Sub] | None = None
 
 
+class _StrictHoldingLax(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    inner: _Sub = _Sub()
+
+
+class _HoldsLaxTwoDeep(nnplug.LayerConfig):
+    type: Literal["loose"] = "loose"
+    mid: _StrictHoldingLax = _StrictHoldingLax()
+
+
 @pytest.mark.parametrize(("config", "phrase"), [
     (_ExtraAllowed, "Config sets extra='allow'"),
     (_Thawed, "Config sets frozen=False"),
     (_HoldsLaxSub, "Config field 'sub' holds _Sub, which must set"),
     (_HoldsLaxSubs, "Config field 'subs' holds _Sub"),
+    (_HoldsLaxTwoDeep, "Config field 'mid.inner' holds _Sub"),
 ])
 def test_a_config_relaxing_unknown_keys_or_frozenness_is_refused(config, phrase):
     # `extra="allow"` in a plugin's Config used to take `unitz: 5` in a model file as valid
