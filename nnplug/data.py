@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nnplug.arrays import loss_target
 from nnplug.errors import ConfigError, NnplugError, exception_text
 from nnplug.npzfile import DeclaredArray, npz_headers
 
@@ -272,17 +273,21 @@ def check_arrays(x: Any, y: Any, model: Model, where: str, names: tuple[str, str
             first = np.argwhere(~np.isfinite(array))[0]
             raise ConfigError(f"data {where}: {name} holds NaN or infinite values "
                               f"(first at index {tuple(int(i) for i in first)})")
-    with np.errstate(over="ignore"):  # the overflow is reported below, with its place
-        cast = x.astype(model.dtype)
-    if not np.isfinite(cast).all():
-        raise ConfigError(f"data {where}: {x_name} overflows {model.dtype} (values up to {np.abs(x).max():.3g})")
+    for name, array in ((x_name, x), (y_name, y)):
+        if array.dtype.kind != "f" and name == y_name:
+            continue  # integer labels reach the loss as they are
+        with np.errstate(over="ignore"):  # the overflow is reported here, with its array
+            cast = array.astype(model.dtype)  # as the model casts inputs and float targets
+        if not np.isfinite(cast).all():
+            raise ConfigError(f"data {where}: {name} overflows {model.dtype} "
+                              f"(values up to {np.abs(array).max():.3g})")
     # The loss knows what targets it takes (labels inside the classes, one-hot rows, ...):
     # ask it with zero predictions, which costs one small forward.
     pred_shape = model.node(model.loss_input).out_shape
     for start in range(0, len(y), 4096):
         chunk = y[start:start + 4096]
         try:
-            model.loss.forward(np.zeros((len(chunk), *pred_shape), dtype=model.dtype), chunk)
+            model.loss.forward(np.zeros((len(chunk), *pred_shape), dtype=model.dtype), loss_target(chunk, model.dtype))
         except NnplugError as exc:
             raise ConfigError(f"data {where}: {y_name} does not fit the loss: {exc}") from None
         except Exception as exc:

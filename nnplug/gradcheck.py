@@ -275,12 +275,12 @@ def gradcheck_loss(loss: Loss, pred: Any, target: Any, *, mode: Mode = "full",
     """Check ``loss.backward`` (the gradient of the mean loss) against finite differences."""
     check_options(repr(loss), mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
     tensors = {"pred": checked_array(repr(loss), "pred", pred, dtype, batch=True)}
+    target = loss_target(target, tensors["pred"].dtype)  # as a model hands it over
     target_array = np.asarray(target) if not isinstance(target, np.ndarray) else target
     if target_array.dtype.kind == "f" and not np.isfinite(target_array).all():
-        raise ShapeError(f"gradcheck of {loss!r}: target holds non-finite values; finite differences "
-                         "need finite values")
+        raise ShapeError(f"gradcheck of {loss!r}: target holds non-finite values (in {dtype}); finite "
+                         "differences need finite values")
     subject = repr(loss)
-    target = loss_target(target, tensors["pred"].dtype)  # as a model hands it over
     value, cache = returns.pair(subject, "forward", loss.forward(tensors["pred"], target), "(value, cache)")
     returns.loss_value(subject, value)
     analytic = {"pred": returns.array(subject, "backward's dpred", loss.backward(cache), tensors["pred"].shape)}

@@ -89,6 +89,17 @@ def test_values_overflowing_float32_are_refused(tmp_path: Path) -> None:
         check_arrays(np.full((8, 1, 4, 4), 1e300), np.arange(8) % 3, m, "here")
 
 
+def test_regression_targets_overflowing_float32_are_refused_naming_y(tmp_path: Path) -> None:
+    # targets reach the loss in the model's dtype: 1e39 is inf in float32, and train stopped
+    # on an infinite loss that validate had let through
+    model_file = tiny_model(tmp_path, dtype="float32")
+    text = model_file.read_text().replace("softmax_cross_entropy", "mse").replace("units: 3", "units: 1")
+    model_file.write_text(text)
+    m = build_model(model_file, nnplug.load_registry())
+    with pytest.raises(nnplug.ConfigError, match=r"here: y overflows float32 \(values up to 1e\+39\)"):
+        check_arrays(np.zeros((8, 1, 4, 4)), np.full((8, 1), 1e39), m, "here")
+
+
 def _raise_memory_error(*args: Any) -> None:
     raise MemoryError("Unable to allocate 2.00 GiB for an array with shape (268435456,)")
 
