@@ -180,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     model = ckpt.model
     if model.spec.data is None:
         raise ConfigError(f"{args.run}: the run's model file has no data section")
-    data = load_dataset(model.spec.data, model, base_dir=Path(args.run))
+    data = load_dataset(model.spec.data, model, base_dir=Path(args.run), saved_run=True)
     trained_on = ckpt.progress.get("data_sha256")  # (absent from runs saved before nnplug kept it)
     if trained_on is not None and trained_on != data_digest(data):
         print(f"nnplug: warning: {args.run}: the data ({data.origin}) differ from the data the run was "

@@ -189,21 +189,24 @@ def split(x: np.ndarray, y: np.ndarray, fraction: float
     return x[train], y[train], x[val], y[val]
 
 
-def load_dataset(config: DataConfig, model: Model, base_dir: Path | None = None) -> Dataset:
-    """Load and check the data ``config`` names for ``model``.
+def load_dataset(config: DataConfig, model: Model, base_dir: Path | None = None, *,
+                 saved_run: bool = False) -> Dataset:
+    """Load and check the data ``config`` names for ``model``. A ``validation`` fraction the
+    file cannot apply is refused, except for a ``saved_run`` (evaluated or resumed: its model
+    file was accepted when it was trained).
 
     Raises:
         ConfigError: the source cannot be read, holds no examples, is too large for memory,
             or an array does not fit the model.
     """
     try:
-        return _load_dataset(config, model, base_dir)
+        return _load_dataset(config, model, base_dir, saved_run)
     except MemoryError as exc:  # an honest header, but more than this machine holds
         origin = config.path if config.source == "npz" else "digits"
         raise ConfigError(f"data: {origin}: too large to load and check in memory ({exc})") from None
 
 
-def _load_dataset(config: DataConfig, model: Model, base_dir: Path | None) -> Dataset:
+def _load_dataset(config: DataConfig, model: Model, base_dir: Path | None, saved_run: bool) -> Dataset:
     if config.source == "digits":
         x, y = load_digits_arrays()
         origin = "digits"
@@ -229,7 +232,8 @@ def _load_dataset(config: DataConfig, model: Model, base_dir: Path | None) -> Da
             raise ConfigError(f"data: {origin}: x_val and y_val hold no examples; leave them out "
                               "to hold out a fraction of x instead")
         x_val = x_val.astype(model.dtype)
-    _check_validation_fraction(config, n, origin, has_val_arrays=has_val_arrays)
+    if not saved_run:
+        _check_validation_fraction(config, n, origin, has_val_arrays=has_val_arrays)
     if len(x) == 0:
         raise ConfigError(f"data: {origin}: no training examples left after holding out "
                           f"{config.validation:.0%} for validation")

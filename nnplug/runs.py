@@ -264,7 +264,7 @@ def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitS
     if spec.data is None:  # resolve_model refuses such files; a hand-edited run could have none
         raise ConfigError(f"{args.resume}: the run's model file has no data section")
     base = Path(args.model).parent if args.model else Path(args.resume)
-    data = load_dataset(spec.data, model, base_dir=base)
+    data = load_dataset(spec.data, model, base_dir=base, saved_run=bool(args.resume))
     if not args.resume:
         run_dir = _run_dir(args, spec.name)
         chosen.append(run_dir)

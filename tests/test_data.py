@@ -247,6 +247,9 @@ def test_a_validation_fraction_beside_x_val_is_refused_not_ignored(tmp_path: Pat
     m = _npz_model(tmp_path, 0.25, x_val=np.zeros((5, 1, 4, 4)), y_val=np.arange(5) % 3)
     with pytest.raises(nnplug.ConfigError, match=r"data -> validation: 0.25 would be ignored: .*d.npz holds x_val"):
         load_dataset(m.spec.data, m, base_dir=tmp_path)  # type: ignore[arg-type]
+    # a run trained before the rule still evaluates and resumes (x_val is its validation set)
+    data = load_dataset(m.spec.data, m, base_dir=tmp_path, saved_run=True)  # type: ignore[arg-type]
+    assert data.x_val is not None and len(data.x_val) == 5
 
 
 @pytest.mark.parametrize(("validation", "held_out"), [(0.001, None), (0.025, 1), (0.0, 0), (None, 8)])
