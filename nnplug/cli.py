@@ -145,10 +145,17 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     return EXIT_OK
 
 
+#: validate draws the weights (checking every init_params) of models up to this many parameters.
+VALIDATE_DRAWS_UP_TO = 20_000_000
+
+
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
     from nnplug.modelfile import build_model
 
     model = build_model(args.model, registry, init=False)  # the summary needs shapes, not weights
+    if model.parameter_count() <= VALIDATE_DRAWS_UP_TO:
+        # ...but drawing them is cheap at this size, and runs every init_params as train will
+        model = build_model(args.model, registry)
     print(model.summary())
     if model.spec.data is not None and not args.no_data:
         from nnplug.data import load_dataset

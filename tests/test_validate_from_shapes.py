@@ -1,4 +1,4 @@
-"""``nnplug validate`` and the summary work from shapes: declared weights are never drawn."""
+"""``nnplug validate`` and the summary work from shapes: a large model's declared weights are never drawn."""
 
 from __future__ import annotations
 
