@@ -108,7 +108,7 @@ class LineLoader(yaml.SafeLoader):
 
 # YAML 1.1, which PyYAML implements, differs from YAML 1.2 and JSON on numbers: 1e-3 is a
 # string (floats need a dot), 010 is octal 8 and 08 a string, 1:30 is sexagesimal 90 (and
-# 1:30.0 is 5430.0), 1_0 is 10 and 0b100 is 4. Model files read numbers by the YAML 1.2 core
+# 1:30.0 is 90.0), 1_0 is 10 and 0b100 is 4. Model files read numbers by the YAML 1.2 core
 # schema instead: decimal, 0o octal and 0x hex integers; floats with a dot or an exponent (and
 # .inf, .nan, which validation refuses); anything else stays a string, which validation then
 # refuses naming its field.
@@ -137,7 +137,22 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     return int(value)  # decimal: a leading zero is a digit, as in YAML 1.2 and JSON
 
 
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    """A YAML 1.2 core-schema float, also for an explicit ``!!float`` (no underscores, no
+    sexagesimal)."""
+    value = str(loader.construct_scalar(node))
+    if _YAML12_INT.match(value) and not value.startswith(("0o", "0x")):
+        return float(value)  # !!float 3
+    if not _YAML12_FLOAT.match(value):
+        raise yaml.constructor.ConstructorError(None, None, f"{value!r} is not a float", node.start_mark)
+    special = value.lower().lstrip("+-")
+    if special in (".inf", ".nan"):  # (validation then refuses them as numbers)
+        return float(("-" if value.startswith("-") else "") + special[1:])
+    return float(value)
+
+
 LineLoader.add_constructor(_INT_TAG, _construct_int)
+LineLoader.add_constructor(_FLOAT_TAG, _construct_float)
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:

@@ -163,7 +163,7 @@ def test_yaml_reads_an_exponent_without_a_dot_as_a_number(tmp_path: Path, regist
             "list: [2E+1, -5e-1, 1_0e1, 1.5e2, 12, 1e, .5, 1:30.0, 1_0.5]\n")
     document, _ = read_document(_write(tmp_path, "m.yaml", text))
     assert document["train"]["optimizer"]["lr"] == 0.001
-    # ... and as YAML 1.2 reads them: no underscores, no sexagesimal 1:30.0 = 5430.0
+    # ... and as YAML 1.2 reads them: no underscores, no sexagesimal 1:30.0 = 90.0
     assert document["list"] == [20.0, -0.5, "1_0e1", 150.0, 12, "1e", 0.5, "1:30.0", "1_0.5"]
     spec = load_model_file(_write(tmp_path, "n.yaml", text.replace("list:", "# list:")), registry)
     assert spec.train is not None and spec.train.optimizer.learning_rate == 0.001
@@ -198,6 +198,10 @@ def test_an_explicit_yaml_int_tag_follows_yaml_1_2_too(tmp_path: Path) -> None:
     assert document == {"a": 10, "b": 16}
     with pytest.raises(nnplug.ConfigError, match=r"line 1, column 4\): '1_0' is not an integer"):
         read_document(_write(tmp_path, "n.yaml", 'a: !!int "1_0"\n'))
+    document, _ = read_document(_write(tmp_path, "f.yaml", "a: !!float 3\nb: !!float .5\nc: -.Inf\n"))
+    assert document == {"a": 3.0, "b": 0.5, "c": float("-inf")}
+    with pytest.raises(nnplug.ConfigError, match=r"'1:30.0' is not a float"):  # (YAML 1.1: 90.0)
+        read_document(_write(tmp_path, "g.yaml", "a: !!float 1:30.0\n"))
 
 
 NAME_RULE = "name: expected a non-empty string of at most 128 characters without control characters"
