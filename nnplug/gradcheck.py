@@ -122,10 +122,12 @@ def _scaled_atol(largest: float, rtol: float, at_rest: Point, tensors: Mapping[s
     ``rtol`` times it, but no less than the rounding of a central difference (NOISE_ULPS ulps
     over 2h) of values the size of the largest term, checked entry or step. A fixed atol guards
     gradients near 0 beside larger ones, but where every gradient is small (a layer whose
-    outputs are 1e-8) it would pass any mistake. The floor keeps it above the noise of a
+    outputs are 1e-6) it would pass any mistake. The floor keeps it above the noise of a
     gradient that is 0 but for rounding (a pixel no window reads, whose FFT correlation rounds
     at the size of its inputs though its outputs are near 0) or that no step can measure
-    (inputs of 1e-300, where x ± h is h). Infinite (no scaling) for ``largest`` 0."""
+    (inputs of 1e-300, where x ± h is h); in float64 it is about 1e-9 times the largest input,
+    so gradients much below that (outputs of 1e-8 beside inputs of 3) stay beyond the check.
+    Infinite (no scaling) for ``largest`` 0."""
     if largest == 0:
         return np.inf
     operand = max(_largest([at_rest.at, *tensors.values()]), step)
