@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             re.compile(args.only)
         except re.error as exc:
             p.error(f"--only {args.only!r} is not a valid regular expression: {exc}")
+    args.json_given = args.json is not None
     if args.json is None:
         args.json = HERE / "results" / ("partial.json" if is_partial(args) else "latest.json")
     args.md = args.md or args.json.with_suffix(".md")
@@ -199,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter()
     repeats = args.repeats or DEFAULT_REPEATS
     peers = available_peers(args.no_peers, console)
+    if set(peers) != set(PEER_MODULES) and not args.json_given and args.json.name == "latest.json":
+        args.json = args.json.with_name("partial.json")  # a peer missing: not the README's full table
+        if args.md.name == "latest.md":
+            args.md = args.md.with_name("partial.md")
     limiter = pin_threads(with_torch="torch" in peers)
     env = environment()
     blas = [p for p in env["threadpools"] if p["user_api"] == "blas"]
