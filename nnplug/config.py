@@ -155,7 +155,7 @@ def parse_model(
         raise ConfigError(f"{prefix}a model description is a mapping, got {type(data).__name__}")
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            near = nearest(str(key), TOP_LEVEL_KEYS, first=[k for k in TOP_LEVEL_KEYS if k not in data])
+            near = nearest(str(key), [k for k in TOP_LEVEL_KEYS if k not in data])  # not one already there
             hint = f"did you mean {near!r}? " if near else ""
             problems.add((key,), f"{key}: unknown section; {hint}expected one of {', '.join(TOP_LEVEL_KEYS)}")
     input_shape = _input_shape(data["input"], problems) if "input" in data else None

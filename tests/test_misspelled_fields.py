@@ -65,6 +65,10 @@ def test_a_misspelled_top_level_key_suggests_the_section(tmp_path: Path) -> None
     problems = _problems(tmp_path, MLP.replace("layers:", "layres:"))
     assert problems[0] == ("layres: unknown section; did you mean 'layers'? expected one of name, input, dtype, "
                            "seed, layers, loss, data, train (line 2)")
+    # beside the section itself, the key is not its misspelling
+    problems = _problems(tmp_path, MLP + "layres: []\n")
+    assert problems == ["layres: unknown section; expected one of name, input, dtype, seed, layers, loss, data, "
+                        "train (line 6)"]
 
 
 def test_an_unknown_field_near_no_name_lists_the_fields_there_are() -> None:
