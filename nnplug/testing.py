@@ -124,8 +124,10 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
     ``gradcheck_cases()`` and seeds, and runs :func:`check` on each. Hypothesis settings (the
     number of examples, derandomization) come from the caller's loaded profile, or from
     ``settings=hypothesis.settings(max_examples=5)``; either way hypothesis's stock 200 ms
-    deadline is lifted (a deadline set on purpose is kept). The returned test already carries
-    those settings, so hypothesis refuses an ``@settings`` decorator put on it. The registry
+    deadline is lifted (a deadline set another way is kept). The returned test then carries
+    settings already, and hypothesis refuses a second ``@settings`` decorator: pass
+    ``settings=`` instead (an undecorated test, under a profile without the stock deadline,
+    takes the decorator too). The registry
     is looked up when the test runs, not at import: ``plugins`` are loaded beside the
     installed ones.
     """
