@@ -172,7 +172,7 @@ def parse_model(
         problems.add(("name",), f"name: expected a non-empty string of at most 128 characters without "
                                 f"control characters or line separators, got {name!r}")
     nodes, names = _parse_nodes(data.get("layers"), registry, problems)
-    loss = _parse_loss(data.get("loss"), names, registry, problems)
+    loss = _parse_loss(data.get("loss"), names, registry, problems, written="loss" in data)
     data_section = _section(DataConfig, data.get("data"), "data", problems)
     train_section = _section(TrainConfig, data.get("train"), "train", problems)
     found = problems.lines  # sorted on each read: read once
@@ -312,10 +312,13 @@ class _Draft:
         return cls(i, name if named else f"{type_name}_{i}", named, type_name, layer, config, inputs)
 
 
-def _parse_loss(raw: Any, names: list[str], registry: Registry, problems: _Problems) -> LossSpec | None:
+def _parse_loss(raw: Any, names: list[str], registry: Registry, problems: _Problems, *,
+                written: bool = True) -> LossSpec | None:
     """The loss, its ``inputs`` checked against every node name that could be read."""
     if raw is None:
-        problems.add((), f"loss: missing; available: {', '.join(sorted(registry.loss_types()))}")
+        what = "null, expected a mapping such as {type: mse}" if written else "missing"
+        problems.add(("loss",) if written else (), f"loss: {what}; available: "
+                     f"{', '.join(sorted(registry.loss_types()))}")
         return None
     type_name = _type_of(raw, "loss", registry.loss_types(), registry, problems, ("loss",))
     if type_name is None:
