@@ -14,10 +14,11 @@ from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from nnplug._config_errors import format_validation_error
 from nnplug._suggest import nearest, unknown_node
 from nnplug.data import DataConfig
 from nnplug.errors import ConfigError
-from nnplug.layer import Layer, LayerConfig, Loss, format_validation_error, parse_config
+from nnplug.layer import Layer, LayerConfig, Loss, parse_config
 from nnplug.registry import Registry
 from nnplug.train import TrainConfig
 

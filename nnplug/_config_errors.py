@@ -1,0 +1,116 @@
+"""How a config's validation errors are told: one line per field, with its path, what was
+expected and what was received, and for a misspelled field the name it nearly spells."""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from nnplug import _suggest
+
+#: Invalid fields listed per config before the rest are counted in one line (a node with
+#: 300,000 unknown keys is one mistake, not a 300,000-line report).
+MAX_FIELD_LINES = 20
+
+
+def nested_models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (``Sub``, ``Sub | None``, ``list[Sub]``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in nested_models(arg)]
+
+
+#: What pydantic puts before the message of a validator's ValueError or AssertionError.
+_PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def _fields_at(model: type[BaseModel] | None, parts: list[str]) -> list[str]:
+    """The field names of the model found at ``parts`` inside ``model`` (list indices
+    skipped); ``[]`` when the path leads to no single model."""
+    for part in parts:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None and not part.isdigit():
+            return []
+        if field is not None:
+            nested = nested_models(field.annotation)
+            model = nested[0] if len(nested) == 1 else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[BaseModel] | None
+                  ) -> dict[str, str]:
+    """For each unknown field, what to tell of it (``did you mean 'units'?``, else the fields
+    there are), and for each required field left out that one of them nearly spells, a
+    pointer to it. Only the first few unknown fields are looked at: a node with thousands
+    is not one misspelling."""
+    hints: dict[str, str] = {}
+    missing = {f for f, (msgs, _) in by_field.items() if "Field required" in msgs}
+    unknown = [f for f, (msgs, _) in by_field.items() if "unknown field" in msgs]
+    for path in unknown[:MAX_FIELD_LINES]:
+        *parent, key = path.split(".")
+        fields = _fields_at(model, parent)
+        if not fields:
+            continue
+        at = ".".join(parent) + "." if parent else ""
+        left_out = [f for f in fields if at + f in missing]
+        near = _suggest.nearest(key, fields, first=left_out)
+        hints[path] = f"did you mean {near!r}?" if near else f"the fields are {_suggest.listed(fields)}"
+        if near is not None and at + near in missing:
+            hints.setdefault(at + near, f"is {key!r} a misspelling of it?")
+    return hints
+
+
+def format_validation_error(error: ValidationError, prefix: str = "",
+                            model: type[BaseModel] | None = None) -> list[str]:
+    """One line per invalid field: ``prefix -> field: what was expected (got X)``, at most
+    :data:`MAX_FIELD_LINES` of them and then a count of the rest.
+
+    pydantic reports each branch of a union separately; they are folded into one line. Given
+    the ``model`` validated, an unknown field is told the nearest field name (or the fields
+    there are), and a required field left out the unknown one that nearly spells it.
+    """
+    by_field: dict[str, tuple[list[str], Any]] = {}
+    for item in error.errors(include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        # A union branch appears as a location part naming the branch type; drop it.
+        field_parts = [p for p in loc if not _looks_like_branch(p)]
+        field = ".".join(field_parts) or "(config)"
+        msgs, received = by_field.setdefault(field, ([], item.get("input")))
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif item["type"] in ("value_error", "assertion_error"):  # a validator's own words
+            msg = _PYDANTIC_PREFIX.sub("", msg, count=1)
+        if msg not in msgs:
+            msgs.append(msg)
+    # A list whose items failed: pydantic adds "too short" once it drops them; such a parent
+    # field is left out (found through every field's prefixes: linear in the fields).
+    parents = {".".join(parts[:k]) for parts in (f.split(".") for f in by_field) for k in range(1, len(parts))}
+    lines = []
+    shown_fields = [f for f in by_field if f not in parents]
+    hints = _misspellings({f: by_field[f] for f in shown_fields}, model)
+    for field in shown_fields[:MAX_FIELD_LINES]:
+        msgs, received = by_field[field]
+        text = msgs[0] if len(msgs) == 1 else "expected one of: " + "; ".join(msgs)
+        text += f"; {hints[field]}" if field in hints else ""
+        if field == "(config)" and prefix:  # a rule across fields: its own words name them
+            lines.append(f"{prefix}: {text}")
+            continue
+        shown = repr(received)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        head = f"{prefix} -> {field}" if prefix else field
+        lines.append(f"{head}: {text} (got {shown})")
+    if len(shown_fields) > MAX_FIELD_LINES:
+        rest = len(shown_fields) - MAX_FIELD_LINES
+        lines.append(f"{prefix or '(config)'}: and {rest:,} more invalid field(s) not listed")
+    return lines
+
+
+def _looks_like_branch(part: str) -> bool:
+    return (any(ch in part for ch in "[]'") or part in {"int", "str", "float", "bool", "none"}
+            or part.startswith(("constrained-", "function-", "lax-", "json-or-python")))

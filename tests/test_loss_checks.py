@@ -1,0 +1,64 @@
+"""check_loss on a third party's loss: targets handed over in the predictions' dtype, the
+value a mean over the batch, example_target required to draw them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from hypothesis import strategies as st
+
+import nnplug
+from nnplug.testing import Case, ConformanceError, check_loss
+
+
+class SummedSquaresConfig(nnplug.LayerConfig):
+    type: Literal["summed_squares"] = "summed_squares"
+
+
+class SummedSquares(nnplug.Loss):
+    """Σ (pred − target)² over the batch, not its mean: consistent with its own backward."""
+
+    Config = SummedSquaresConfig
+
+    def forward(self, pred, target):
+        r = pred - target  # the harness hands float targets over in pred's dtype, as a model does
+        return float((r * r).sum()), r
+
+    def backward(self, cache):
+        return 2 * cache
+
+    def example_target(self, pred_shape, rng):
+        return rng.standard_normal(pred_shape)  # float64 whatever the predictions' dtype
+
+    @classmethod
+    def gradcheck_cases(cls):
+        return st.just(Case({}, ((3,),)))
+
+
+def test_a_loss_summing_over_the_batch_instead_of_the_mean_is_named():
+    # its gradient is right, so only the batch given twice tells the sum from the mean
+    with pytest.raises(ConformanceError) as info:
+        check_loss(SummedSquares, Case({}, ((3,),)), seed=0)
+    assert info.value.check == "batch mean" and "mean over the batch" in str(info.value)
+
+
+def test_a_loss_whose_example_target_is_float64_passes_the_float32_pass():
+    class MeanSquares(SummedSquares):
+        def forward(self, pred, target):
+            r = pred - target
+            return float((r * r).sum() / len(r)), r
+
+        def backward(self, cache):
+            return 2 * cache / len(cache)
+
+    assert check_loss(MeanSquares, Case({}, ((3,),)), seed=0).report.ok
+
+
+def test_a_loss_with_cases_but_no_example_target_is_told_what_to_define():
+    class NoTargets(SummedSquares):
+        example_target = nnplug.Loss.example_target
+
+    with pytest.raises(ConformanceError, match=r"defines no example_target\(pred_shape, rng\)") as info:
+        check_loss(NoTargets, Case({}, ((3,),)), seed=0)
+    assert info.value.check == "example_target"
