@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -41,8 +41,8 @@ def _fields_at(model: type[BaseModel] | None, parts: list[str]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[BaseModel] | None
-                  ) -> dict[str, str]:
+def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[BaseModel] | None,
+                  given: Collection[str] = ()) -> dict[str, str]:
     """For each unknown field, what to tell of it (``did you mean 'units'?``, else the fields
     there are), and for each required field left out that one of them nearly spells, a
     pointer to it. Only the first few unknown fields are looked at: a node with thousands
@@ -57,7 +57,8 @@ def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[Bas
             continue
         at = ".".join(parent) + "." if parent else ""
         left_out = [f for f in fields if at + f in missing]
-        near = _suggest.nearest(key, fields, first=left_out)
+        # not a field the config already has (``given``: its top-level keys)
+        near = _suggest.nearest(key, [f for f in fields if parent or f not in given], first=left_out)
         hints[path] = f"did you mean {near!r}?" if near else f"the fields are {_suggest.listed(fields)}"
         if near is not None and at + near in missing:
             hints.setdefault(at + near, f"is {key!r} a misspelling of it?")
@@ -65,13 +66,14 @@ def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[Bas
 
 
 def format_validation_error(error: ValidationError, prefix: str = "",
-                            model: type[BaseModel] | None = None) -> list[str]:
+                            model: type[BaseModel] | None = None, given: Collection[str] = ()) -> list[str]:
     """One line per invalid field: ``prefix -> field: what was expected (got X)``, at most
     :data:`MAX_FIELD_LINES` of them and then a count of the rest.
 
     pydantic reports each branch of a union separately; they are folded into one line. Given
-    the ``model`` validated, an unknown field is told the nearest field name (or the fields
-    there are), and a required field left out the unknown one that nearly spells it.
+    the ``model`` validated, an unknown field is told the nearest field name it does not
+    already have (``given``: its keys), or the fields there are, and a required field left out
+    the unknown one that nearly spells it.
     """
     by_field: dict[str, tuple[list[str], Any]] = {}
     for item in error.errors(include_url=False):
@@ -92,7 +94,7 @@ def format_validation_error(error: ValidationError, prefix: str = "",
     parents = {".".join(parts[:k]) for parts in (f.split(".") for f in by_field) for k in range(1, len(parts))}
     lines = []
     shown_fields = [f for f in by_field if f not in parents]
-    hints = _misspellings({f: by_field[f] for f in shown_fields}, model)
+    hints = _misspellings({f: by_field[f] for f in shown_fields}, model, given)
     for field in shown_fields[:MAX_FIELD_LINES]:
         msgs, received = by_field[field]
         text = msgs[0] if len(msgs) == 1 else "expected one of: " + "; ".join(msgs)

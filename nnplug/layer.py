@@ -185,7 +185,7 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
                 f"{where or config_cls.__name__}: {config_cls.__module__}.{config_cls.__qualname__}'s own default "
                 f"for {', '.join(broken_defaults)} fails its validation (a bug in the plugin, not in the config "
                 f"given): {'; '.join(format_validation_error(exc, ''))}") from None
-        problems = format_validation_error(exc, where or config_cls.__name__, config_cls)
+        problems = format_validation_error(exc, where or config_cls.__name__, config_cls, given=list(data))
         raise ConfigError("\n".join(problems), problems) from None
     except Exception as exc:  # pydantic lets a validator's non-ValueError through: the plugin's bug
         raise PluginError(f"{where or config_cls.__name__}: validating it with {config_cls.__module__}."

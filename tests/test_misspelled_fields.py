@@ -87,3 +87,12 @@ def test_a_field_already_given_still_names_the_nearest_but_the_one_left_out_wins
     assert "DenseConfig -> bais: unknown field; did you mean 'bias'? (got True)" in problems
     assert any(p.startswith("DenseConfig -> units: Field required; is 'unitss' a misspelling of it?") for p in problems)
     assert len(problems) == 3
+
+
+def test_a_field_the_node_already_has_is_not_suggested_for_a_near_miss() -> None:
+    # `units: 3, unitss: 4` is a stray key beside units, not its misspelling
+    with pytest.raises(nnplug.ConfigError) as info:
+        nnplug.parse_config(DENSE.Config, {"type": "dense", "units": 3, "unitss": 4})
+    assert info.value.problems == [
+        "DenseConfig -> unitss: unknown field; the fields are type, name, inputs, units, bias, "
+        "kernel_initializer (got 4)"]
