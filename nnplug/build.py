@@ -121,9 +121,24 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
     Every node whose inputs have shapes is tried, so a file's shape errors (one per branch)
     are reported at once, one line each."""
     shapes: dict[str, Shape] = {INPUT_NAME: spec.input_shape}
-    nodes = []
+    nodes: list[Node] = []
     misfits: list[str] = []
-    for node_spec in topological_order(spec):
+    try:
+        _infer(topological_order(spec), registry, shapes, nodes, misfits)
+    except NnplugError as exc:  # a plugin that broke: reported after the misfits found before it
+        if not misfits:
+            raise
+        raise type(exc)("\n".join([*misfits, str(exc)])) from exc
+    if misfits:
+        raise ShapeError("\n".join(misfits))
+    return nodes
+
+
+def _infer(order: list[NodeSpec], registry: Registry, shapes: dict[str, Shape], nodes: list[Node],
+           misfits: list[str]) -> None:
+    """:func:`build_nodes`' loop: appends each node that fits to ``nodes`` (its shape to
+    ``shapes``) and each that does not to ``misfits``; a plugin that breaks raises."""
+    for node_spec in order:
         if any(i not in shapes for i in node_spec.inputs):
             continue  # reads a node that did not fit: its own shape is unknown, not wrong
         plugin = plugin_label(registry, node_spec.config.type)
@@ -164,9 +179,6 @@ def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:
         shapes[node_spec.name] = tuple(int(d) for d in out)
         nodes.append(Node(node_spec.name, layer, node_spec.inputs, in_shapes,
                           shapes[node_spec.name], node_spec.where, plugin))
-    if misfits:
-        raise ShapeError("\n".join(misfits))
-    return nodes
 
 def unused_nodes(nodes: list[Node], loss_input: str) -> tuple[str, ...]:
     """The nodes the loss does not depend on (no path from them to the loss's input node), in

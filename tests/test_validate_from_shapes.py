@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from fakedist import good_plugin_source, install_fake_dist
@@ -119,3 +119,33 @@ def test_every_branchs_shape_error_is_reported_at_once_each_with_its_line(
     assert len(lines) == 2  # the nodes after them read shapes that do not exist: not errors of their own
     assert "layers[0] 'c1' (conv2d): conv2d kernel (9, 9) is larger" in lines[0] and lines[0].endswith("(line 3)")
     assert f"{path}: layers[3] 'p2' (maxpool2d)" in lines[1] and lines[1].endswith("(line 6)")
+
+
+class _BoomConfig(nnplug.LayerConfig):
+    type: Literal["boom_in_output_shape"] = "boom_in_output_shape"
+
+
+class _Boom(nnplug.Layer):
+    Config = _BoomConfig
+
+    def output_shape(self, in_shape: Any) -> Any:
+        raise RuntimeError("exploded")
+
+
+def test_a_plugin_breaking_after_a_misfit_is_reported_with_it() -> None:
+    # the plugin's error used to replace the shape error found before it
+    class Plugin:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self) -> list[type]:
+            return [_Boom]
+
+    registry = nnplug.Registry(plugins=[Plugin(), "nnplug_layers"])
+    layers = [{"type": "conv2d", "name": "c1", "filters": 2, "kernel_size": 9},
+              {"type": "boom_in_output_shape", "name": "b", "inputs": ["input"]},
+              {"type": "flatten", "inputs": ["b"]}, {"type": "dense", "units": 2}]
+    with pytest.raises(nnplug.PluginError) as info:
+        nnplug.Model.from_config({"input": [1, 8, 8], "layers": layers, "loss": {"type": "softmax_cross_entropy"}},
+                                 registry=registry)
+    first, second = str(info.value).splitlines()
+    assert "'c1' (conv2d): conv2d kernel (9, 9) is larger" in first
+    assert "'b' (boom_in_output_shape, plugin 'Plugin'): output_shape raised RuntimeError: exploded" in second
