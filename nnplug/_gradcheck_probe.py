@@ -285,10 +285,11 @@ def _measured(measure: Measure, noisy: Probe, report: GradcheckReport, analytic:
 
     :data:`NOISE_ULPS` is what a layer with long sums may round by; an elementwise curve beside
     outputs of 1e8 rounds by far less. The central differences at a few nearby steps differ by
-    their rounding (and a little truncation): twice their range, but at least one ulp of the
-    assumed noise, is the measured noise. Only a fit counts, confirmed against its truncation
-    error with the other steps' noise measured alike; a miss stays unresolved (the nearby steps
-    are as coarse, and a correct curve can miss there by its truncation)."""
+    their rounding and their truncation ``a h²``: three times the range of what a fitted
+    ``a h²`` leaves, but at least one ulp of the assumed noise, is the measured noise. Only a
+    fit counts, confirmed against its truncation error with the other steps' noise measured
+    alike; a miss stays unresolved (the nearby steps are as coarse, and a correct curve can
+    miss there by its truncation)."""
     if noisy.verdict(report, analytic, scale, kink_test=False) != "unresolved" or not noisy.usable:
         return None
     step = (noisy.step_right + noisy.step_left) / 2

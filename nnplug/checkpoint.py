@@ -169,9 +169,9 @@ def _remove_uncommitted(run_dir: Path, names: Iterable[str]) -> None:
     """Delete the files ``names`` of a failed save that the manifest does not name (those of
     the checkpoint that stands stay, even where a save of the same step rewrote them)."""
     try:
-        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-        committed = {manifest["weights"]["file"], manifest["optimizer"]["file"]}
-    except (OSError, ValueError, KeyError, TypeError):  # no checkpoint yet (or an unreadable one)
+        manifest = read_manifest(run_dir)
+        committed = {manifest["weights"].get("file"), manifest["optimizer"].get("file")}
+    except ConfigError:  # no checkpoint yet (or an unreadable one)
         committed = set()
     for name in names:
         if name not in committed:
@@ -215,7 +215,8 @@ class Checkpoint:
     manifest: dict[str, Any]
 
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """A run directory's manifest, checked to be one nnplug wrote (a ConfigError otherwise)."""
     path = run_dir / MANIFEST
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run directory")
@@ -316,7 +317,7 @@ def load_checkpoint(run_dir: str | Path, registry: Registry, *, optimizer: bool 
     from nnplug.modelfile import load_model_file
 
     run_dir = Path(run_dir)
-    manifest = _read_manifest(run_dir)
+    manifest = read_manifest(run_dir)
     missing = {t: d for t, d in manifest["layer_types"].items() if t not in registry}
     if missing:
         plugins = manifest.get("plugins")

@@ -24,7 +24,7 @@ from typing import Any
 
 from nnplug._streams import output_may_close, silence_broken_streams
 from nnplug.errors import ConfigError, NnplugError, PluginError
-from nnplug.registry import Registry
+from nnplug.registry import Registry, first_line
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BROKEN_PIPE = 0, 1, 2, 141
 
@@ -111,8 +111,7 @@ def _warn_failed_plugins(registry: Registry) -> None:
     it, nor pass unnoticed (``gradcheck`` would otherwise check one type fewer, silently)."""
     for info in registry.plugins:
         if info.status == "failed":
-            first_line = (info.error or "").splitlines()[0] if info.error else "unknown error"
-            print(f"nnplug: warning: {info.label} failed to load ({first_line}); its layer types "
+            print(f"nnplug: warning: {info.label} failed to load ({first_line(info.error)}); its layer types "
                   f"are unavailable; `nnplug plugins` shows why, `-p no:{info.name}` skips it",
                   file=sys.stderr)
     for message in registry.conflicts.values():
@@ -152,10 +151,9 @@ VALIDATE_DRAWS_UP_TO = 20_000_000
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
     from nnplug.modelfile import build_model
 
-    model = build_model(args.model, registry, init=False)  # the summary needs shapes, not weights
-    if model.parameter_count() <= VALIDATE_DRAWS_UP_TO:
-        # ...but drawing them is cheap at this size, and runs every init_params as train will
-        model = build_model(args.model, registry)
+    # The summary needs shapes, not weights; a small model's are drawn all the same (cheaply),
+    # running every init_params as train will
+    model = build_model(args.model, registry, init=False, draw_up_to=VALIDATE_DRAWS_UP_TO)
     print(model.summary())
     if model.spec.data is not None and not args.no_data:
         from nnplug.data import load_dataset

@@ -145,10 +145,7 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
         return float(value)  # !!float 3
     if not _YAML12_FLOAT.match(value):
         raise yaml.constructor.ConstructorError(None, None, f"{value!r} is not a float", node.start_mark)
-    special = value.lower().lstrip("+-")
-    if special in (".inf", ".nan"):  # (validation then refuses them as numbers)
-        return float(("-" if value.startswith("-") else "") + special[1:])
-    return float(value)
+    return float(value.replace(".", "", 1) if value.lower().lstrip("+-") in (".inf", ".nan") else value)
 
 
 LineLoader.add_constructor(_INT_TAG, _construct_int)
@@ -313,10 +310,11 @@ def load_model_file(path: str | Path, registry: Registry) -> ModelSpec:
 _NODE_WHERE = re.compile(r"^(?:layers\[(\d+)\]|(loss)\b)")
 
 
-def build_model(path: str | Path, registry: Registry, *, init: bool = True) -> Model:
+def build_model(path: str | Path, registry: Registry, *, init: bool = True, draw_up_to: int = 0) -> Model:
     """Read, validate and build a model file into a :class:`nnplug.Model`; with
     ``init=False`` no weight is drawn (but the model is counted and budget-checked, as
-    :meth:`nnplug.Model.parameter_counts` does), enough to check and summarise it.
+    :meth:`nnplug.Model.parameter_counts` does), enough to check and summarise it, unless
+    the model has at most ``draw_up_to`` parameters (then drawing them is cheap).
 
     Raises:
         ConfigError: the file is invalid (see :func:`load_model_file`).
@@ -324,11 +322,11 @@ def build_model(path: str | Path, registry: Registry, *, init: bool = True) -> M
             file and, for YAML, ends with the node's line.
     """
     spec, locate = _load(path, registry)
-    return build_located(spec, registry, path, locate, init=init)
+    return build_located(spec, registry, path, locate, init=init, draw_up_to=draw_up_to)
 
 
 def build_located(spec: ModelSpec, registry: Registry, path: str | Path, locate: Any, *,
-                  init: bool = True) -> Model:
+                  init: bool = True, draw_up_to: int = 0) -> Model:
     """Build a model parsed from the file ``path``: an error a node raises while the graph is
     built (a shape that does not fit, a plugin that broke) starts with the file and ends
     with the node's line where ``locate`` knows it."""
@@ -336,8 +334,9 @@ def build_located(spec: ModelSpec, registry: Registry, path: str | Path, locate:
 
     try:
         model = Model(spec, registry, init=init)
-        if not init:  # layers without param_shapes are drawn to be counted and budget-checked
-            model.parameter_counts()
+        # (not init: layers without param_shapes are drawn to be counted and budget-checked)
+        if not init and model.parameter_count() <= draw_up_to:
+            model.params = model.init_params(spec.seed)
         return model
     except (ShapeError, PluginError, ConfigError) as exc:  # a node that does not fit, a cycle, a plugin that broke
         # one line per problem (build_nodes reports every branch's misfit), each located

@@ -289,7 +289,7 @@ class Registry:
         # A plugin that failed before returning its classes may have been the type's home:
         # name each with its error (first, before the long list of what is available), so the
         # user need not run `nnplug plugins` to find out.
-        failed = [f"{i.label}: {_first_line(i.error)}" for i in self.plugins if i.status == "failed"]
+        failed = [f"{i.label}: {first_line(i.error, 200)}" for i in self.plugins if i.status == "failed"]
         if failed:
             message += f"; plugins that failed to load: {'; '.join(failed)}"
         if available:
@@ -308,10 +308,11 @@ class Registry:
         return message
 
 
-def _first_line(error: str | None, limit: int = 200) -> str:
-    """A plugin's error as one line of at most ``limit`` characters, for a message listing several."""
-    line = (error or "unknown error").splitlines()[0] if error else "unknown error"
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+def first_line(error: str | None, limit: int | None = None) -> str:
+    """A plugin's error as one line (of at most ``limit`` characters, for a message listing
+    several)."""
+    line = error.splitlines()[0] if error else "unknown error"
+    return line if limit is None or len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _missing_module(name: str, error: str | None) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import math
 import os
 import re
@@ -208,7 +207,7 @@ def stopped_at(epoch: int, batch: int) -> str:
 
 def _interrupted_at_once(run_dir: Path, resume: str) -> str:
     """What a run stopped at once (a second SIGINT, even during a save) left in ``run_dir``."""
-    from nnplug.checkpoint import MANIFEST
+    from nnplug.checkpoint import MANIFEST, read_manifest
 
     if not (run_dir / MANIFEST).is_file():
         if not any(entry.name != LOCK_FILE for entry in run_dir.iterdir()):
@@ -216,9 +215,9 @@ def _interrupted_at_once(run_dir: Path, resume: str) -> str:
         return (f"nnplug: interrupted before the run's first checkpoint; {run_dir} holds none: "
                 "delete it, then start the run again")
     try:  # the manifest is the commit point: it says where the last complete checkpoint stands
-        progress = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))["progress"]
-        where = f" ({stopped_at(int(progress['epoch']), int(progress['batch']))})"
-    except (OSError, ValueError, KeyError, TypeError):
+        progress = read_manifest(run_dir)["progress"]
+        where = f" ({stopped_at(progress['epoch'], progress['batch'])})"
+    except ConfigError:
         where = ""
     return (f"nnplug: interrupted; {run_dir} keeps its last complete checkpoint{where}\n"
             f"  continue with: {resume}")

@@ -127,9 +127,8 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
     deadline is lifted (a deadline set another way is kept). The returned test then carries
     settings already, and hypothesis refuses a second ``@settings`` decorator: pass
     ``settings=`` instead (an undecorated test, under a profile without the stock deadline,
-    takes the decorator too). The registry
-    is looked up when the test runs, not at import: ``plugins`` are loaded beside the
-    installed ones.
+    takes the decorator too). The registry is looked up when the test runs, not at import:
+    ``plugins`` are loaded beside the installed ones.
     """
     plugin_list = list(plugins)
     cache: dict[str, Registry] = {}
