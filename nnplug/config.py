@@ -333,9 +333,14 @@ def _parse_loss(raw: Any, names: list[str], registry: Registry, problems: _Probl
         return None
     if config.inputs is None:
         target = names[-1]
-    elif len(config.inputs) != 1 or config.inputs[0] not in names:
-        problems.add(("loss",), f"{where} -> inputs: expected one node of {', '.join(names)}, "
+    elif len(config.inputs) != 1:
+        problems.add(("loss",), f"{where} -> inputs: the loss reads one node, such as [{names[-1]}], "
                                 f"got {list(config.inputs)}")
+        return None
+    elif config.inputs[0] not in names:
+        # As a node's unknown input is told: the nearest name, and a list cut short (a model of
+        # hundreds of nodes would otherwise print every name on one line).
+        problems.add(("loss",), f"{where} -> inputs: {unknown_node(config.inputs[0], '', names, True)}")
         return None
     else:
         target = config.inputs[0]

@@ -96,3 +96,30 @@ def test_a_field_the_node_already_has_is_not_suggested_for_a_near_miss() -> None
     assert info.value.problems == [
         "DenseConfig -> unitss: unknown field; the fields are type, name, inputs, units, bias, "
         "kernel_initializer (got 4)"]
+
+
+def test_a_loss_reading_a_misspelled_node_is_told_the_node_it_nearly_names() -> None:
+    config = {"input": [4], "layers": [{"type": "dense", "units": 3, "name": "logits"}],
+              "loss": {"type": "softmax_cross_entropy", "inputs": ["logit"]}}
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config, REGISTRY)
+    assert err.value.problems == [
+        "loss (softmax_cross_entropy) -> inputs: unknown node 'logit' (did you mean 'logits'?); nodes: logits"]
+
+
+def test_a_loss_reading_an_unknown_node_of_a_large_model_lists_a_bounded_number_of_nodes() -> None:
+    layers = [{"type": "relu", "name": f"r{i}"} for i in range(300)]
+    config = {"input": [4], "layers": layers, "loss": {"type": "mse", "inputs": ["nowhere"]}}
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config, REGISTRY)
+    (problem,) = err.value.problems
+    assert problem.startswith("loss (mse) -> inputs: unknown node 'nowhere'; nodes: r0, r1,")
+    assert problem.endswith("... (300 in all)") and "r299" not in problem
+
+
+def test_a_loss_reading_two_nodes_is_told_it_reads_one() -> None:
+    layers = [{"type": "dense", "units": 3, "name": "a"}, {"type": "dense", "units": 3, "name": "b"}]
+    config = {"input": [4], "layers": layers, "loss": {"type": "mse", "inputs": ["a", "b"]}}
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.Model.from_config(config, REGISTRY)
+    assert err.value.problems == ["loss (mse) -> inputs: the loss reads one node, such as [b], got ['a', 'b']"]
