@@ -57,6 +57,13 @@ def directional(point: Point, tensors: dict[str, np.ndarray], name: str, analyti
             finer = _along(point, tensors, name, analytic, v, report.eps / 10)[0]
             if curvature(probe, finer, report) and finer.verdict(report, along, scale, kink_test=False) != "unresolved":
                 probe, kink_test = finer, False
+        if probe.verdict(report, along, scale, kink_test=kink_test) == "off":
+            # as for an entry (settle): a kink just inside the step (a ReLU input or a max-pool
+            # tie the direction crosses) bends the difference; a ten times smaller step stays
+            # clear of it and decides. A wrong gradient misses there too.
+            closer, closer_along = _along(point, tensors, name, analytic, v, report.eps / 10)
+            if closer.verdict(report, closer_along, scale) in ("fits", "kink"):
+                probe, along = closer, closer_along
         if probe.verdict(report, along, scale, kink_test=False) == "unresolved":
             # A direction moves every term, and their rounding adds up (float32, large values):
             # a larger step may fit, keeping fast mode at O(1) evaluations; else the entries decide.
