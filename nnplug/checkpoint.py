@@ -39,7 +39,7 @@ import numpy as np
 from nnplug.errors import ConfigError
 from nnplug.graph import Model
 from nnplug.npzfile import npz_headers
-from nnplug.registry import Registry
+from nnplug.registry import Registry, first_line
 from nnplug.train import MAX_EPOCHS
 
 MODEL_FILE = "model.json"
@@ -302,6 +302,22 @@ def _load_npz(path: Path, what: str, noun: str, expected_shape: Callable[[str], 
         raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
 
 
+def _unavailable(registry: Registry, distribution: str) -> str:
+    """Why an installed ``distribution`` provides no types (blocked, or failed to load), as a
+    suffix for the missing-types message; '' when it is not installed or merely not loaded."""
+    def key(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()  # as installers normalise names
+
+    for info in registry.plugins:
+        if key(info.distribution) != key(distribution):
+            continue
+        if info.status == "blocked":
+            return f"; installed, but its plugin {info.name!r} is blocked (-p no:{info.name})"
+        if info.status == "failed":
+            return f"; installed, but its plugin {info.name!r} failed to load: {first_line(info.error, 200)}"
+    return ""
+
+
 def load_checkpoint(run_dir: str | Path, registry: Registry, *, optimizer: bool = True) -> Checkpoint:
     """Load a run directory, verifying the manifest, checksums, layer types and weight shapes.
 
@@ -322,10 +338,15 @@ def load_checkpoint(run_dir: str | Path, registry: Registry, *, optimizer: bool 
     if missing:
         plugins = manifest.get("plugins")
         versions: dict[str, Any] = plugins if isinstance(plugins, dict) else {}
-        listed = ", ".join(f"{t} (from {d} {versions.get(str(d), '?')})"
-                           for t, d in sorted(missing.items()))
+        absent: list[str] = []  # not installed
+        present: list[str] = []  # installed, but blocked or broken
+        for t, d in sorted(missing.items()):
+            reason = _unavailable(registry, str(d))
+            (present if reason else absent).append(f"{t} (from {d} {versions.get(str(d), '?')}{reason})")
+        parts = [f"not installed: {', '.join(absent)}"] if absent else []
+        parts += [f"not loaded: {', '.join(present)}"] if present else []
         why = f" ({registry.not_autoloaded})" if registry.not_autoloaded else ""
-        raise ConfigError(f"{run_dir}: the run uses layer types that are not installed: {listed}{why}")
+        raise ConfigError(f"{run_dir}: the run uses layer types that are {'; '.join(parts)}{why}")
     model_path = _verified(run_dir, manifest["model"], "model")
     spec = load_model_file(model_path, registry)
     model = Model(spec, registry)

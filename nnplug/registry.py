@@ -292,6 +292,11 @@ class Registry:
         failed = [f"{i.label}: {first_line(i.error, 200)}" for i in self.plugins if i.status == "failed"]
         if failed:
             message += f"; plugins that failed to load: {'; '.join(failed)}"
+        # A blocked plugin is never imported, so its types are unknown, but it may well be the
+        # type's home: a `-p no:NAME` left in a command is easy to miss.
+        blocked = [f"{i.name} (distribution {i.distribution})" for i in self.plugins if i.status == "blocked"]
+        if blocked:
+            message += f"; blocked with -p no:NAME: {', '.join(blocked)}"
         if available:
             message += f"; available: {', '.join(sorted(available))}"
             if self._not_autoloaded:  # the type may be installed, in a plugin not loaded

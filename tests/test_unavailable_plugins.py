@@ -1,0 +1,58 @@
+"""A type whose plugin is installed but blocked (-p no:NAME) or broken is reported as such,
+not as unknown or uninstalled: the user's fix is to unblock or repair it, not to install it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakedist import good_plugin_source, install_fake_dist
+from runkit import tiny_model
+
+import nnplug
+from nnplug.checkpoint import load_checkpoint
+from nnplug.cli import main
+
+
+def test_an_unknown_type_names_the_plugins_blocked_with_p_no(site):
+    root, modules = site
+    install_fake_dist(root, "nnplug-shade", "nnplug_test_shade", good_plugin_source("test_shade"))
+    modules.append("nnplug_test_shade")
+    message = nnplug.Registry(blocked=["nnplug-shade"]).unknown_type_message("test_shade")
+    assert "blocked with -p no:NAME: nnplug_test_shade (distribution nnplug-shade)" in message
+
+
+def test_an_unknown_type_mentions_no_blocked_plugins_when_none_is():
+    assert "blocked" not in nnplug.Registry().unknown_type_message("test_nowhere")
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    assert main(["train", str(tiny_model(tmp_path, epochs=1)), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    return tmp_path / "run"
+
+
+def test_a_run_whose_plugin_is_blocked_says_blocked_not_uninstalled(run: Path, capsys):
+    with pytest.raises(nnplug.ConfigError) as caught:
+        load_checkpoint(run, nnplug.Registry(blocked=["nnplug_layers"]))
+    message = str(caught.value)
+    assert "not installed" not in message
+    assert "dense (from nnplug " in message
+    assert "installed, but its plugin 'nnplug_layers' is blocked (-p no:nnplug_layers)" in message
+    assert main(["-p", "no:nnplug_layers", "evaluate", str(run)]) == 2
+    assert "is blocked (-p no:nnplug_layers)" in capsys.readouterr().err
+
+
+def test_a_run_whose_plugin_failed_to_load_names_its_error(run: Path, site):
+    root, modules = site
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["layer_types"]["test_cracked"] = "nnplug-cracked"
+    manifest["plugins"]["nnplug-cracked"] = "3.0"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    install_fake_dist(root, "nnplug-cracked", "nnplug_test_cracked", "raise ImportError('no frobnicate')\n",
+                      version="3.0")
+    modules.append("nnplug_test_cracked")
+    with pytest.raises(nnplug.ConfigError, match=r"test_cracked \(from nnplug-cracked 3.0; installed, but its "
+                                                 r"plugin 'nnplug_test_cracked' failed to load: .*no frobnicate"):
+        load_checkpoint(run, nnplug.Registry())
