@@ -364,7 +364,9 @@ def model_json_schema(registry: Registry) -> dict[str, Any]:
     layers = [registry.get(t).Config for t in layer_types]
     losses = [registry.get(t).Config for t in loss_types]
     if not layers or not losses:
-        raise ConfigError("no layer or loss types are registered; check `nnplug plugins`")
+        # say why, as every other command does: autoload off is the likely cause, not a fault
+        why = f" ({registry.not_autoloaded})" if registry.not_autoloaded else ""
+        raise ConfigError(f"no layer or loss types are registered{why}; check `nnplug plugins`")
     # (type, default) per top-level key, built at run time: typed Any, since the unions are
     # assembled from the registry (and pydantic's stubs for create_model vary by version)
     list_of: Any = list  # list[...] of a union made at run time

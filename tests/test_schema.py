@@ -131,3 +131,11 @@ def test_a_file_the_loader_accepts_the_schema_accepts(changes: list[tuple[tuple[
             holder[last] = value
     if loader_accepts(document):
         assert VALIDATOR.is_valid(document), next(VALIDATOR.iter_errors(document)).message
+
+
+def test_schema_with_autoload_off_and_nothing_named_says_why_nothing_is_registered(monkeypatch, capsys) -> None:
+    from nnplug.cli import main
+
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert main(["schema"]) == 2
+    assert "NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set" in capsys.readouterr().err
