@@ -86,6 +86,8 @@ def run_type(registry: Registry, name: str, *, examples: int, seed: int, mode: M
     except Exception as exc:  # a plugin that crashes is reported as such, on its minimal case
         outcome.status, outcome.error = "ERROR", exc
         outcome.case, outcome.seed = last.get("case"), last.get("seed")
+        if outcome.n_forward == 0:  # no example got as far as a gradient: none to show
+            outcome.worst_rel_error = float("nan")
     return outcome
 
 

@@ -235,6 +235,13 @@ def test_a_contract_failure_shows_no_relative_error_in_the_table(capsys):
     assert [cell.strip() for cell in row.split("│")][4] == "-"
 
 
+def test_an_error_before_any_gradient_shows_no_relative_error_in_the_table(capsys):
+    # a gradcheck_cases() that raises compared nothing, yet its row read "0.00e+00"
+    assert gradcheck_main(ODD, ["cases_raise"], examples=3, seed=0, mode="fast", quiet=False) == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("│ cases_raise"))
+    assert "ERROR" in row and [cell.strip() for cell in row.split("│")][4] == "-"
+
+
 def test_kinks_met_are_redrawn_and_counted_in_the_table(capsys, monkeypatch):
     monkeypatch.setitem(nnplug.testing.VALUE_KINDS, GRID_WITH_ZERO, grid_with_zero)
     assert gradcheck_main(ODD, ["sometimes_kinked"], examples=10, seed=0, mode="full", quiet=False) == 0
