@@ -215,8 +215,14 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     subject = repr(layer)
     check_options(subject, mode, dtype, seed, eps, rtol, atol, max_entries, n_directions)
     multi = layer.n_inputs > 1
-    if multi and not (isinstance(x, (tuple, list, np.ndarray)) and len(x) == layer.n_inputs):
-        got = f"{type(x).__name__} of {len(x)}" if isinstance(x, (tuple, list, np.ndarray)) else type(x).__name__
+    # One array is never split into inputs: a batch as long as the layer's inputs would be
+    # read as that many inputs of one example less, and checked silently on the wrong thing.
+    if multi and not (isinstance(x, (tuple, list)) and len(x) == layer.n_inputs):
+        if isinstance(x, np.ndarray):
+            got = (f"ndarray of {len(x) if x.ndim else 0} (one array of shape {x.shape}; "
+                   "give one array per input, in a tuple)")
+        else:
+            got = f"{type(x).__name__} of {len(x)}" if isinstance(x, (tuple, list)) else type(x).__name__
         raise ShapeError(f"gradcheck of {subject}: takes a tuple of {layer.n_inputs} inputs, got {got}")
     xs = tuple(x) if multi else (x,)
     rng = np.random.default_rng(seed)
