@@ -303,8 +303,9 @@ def _load_npz(path: Path, what: str, noun: str, expected_shape: Callable[[str], 
 
 
 def _unavailable(registry: Registry, distribution: str) -> str:
-    """Why an installed ``distribution`` provides no types (blocked, or failed to load), as a
-    suffix for the missing-types message; '' when it is not installed or merely not loaded."""
+    """Why an installed ``distribution`` provides no types (blocked, failed to load, or not
+    named while autoload is off), as a suffix for the missing-types message; '' when it is
+    not installed."""
     def key(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()  # as installers normalise names
 
@@ -315,6 +316,8 @@ def _unavailable(registry: Registry, distribution: str) -> str:
             return f"; installed, but its plugin {info.name!r} is blocked (-p no:{info.name})"
         if info.status == "failed":
             return f"; installed, but its plugin {info.name!r} failed to load: {first_line(info.error, 200)}"
+        if info.status == "disabled":  # autoload is off: the option to add is all the user needs
+            return f"; installed, but not loaded: add -p {info.name}"
     return ""
 
 

@@ -191,7 +191,7 @@ def test_gradcheck_and_evaluate_say_autoload_is_off_when_nothing_is_registered(m
     assert main(["gradcheck"]) == 2  # a check that checked nothing does not pass
     assert "no layer or loss types are registered (NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "run")]) == 2
-    assert "not installed: dense (from nnplug" in (err := capsys.readouterr().err)
+    assert "not loaded: dense (from nnplug" in (err := capsys.readouterr().err)
     assert "(NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set, so only plugins named with -p NAME load)" in err
 
 

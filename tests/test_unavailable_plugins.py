@@ -56,3 +56,12 @@ def test_a_run_whose_plugin_failed_to_load_names_its_error(run: Path, site):
     with pytest.raises(nnplug.ConfigError, match=r"test_cracked \(from nnplug-cracked 3.0; installed, but its "
                                                  r"plugin 'nnplug_test_cracked' failed to load: .*no frobnicate"):
         load_checkpoint(run, nnplug.Registry())
+
+
+def test_a_run_with_autoload_off_names_the_p_option_that_loads_its_plugin(run: Path, monkeypatch):
+    monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    with pytest.raises(nnplug.ConfigError) as caught:
+        load_checkpoint(run, nnplug.Registry())
+    message = str(caught.value)
+    assert "not installed" not in message
+    assert "dense (from nnplug " in message and "installed, but not loaded: add -p nnplug_layers" in message
