@@ -198,8 +198,11 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     shown = "n/a" if accuracy is None else f"{accuracy:.2%}"
     print(f"{args.run}: loss {loss:.4f}, accuracy {shown} on {len(x)} {which}")
     if args.min_accuracy is not None and accuracy is None:
-        raise ConfigError(f"--min-accuracy: the run's loss ({model.loss.config.type}) reports no accuracy; "
-                          "leave the option out for a regression model")
+        loss_type = model.loss.config.type
+        plugin = registry.plugin_of(loss_type).distribution if loss_type in registry else "?"
+        raise ConfigError(f"--min-accuracy: the run's loss ({loss_type}) reports no accuracy (its class, from "
+                          f"{plugin}, defines no accuracy(pred, target)); leave the option out for a regression "
+                          "model")
     if args.min_accuracy is not None and accuracy < args.min_accuracy:
         print(f"accuracy {shown} is below --min-accuracy {args.min_accuracy:.2%}", file=sys.stderr)
         return EXIT_CHECK_FAILED

@@ -252,6 +252,8 @@ def test_a_regression_run_ends_on_its_validation_loss_and_refuses_min_accuracy(
     assert main(["evaluate", str(run), "--min-accuracy", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "--min-accuracy: the run's loss (mse) reports no accuracy" in err and "Traceback" not in err
+    # a plugin author whose classification loss shows "n/a" learns which method gives one
+    assert "(its class, from nnplug, defines no accuracy(pred, target))" in err
 
 
 @pytest.mark.parametrize(("raised", "message"), [
