@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from nnplug._strategies import Case
+from nnplug.arrays import frozen
 from nnplug.errors import ConfigError, GradientCheckError, PluginError, exception_text
 from nnplug.gradcheck import GradcheckReport
 from nnplug.layer import Layer, Loss, parse_config
@@ -143,3 +144,35 @@ def _no_aliasing(ctx: _Context, grads: dict[str, np.ndarray], dy: np.ndarray | N
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
     return [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
+
+
+def batch_innermost(a: np.ndarray) -> np.ndarray:
+    """``a``'s values and shape over batch-innermost memory, ``(N, C, H, W)`` behind
+    ``(C, H, W, N)``: the order conv2d hands its output on in a model, on small images."""
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
+
+
+def _layout_agrees(layer: Any, ctx: _Context, p: dict[str, np.ndarray], xs: tuple[np.ndarray, ...],
+                   dy: np.ndarray, expected: dict[str, np.ndarray], dx_names: list[str]) -> None:
+    """Inputs and ``dy`` in batch-innermost memory give ``expected`` (C order's y, input
+    gradients and gradients) to rounding: a layer whose strides or buffers assume C order
+    passes every C-ordered check and still computes wrong numbers behind a conv2d."""
+    multi = layer.n_inputs > 1
+    moved = tuple(frozen(batch_innermost(a)) for a in xs)
+    y, cache = _pair(ctx, "forward", _call(ctx, "forward", layer.forward, p, moved if multi else moved[0],
+                                           training=True), "(y, cache)")
+    dx, grads = _pair(ctx, "backward", _call(ctx, "backward", layer.backward, p, cache,
+                                             frozen(batch_innermost(dy))), "(dx, {name: gradient})")
+    dxs = tuple(dx) if multi and isinstance(dx, (tuple, list)) else (dx,)
+    got = {"y": y, **dict(zip(dx_names, dxs))}
+    got |= {f"gradient {k!r}": grads[k] for k in p if isinstance(grads, dict) and k in grads}
+    # the same numbers up to summation order (a BLAS product may add up another way)
+    scale = max([float(np.max(np.abs(v), initial=0.0)) for v in expected.values()] + [1e-300])
+    off = {k: float(np.max(np.abs(np.asarray(got[k], dtype=np.float64) - v), initial=0.0))
+           if k in got and np.shape(got[k]) == v.shape else float("inf") for k, v in expected.items()}
+    bad = [k for k, d in off.items() if not d <= 1e-9 * scale]  # NaN counts as different
+    if bad:
+        ctx.fail("memory layout", f"inputs and dy laid out batch-innermost (the memory order conv2d hands on "
+                                  f"small images, behind the same shapes) changed {', '.join(bad)} (by up to "
+                                  f"{max(off[k] for k in bad):.3g}): the layer assumes C-contiguous arrays; call "
+                                  "np.ascontiguousarray on what it needs in C order")

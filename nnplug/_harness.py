@@ -21,6 +21,7 @@ from nnplug._contract import (
     _build,
     _call,
     _Context,
+    _layout_agrees,
     _no_aliasing,
     _pair,
     _same,
@@ -125,6 +126,8 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
                                 "needs in the cache, not in the layer or anywhere else")
     if type(layer).param_grads is not Layer.param_grads:
         _param_grads_agree(layer, ctx, p, cache, dy, {k: first[f"gradient {k!r}"] for k in p})
+    if dtype == np.float64:  # float64 alone: its rounding leaves no doubt about a difference
+        _layout_agrees(layer, ctx, p, x_arrays, dy, {"y": y, **first}, dx_names)
     return {"y": y, **first}, max(_largest(a) for a in [*current.values(), dy])
 
 
