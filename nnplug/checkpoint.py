@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from nnplug.errors import ConfigError
+from nnplug.errors import ConfigError, ShapeError
 from nnplug.graph import Model
 from nnplug.npzfile import npz_headers
 from nnplug.registry import Registry, first_line
@@ -302,15 +302,30 @@ def _load_npz(path: Path, what: str, noun: str, expected_shape: Callable[[str], 
         raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
 
 
+def _changed_versions(manifest: dict[str, Any], registry: Registry) -> str:
+    """The plugin distributions the run was saved with whose installed version differs, as
+    ``dist 1.0; dist 2.0 is installed`` clauses ('' when none did)."""
+    saved = manifest.get("plugins")
+    if not isinstance(saved, dict):
+        return ""
+    installed = {_dist_key(i.distribution): (i.distribution, i.version) for i in registry.plugins
+                 if i.distribution != "-"}
+    clauses = [f"{dist} {old}; {installed[_dist_key(dist)][0]} {installed[_dist_key(dist)][1]} is installed"
+               for dist, old in sorted(saved.items())
+               if _dist_key(str(dist)) in installed and installed[_dist_key(str(dist))][1] != str(old)]
+    return "; ".join(clauses)
+
+
+def _dist_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # as installers normalise names
+
+
 def _unavailable(registry: Registry, distribution: str) -> str:
     """Why an installed ``distribution`` provides no types (blocked, failed to load, or not
     named while autoload is off), as a suffix for the missing-types message; '' when it is
     not installed."""
-    def key(name: str) -> str:
-        return re.sub(r"[-_.]+", "-", name).lower()  # as installers normalise names
-
     for info in registry.plugins:
-        if key(info.distribution) != key(distribution):
+        if _dist_key(info.distribution) != _dist_key(distribution):
             continue
         if info.status == "blocked":
             return f"; installed, but its plugin {info.name!r} is blocked (-p no:{info.name})"
@@ -351,11 +366,19 @@ def load_checkpoint(run_dir: str | Path, registry: Registry, *, optimizer: bool 
         why = f" ({registry.not_autoloaded})" if registry.not_autoloaded else ""
         raise ConfigError(f"{run_dir}: the run uses layer types that are {'; '.join(parts)}{why}")
     model_path = _verified(run_dir, manifest["model"], "model")
-    spec = load_model_file(model_path, registry)
-    model = Model(spec, registry)
-    expected = {f"{n}/{k}": v.shape for n, group in model.params.items() for k, v in group.items()}
-    weights = _load_npz(_verified(run_dir, manifest["weights"], "weights"), "weights", "weight", expected.get,
-                        required=expected)
+    try:
+        spec = load_model_file(model_path, registry)
+        model = Model(spec, registry)
+        expected = {f"{n}/{k}": v.shape for n, group in model.params.items() for k, v in group.items()}
+        weights = _load_npz(_verified(run_dir, manifest["weights"], "weights"), "weights", "weight", expected.get,
+                            required=expected)
+    except (ConfigError, ShapeError) as exc:  # a plugin upgraded since may read its config or weights otherwise
+        changed = _changed_versions(manifest, registry)
+        if not changed:
+            raise
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        note = f"the run was saved with {changed}"
+        raise ConfigError("\n  ".join([*problems, note]), [*problems, note]) from None
     model.params = {n: {k: weights[f"{n}/{k}"].astype(model.dtype) for k in group}
                     for n, group in model.params.items()}
     optim_arrays: dict[str, np.ndarray] = {}

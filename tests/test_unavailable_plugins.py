@@ -65,3 +65,36 @@ def test_a_run_with_autoload_off_names_the_p_option_that_loads_its_plugin(run: P
     message = str(caught.value)
     assert "not installed" not in message
     assert "dense (from nnplug " in message and "installed, but not loaded: add -p nnplug_layers" in message
+
+
+GAIN_V1 = good_plugin_source("test_gain").replace(
+    'type: Literal["test_gain"] = "test_gain"', 'type: Literal["test_gain"] = "test_gain"\n    gain: float = 2.0')
+
+
+def test_a_run_a_plugin_upgrade_no_longer_reads_names_both_versions(site, tmp_path: Path):
+    import yaml
+
+    root, modules = site
+    install_fake_dist(root, "nnplug-gain", "nnplug_test_gain", GAIN_V1, version="1.0")
+    modules.append("nnplug_test_gain")
+    model = tiny_model(tmp_path, epochs=1)
+    description = yaml.safe_load(model.read_text())
+    description["layers"].insert(2, {"type": "test_gain", "gain": 3.0})
+    model.write_text(yaml.safe_dump(description))
+    assert main(["train", str(model), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    # version 2.0 drops the `gain` field the saved model file holds
+    for old in root.glob("nnplug_gain-1.0.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    from fakedist import forget_modules
+    forget_modules("nnplug_test_gain")
+    (root / "nnplug_test_gain.py").unlink()
+    import importlib
+    import shutil
+    shutil.rmtree(root / "__pycache__", ignore_errors=True)
+    importlib.invalidate_caches()
+    install_fake_dist(root, "nnplug-gain", "nnplug_test_gain", good_plugin_source("test_gain"), version="2.0")
+    with pytest.raises(nnplug.ConfigError, match=r"gain: unknown field") as caught:
+        load_checkpoint(tmp_path / "run", nnplug.Registry())
+    assert "the run was saved with nnplug-gain 1.0; nnplug-gain 2.0 is installed" in str(caught.value.problems)
