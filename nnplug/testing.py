@@ -94,14 +94,18 @@ def _for_gradient_checks(test: Callable[..., None], *, explain: bool = True,
 
     A test left undecorated (no ``base``, a profile without the stock deadline, keeping
     explain) can still take an ``@settings`` of its own; hypothesis refuses a second one on a
-    decorated test, which is why the helpers take ``settings=`` instead."""
+    decorated test, which is why the helpers take ``settings=`` instead. A test decorated
+    anyway skips explain as well."""
     current = base if base is not None else settings.default
     changes: dict[str, Any] = {}
     if current is not None and current.deadline == timedelta(milliseconds=200):
         changes["deadline"] = None
-    if not explain and current is not None and Phase.explain in current.phases:
+    # A test decorated anyway takes no @settings of the author's, so keeping explain buys
+    # nothing there: skip it as well.
+    decorated = base is not None or bool(changes)
+    if (decorated or not explain) and current is not None and Phase.explain in current.phases:
         changes["phases"] = tuple(p for p in current.phases if p is not Phase.explain)
-    if base is None and not changes:
+    if not decorated and not changes:
         return test
     return settings(base, **changes)(test)
 

@@ -49,6 +49,17 @@ def test_helpers_take_settings_and_still_lift_the_stock_deadline(make):
         settings(max_examples=3)(test)
 
 
+@pytest.mark.parametrize("make", [lambda s: testing.layer_test("dense", settings=s),
+                                  lambda s: testing.all_layers_test(REGISTRY, types=["dense"], settings=s)])
+def test_helpers_that_carry_settings_anyway_skip_hypothesis_explain_phase(make):
+    # a decorated test takes no @settings of the author's, so explain buys nothing there; it
+    # cost a plugin author 7 s per failing type to point at lines inside nnplug
+    from hypothesis import Phase, settings
+
+    used = make(settings(max_examples=2, deadline=200))._hypothesis_internal_use_settings
+    assert Phase.explain not in used.phases and Phase.shrink in used.phases
+
+
 def test_the_pytest_plugins_check_skips_hypothesis_explain_phase():
     # explain re-runs a failing gradient check dozens of times to say what the message says
     from hypothesis import Phase, settings
