@@ -1,11 +1,12 @@
 """How a config's validation errors are told: one line per field, with its path, what was
-expected and what was received, and for a misspelled field the name it nearly spells."""
+expected and what was received, and for a misspelled field the name it nearly spells; and
+:class:`Problems`, which gathers a model description's lines with their paths and file lines."""
 
 from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -116,3 +117,36 @@ def format_validation_error(error: ValidationError, prefix: str = "",
 def _looks_like_branch(part: str) -> bool:
     return (any(ch in part for ch in "[]'") or part in {"int", "str", "float", "bool", "none"}
             or part.startswith(("constrained-", "function-", "lax-", "json-or-python")))
+
+
+#: Maps a path inside the description to a line number (YAML files provide one).
+Locator = Callable[[tuple[Any, ...]], int | None]
+
+
+#: The field a problem line names: ``... -> kernel_size: ...`` (``optimizer.lr`` when nested).
+_FIELD_IN_MESSAGE = re.compile(r" -> ([A-Za-z_][\w.]*): ")
+
+
+class Problems:
+    """Collects problem lines, each with its path and (when known) the source line."""
+
+    def __init__(self, locate: Locator | None) -> None:
+        self._found: list[tuple[int, str]] = []
+        self.locate = locate
+
+    def add(self, path: tuple[Any, ...], message: str) -> None:
+        line = None
+        if self.locate:
+            # the field's own line where the message names one the file has (block-style YAML
+            # puts each key on its own line), else the line of the node or section
+            field = _FIELD_IN_MESSAGE.search(message)
+            line = (self.locate((*path, *field[1].split("."))) if field else None) or self.locate(path)
+        # the nodes are checked in two passes (fields, then inputs): their lines go by node
+        node = path[1] if path[:1] == ("layers",) and len(path) > 1 else -1
+        self._found.append((node, f"{message} (line {line})" if line else message))
+
+    @property
+    def lines(self) -> list[str]:
+        """Every problem, in the order found, except that a node's come in file order."""
+        nodes = iter(sorted((item for item in self._found if item[0] >= 0), key=lambda item: item[0]))
+        return [next(nodes)[1] if node >= 0 else text for node, text in self._found]

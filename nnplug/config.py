@@ -8,13 +8,13 @@ and reported at once, each line prefixed with its path (``layers[2] (conv2d) -> 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from nnplug._config_errors import format_validation_error
+from nnplug._config_errors import Locator, Problems, format_validation_error
 from nnplug._suggest import nearest, unknown_node
 from nnplug.data import DataConfig
 from nnplug.errors import ConfigError
@@ -28,10 +28,6 @@ LOSS_NAME = "loss"
 TOP_LEVEL_KEYS = ("name", "input", "dtype", "seed", "layers", "loss", "data", "train")
 MAX_NODES = 10_000
 MAX_INPUT_ELEMENTS = 50_000_000
-
-#: Maps a path inside the description to a line number (YAML files provide one).
-Locator = Callable[[tuple[Any, ...]], int | None]
-
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -68,35 +64,6 @@ class ModelSpec:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-#: The field a problem line names: ``... -> kernel_size: ...`` (``optimizer.lr`` when nested).
-_FIELD_IN_MESSAGE = re.compile(r" -> ([A-Za-z_][\w.]*): ")
-
-
-class _Problems:
-    """Collects problem lines, each with its path and (when known) the source line."""
-
-    def __init__(self, locate: Locator | None) -> None:
-        self._found: list[tuple[int, str]] = []
-        self.locate = locate
-
-    def add(self, path: tuple[Any, ...], message: str) -> None:
-        line = None
-        if self.locate:
-            # the field's own line where the message names one the file has (block-style YAML
-            # puts each key on its own line), else the line of the node or section
-            field = _FIELD_IN_MESSAGE.search(message)
-            line = (self.locate((*path, *field[1].split("."))) if field else None) or self.locate(path)
-        # the nodes are checked in two passes (fields, then inputs): their lines go by node
-        node = path[1] if path[:1] == ("layers",) and len(path) > 1 else -1
-        self._found.append((node, f"{message} (line {line})" if line else message))
-
-    @property
-    def lines(self) -> list[str]:
-        """Every problem, in the order found, except that a node's come in file order."""
-        nodes = iter(sorted((item for item in self._found if item[0] >= 0), key=lambda item: item[0]))
-        return [next(nodes)[1] if node >= 0 else text for node, text in self._found]
-
-
 #: What a model's name may not hold: control characters (C0, DEL, C1 such as U+0085), line and
 #: paragraph separators, and lone surrogates. Everything else, joiners, no-break spaces and
 #: private-use characters included, is text a name may carry.
@@ -105,7 +72,7 @@ NAME_FORBIDDEN = re.compile(f"[{_CONTROLS_AND_SEPARATORS}\\ud800-\\udfff]")
 
 
 def _section(
-    model: type[BaseModel], value: Any, key: str, problems: _Problems
+    model: type[BaseModel], value: Any, key: str, problems: Problems
 ) -> Any:
     if value is None:
         return None
@@ -120,7 +87,7 @@ def _section(
     return None
 
 
-def _input_shape(value: Any, problems: _Problems) -> tuple[int, ...] | None:
+def _input_shape(value: Any, problems: Problems) -> tuple[int, ...] | None:
     ok = (
         isinstance(value, (list, tuple))
         and len(value) >= 1
@@ -150,7 +117,7 @@ def parse_model(
     Raises:
         ConfigError: with one line per problem found, all of them.
     """
-    problems = _Problems(locate)
+    problems = Problems(locate)
     prefix = f"{source}: " if source else ""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix}a model description is a mapping, got {type(data).__name__}")
@@ -194,7 +161,7 @@ def parse_model(
     )
 
 
-def _type_of(raw: Any, path: str, kinds: list[str], registry: Registry, problems: _Problems,
+def _type_of(raw: Any, path: str, kinds: list[str], registry: Registry, problems: Problems,
              loc: tuple[Any, ...]) -> str | None:
     if not isinstance(raw, Mapping):
         problems.add(loc, f"{path}: expected a mapping with a 'type', got {raw!r}")
@@ -214,7 +181,7 @@ def _type_of(raw: Any, path: str, kinds: list[str], registry: Registry, problems
 
 
 def _validated(config_cls: type[LayerConfig], raw: Any, where: str, loc: tuple[Any, ...],
-               problems: _Problems) -> LayerConfig | None:
+               problems: Problems) -> LayerConfig | None:
     """The node validated by its layer's own config model, or ``None`` with its problems noted."""
     try:
         config: LayerConfig = parse_config(config_cls, raw, where)
@@ -225,7 +192,7 @@ def _validated(config_cls: type[LayerConfig], raw: Any, where: str, loc: tuple[A
     return config
 
 
-def _parse_nodes(raw_layers: Any, registry: Registry, problems: _Problems
+def _parse_nodes(raw_layers: Any, registry: Registry, problems: Problems
                  ) -> tuple[list[NodeSpec] | None, list[str]]:
     """The nodes (``None`` if any has a problem) and every node name that could be read. A node
     whose type or fields are wrong still lends its name and inputs to the checks of the
@@ -313,7 +280,7 @@ class _Draft:
         return cls(i, name if named else f"{type_name}_{i}", named, type_name, layer, config, inputs)
 
 
-def _parse_loss(raw: Any, names: list[str], registry: Registry, problems: _Problems, *,
+def _parse_loss(raw: Any, names: list[str], registry: Registry, problems: Problems, *,
                 written: bool = True) -> LossSpec | None:
     """The loss, its ``inputs`` checked against every node name that could be read."""
     if raw is None:
