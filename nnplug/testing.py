@@ -145,8 +145,13 @@ def layer_test(cls_or_type: Any, *, mode: Mode = "full", registry: Registry | No
             cache["r"] = load_registry(plugin_list)
         return cache["r"]
 
-    @given(case=st.deferred(lambda: cases_for(cls_or_type, get_registry())), seed=seeds())
-    def test(case: Case, seed: int) -> None:
+    # Drawn inside the test, not as given's arguments: on a failure hypothesis's pytest plugin
+    # would offer a patch adding @example to this function, which is nnplug's source, not the
+    # caller's test file. (It offers none for tests drawing from st.data().)
+    @given(data=st.data())
+    def test(data: Any) -> None:
+        case = data.draw(st.deferred(lambda: cases_for(cls_or_type, get_registry())), label="case")
+        seed = data.draw(seeds(), label="seed")
         check(cls_or_type, case, seed=seed, mode=mode, registry=get_registry())
 
     test = _for_gradient_checks(test, base=settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,19 @@ def test_pytest_plugin_node_ids_name_the_checks_module_outside_the_rootdir(tmp_p
     result = _pytest(tmp_path, "--nnplug-layers=relu", "--collect-only")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "nnplug/_pytest_checks.py::test_layer_keeps_the_contract[relu]" in result.stdout.splitlines()
+
+
+def test_a_failing_layer_test_offers_no_patch_to_nnplugs_own_source(tmp_path):
+    # hypothesis's pytest plugin offers `git apply` of a patch adding @example to the failing
+    # test function: for layer_test that function is nnplug's, not the user's file
+    tests_dir = Path(__file__).parent
+    (tmp_path / "test_bug.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(tests_dir)!r})\n"
+        "import buggy_layers\nimport nnplug.testing\n"
+        "test_bug = nnplug.testing.layer_test('buggy_relu_mask_ge', plugins=[buggy_layers])\n"
+    )
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_bug.py"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Draw 1 (case): Case(" in result.stdout  # the failing case is still shown
+    assert "git apply" not in result.stdout and not (tmp_path / ".hypothesis" / "patches").exists()
