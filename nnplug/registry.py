@@ -144,6 +144,9 @@ class Registry:
                                   f"{', '.join(installed) or 'none'})")
             else:
                 name = getattr(plugin, "__name__", None) or type(plugin).__name__
+                if self.manager.is_registered(plugin):  # an installed plugin's module, loaded above
+                    wanted.append(name)
+                    continue
                 info = PluginInfo(name, "-", "-", name)
                 self.plugins.append(info)
                 self._load(info, lambda obj=plugin: obj)
