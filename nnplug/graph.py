@@ -384,5 +384,11 @@ class Model:
         (and the nodes the loss does not depend on, if any)."""
         return summary_table(self)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy.deepcopy and pickle: without the cached read-only views of the params, which
+        a copy would turn into arrays of their own, so that the copy's forward passes ignored
+        every in-place edit of its params (the views are made again on first use)."""
+        return {**self.__dict__, "_param_views": {}}
+
     def __repr__(self) -> str:
         return f"Model({self.spec.name!r}, {len(self.nodes)} nodes, {self.parameter_count():,} params, {self.dtype})"

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -234,6 +235,25 @@ class Registry:
     def _fail(info: PluginInfo, error: str) -> None:
         info.status = "failed"
         info.error = error
+
+    # -- copies --------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The registry without its plugin manager, which holds plugin modules (unpicklable):
+        a module is kept by name and imported again on unpickling, so a model, which holds its
+        registry, can be deep-copied and handed to a spawned worker process."""
+        state = self.__dict__.copy()
+        state["manager"] = [(name, plugin.__name__ if isinstance(plugin, ModuleType) else plugin)
+                            for name, plugin in self.manager.list_name_plugin()]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        registered = state.pop("manager")
+        self.__dict__.update(state)
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.manager.add_hookspecs(hookspecs)
+        for name, plugin in registered:
+            self.manager.register(importlib.import_module(plugin) if isinstance(plugin, str) else plugin, name=name)
 
     # -- queries -------------------------------------------------------------------------
 
