@@ -93,6 +93,11 @@ class GradcheckReport:
     def ok(self) -> bool:
         return not self.failures and not self.kinks
 
+    def __bool__(self) -> bool:
+        """:attr:`ok`: a dataclass is otherwise always true, so ``assert report`` (with
+        ``raise_on_failure=False``) would pass a wrong gradient or a kink."""
+        return self.ok
+
     @property
     def max_rel_error(self) -> float:
         return self.worst.rel_error if self.worst else 0.0
