@@ -37,7 +37,7 @@ from nnplug.build import (
 )
 from nnplug.config import INPUT_NAME, ModelSpec, parse_model
 from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError, exception_text
-from nnplug.layer import Loss, Shape
+from nnplug.layer import Layer, Loss, Shape
 from nnplug.registry import Registry, load_registry
 from nnplug.summary import summary_rows, summary_table
 
@@ -101,6 +101,10 @@ class Model:
         self._node_names = {n.name for n in self.nodes}
         self._param_views: dict[str, tuple[tuple[tuple[str, np.ndarray], ...], dict[str, np.ndarray]]] = {}
         self._declared = check_budget(self.nodes)  # {node: {param: shape}} where the layers say
+        for node in self.nodes:  # a layer keeping the base init_params has none, declared or not:
+            # so params handed to it (a relu given {'w': ...}) are refused, not silently ignored
+            if self._declared.get(node.name) is None and type(node.layer).init_params is Layer.init_params:
+                self._declared[node.name] = {}
         self._counts: dict[str, int] | None = None  # parameter_counts() of a model not initialised
         check_activations(self.nodes)
         self.params: Params = self.init_params(spec.seed) if init else {}

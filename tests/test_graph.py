@@ -419,6 +419,8 @@ def _with(params, node, name, value):
     (lambda p: _with(p, "hidden", "w", p["hidden"]["w"].tolist()), "expected an array of real numbers, got list"),
     (lambda p: [p], r"params: expected \{node: \{name: array\}\}, got list"),
     (lambda p: {**p, "otu": p["out"]}, r"params: no node named 'otu' in this model; nodes: hidden, tanh_1, out"),
+    # a layer without parameters used to ignore those it was handed
+    (lambda p: {**p, "tanh_1": {"w": np.zeros(3)}}, r"params\['tanh_1'\] \(tanh\): holds \['w'\], expected \[\]"),
 ])
 def test_params_that_do_not_fit_the_model_are_named_not_blamed_on_the_plugin(change, message):
     # b of shape (1,) used to broadcast silently in forward, then fail in backward as the plugin's fault
