@@ -270,10 +270,15 @@ class Model:
 
     def _loss_forward(self, pred: np.ndarray, target: Any) -> tuple[float, Any]:
         where = f"loss ({self.loss.type_name()}, {self.loss_plugin})"
+        handed = loss_target(target, pred.dtype)
         try:
-            result = self.loss.forward(pred, loss_target(target, pred.dtype))
+            result = self.loss.forward(pred, handed)
         except NnplugError as exc:
-            raise type(exc)(f"{where}: {exc}") from exc
+            # the loss names the dtype it received: say where it came from, or a float64 target
+            # refused as "got dtype float32" names a dtype the caller never used
+            cast = (f" (the target was given as {target.dtype} and cast to the model's {pred.dtype})"
+                    if handed is not target else "")
+            raise type(exc)(f"{where}: {exc}{cast}") from exc
         except Exception as exc:
             raise PluginError(f"{where}: forward raised {exception_text(exc)}") from exc
         value, cache = pair(where, "forward", result, "(value, cache)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import pytest
 from hypothesis import strategies as st
 
@@ -62,3 +63,11 @@ def test_a_loss_with_cases_but_no_example_target_is_told_what_to_define():
     with pytest.raises(ConformanceError, match=r"defines no example_target\(pred_shape, rng\)") as info:
         check_loss(NoTargets, Case({}, ((3,),)), seed=0)
     assert info.value.check == "example_target"
+
+
+def test_a_refused_float_target_names_the_dtype_given_as_well_as_the_one_cast_to():
+    model = nnplug.Model.from_config({"input": [4], "layers": [{"type": "dense", "units": 3}],
+                                      "loss": {"type": "softmax_cross_entropy"}})
+    labels = np.array([0.0, 2.0])  # integer-valued float64 labels, as read from a CSV
+    with pytest.raises(nnplug.ShapeError, match="given as float64 and cast to the model's float32"):
+        model.loss_and_grads(np.ones((2, 4)), labels)
