@@ -10,7 +10,7 @@ from pydantic import Field
 import nnplug
 from nnplug_layers import conv_engines as engines
 from nnplug_layers import conv_scipy
-from nnplug_layers.geometry import PaddingSpec, SizeSpec, Window2D, as_pair, window_geometry
+from nnplug_layers.geometry import PaddingSpec, SizeSpec, Window2D, as_pair, checked_images, window_geometry
 from nnplug_layers.init import Initializer, draw_weights
 
 
@@ -84,8 +84,7 @@ class Conv2D(nnplug.Layer):
         return engines.choose_engine(x_shape, w_shape, self.geometry(x_shape[1:]), np.dtype(dtype))
 
     def _checked(self, params: dict[str, np.ndarray], x: np.ndarray) -> tuple[Window2D, np.ndarray]:
-        if x.ndim != 4:
-            raise nnplug.ShapeError(f"conv2d expects a batch of images (N, C, H, W), received shape {x.shape}")
+        checked_images(x, "conv2d")
         w = params["w"]
         if w.shape[1] != x.shape[1]:
             raise nnplug.ShapeError(
@@ -101,6 +100,8 @@ class Conv2D(nnplug.Layer):
 
     def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
         geom, w = self._checked(params, x)
+        if not len(x):  # an empty batch: nothing to correlate (the engines walk at least one image)
+            return np.zeros((0, self.config.filters, *geom.out_hw), x.dtype), ("empty", geom, x.shape)
         engine = self.engine_for(x.shape, w.shape, x.dtype)
         state: Any
         b = params["b"].astype(x.dtype, copy=False) if self.config.bias else None
@@ -125,7 +126,10 @@ class Conv2D(nnplug.Layer):
                    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         engine, geom, state = cache
         w = params["w"].astype(dy.dtype, copy=False)
-        if engine == "scipy":
+        if engine == "empty":  # state: the input's shape
+            dx = np.zeros(state, dy.dtype) if input_grad else None
+            dw, db = np.zeros_like(w), np.zeros(w.shape[0], dy.dtype)
+        elif engine == "scipy":
             dx, dw, db = conv_scipy.scipy_backward(w, state, dy, geom, input_grad=input_grad)
         else:
             if state is None:

@@ -39,6 +39,21 @@ PaddingSpec = NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt] | Literal["
 MAX_PADDED_VALUES = 2**31
 
 
+def checked_images(x: object, layer: str) -> np.ndarray:
+    """``x`` if it is a batch of floating-point images (N, C, H, W); else a ShapeError naming
+    ``layer``. Integers are refused, not computed in: a layer keeps its input's dtype, so its
+    weights would be cast to int and its means truncated without a word (a model casts its
+    input to its float dtype before any layer sees it)."""
+    if not isinstance(x, np.ndarray):
+        raise nnplug.ShapeError(f"{layer} expects a numpy array of images (N, C, H, W), received {type(x).__name__}")
+    if x.ndim != 4:
+        raise nnplug.ShapeError(f"{layer} expects a batch of images (N, C, H, W), received shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise nnplug.ShapeError(f"{layer} expects floating-point images (float32 or float64), received dtype "
+                                f"{x.dtype}: cast them first, x.astype(np.float32)")
+    return x
+
+
 def batch_innermost(a: np.ndarray) -> bool:
     """Whether images a (N, C, H, W) lie in memory as (C, H, W, N): the batch innermost, as
     conv2d's *batch_inner* layout returns its outputs (see ``columns``)."""

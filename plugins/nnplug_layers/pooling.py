@@ -21,6 +21,7 @@ from nnplug_layers.geometry import (
     Window2D,
     as_pair,
     batch_innermost,
+    checked_images,
     images_like,
     index_dtype,
     window_geometry,
@@ -224,7 +225,7 @@ class AvgPool2D(Pool2D):
         return geom.real_counts().astype(dtype)  # (Ho, Wo)
 
     def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
-        geom = self._checked(x)
+        geom = self._checked(checked_images(x, self.type_name()))  # a mean of integers would truncate
         divisor = self._divisor(geom, x.dtype)
         batch_inner = batch_innermost(x)
         y = images_like(batch_inner, (*x.shape[:2], *geom.out_hw), x.dtype)
