@@ -53,3 +53,25 @@ def gradients(who: str, grads: Any, names: Collection[str]) -> Mapping[str, Any]
         raise PluginError(f"{who}: backward returned gradients for {sorted(map(str, grads))}, "
                           f"the parameters are {sorted(names)}")
     return grads
+
+
+def checked_gradient(who: Callable[[], str], method: str, what: str, g: Any, shape: tuple[int, ...],
+                     dtype: np.dtype) -> None:
+    """One gradient a layer handed the executor: an array of ``shape`` in the model's ``dtype``."""
+    if not isinstance(g, np.ndarray) or g.shape != tuple(shape):
+        got = g.shape if isinstance(g, np.ndarray) else type(g).__name__
+        raise PluginError(f"{who()}: {method} returned {what} of shape {got}, expected {tuple(shape)}")
+    if g.dtype != dtype:
+        raise PluginError(f"{who()}: {method} returned {what} as {g.dtype} in a {dtype} model")
+
+
+def checked_param_grads(who: Callable[[], str], method: str, grads: Any, own: Mapping[str, np.ndarray],
+                        dtype: np.dtype) -> dict[str, np.ndarray]:
+    """A layer's ``{name: gradient}`` as the executor receives it: one per parameter it holds
+    (``own``), each of that parameter's shape and the model's dtype."""
+    if not isinstance(grads, Mapping) or set(grads) != set(own):
+        got = sorted(grads) if isinstance(grads, Mapping) else type(grads).__name__
+        raise PluginError(f"{who()}: {method} returned gradients for {got}, expected {sorted(own)}")
+    for name, g in grads.items():
+        checked_gradient(who, method, f"gradient of {name}", g, own[name].shape, dtype)
+    return dict(grads)

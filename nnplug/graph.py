@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nnplug._returns import loss_value, pair
+from nnplug._returns import checked_gradient, checked_param_grads, loss_value, pair
 from nnplug.arrays import loss_target, model_input, model_params, read_only, read_only_params
 from nnplug.build import (
     Node,
@@ -126,6 +126,16 @@ class Model:
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigError(f"from_file: expected a path to a model file, got {type(path).__name__} {path!r}")
         return build_model(path, _registry_or_default(registry))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, registry: Registry | None = None) -> Model:
+        """The trained model of a run directory (what ``nnplug train`` saves): its model file
+        with the last checkpoint's weights, both verified against the manifest's checksums."""
+        from nnplug.checkpoint import load_checkpoint
+
+        if not isinstance(run_dir, (str, os.PathLike)):
+            raise ConfigError(f"from_run: expected a path to a run directory, got {type(run_dir).__name__} {run_dir!r}")
+        return load_checkpoint(run_dir, _registry_or_default(registry), optimizer=False).model
 
     def init_params(self, seed: int) -> Params:
         """Fresh parameters for every node, each drawn from a generator derived from ``seed``
@@ -314,8 +324,8 @@ class Model:
             raise PluginError(f"{node.describe()}: backward returned {len(dxs)} input gradients, "
                               f"expected {len(node.inputs)}")
         for k, (g, shape) in enumerate(zip(dxs, node.in_shapes)):
-            self._check_grad(node, "backward", f"input gradient {k}", g, (batch, *shape))
-        return dxs, self._checked_param_grads(node, "backward", grads, own)
+            checked_gradient(node.describe, "backward", f"input gradient {k}", g, (batch, *shape), self.dtype)
+        return dxs, checked_param_grads(node.describe, "backward", grads, own, self.dtype)
 
     def _call_param_grads(self, node: Node, params: Params, cache: Any, dy: np.ndarray) -> dict[str, np.ndarray]:
         """The parameter gradients of a layer whose input gradient nobody needs."""
@@ -323,24 +333,7 @@ class Model:
         if not own:
             return {}
         grads = _plugin_call(node, "param_grads", self._frozen_params(node, params), cache, dy)
-        return self._checked_param_grads(node, "param_grads", grads, own)
-
-    def _checked_param_grads(self, node: Node, method: str, grads: Any, own: dict[str, np.ndarray]
-                             ) -> dict[str, np.ndarray]:
-        if not isinstance(grads, Mapping) or set(grads) != set(own):
-            got = sorted(grads) if isinstance(grads, Mapping) else type(grads).__name__
-            raise PluginError(f"{node.describe()}: {method} returned gradients for {got}, "
-                              f"expected {sorted(own)}")
-        for name, g in grads.items():
-            self._check_grad(node, method, f"gradient of {name}", g, own[name].shape)
-        return dict(grads)
-
-    def _check_grad(self, node: Node, method: str, what: str, g: Any, shape: tuple[int, ...]) -> None:
-        if not isinstance(g, np.ndarray) or g.shape != tuple(shape):
-            got = g.shape if isinstance(g, np.ndarray) else type(g).__name__
-            raise PluginError(f"{node.describe()}: {method} returned {what} of shape {got}, expected {tuple(shape)}")
-        if g.dtype != self.dtype:
-            raise PluginError(f"{node.describe()}: {method} returned {what} as {g.dtype} in a {self.dtype} model")
+        return checked_param_grads(node.describe, "param_grads", grads, own, self.dtype)
 
     def _first_non_finite(self, values: Mapping[str, Any], target: Any, what: str) -> str:
         """Where a non-finite loss came from: the input, the target, a node, or the loss."""

@@ -51,5 +51,5 @@ def test_avgpool2d_refuses_integer_images_instead_of_truncating_their_means():
 
 def test_conv2d_given_a_list_names_what_it_received():
     layer, params = _layer("conv2d", {"filters": 2, "kernel_size": 3})
-    with pytest.raises(nnplug.ShapeError, match="conv2d expects a numpy array of images .*received list"):
+    with pytest.raises(nnplug.ShapeError, match=r"conv2d expects a numpy array of images .*received list"):
         layer.forward(params, np.ones((1, 3, 8, 8)).tolist(), training=False)
