@@ -199,7 +199,9 @@ def cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     print(f"{args.run}: loss {loss:.4f}, accuracy {shown} on {len(x)} {which}")
     if args.min_accuracy is not None and accuracy is None:
         loss_type = model.loss.config.type
-        plugin = registry.plugin_of(loss_type).distribution if loss_type in registry else "?"
+        # an in-process plugin (Registry(plugins=[module]), -p module) has no distribution: name it
+        info = registry.plugin_of(loss_type) if loss_type in registry else None
+        plugin = "?" if info is None else info.distribution if info.distribution != "-" else f"plugin {info.name!r}"
         raise ConfigError(f"--min-accuracy: the run's loss ({loss_type}) reports no accuracy (its class, from "
                           f"{plugin}, defines no accuracy(pred, target)); leave the option out for a regression "
                           "model")

@@ -256,6 +256,19 @@ def test_a_regression_run_ends_on_its_validation_loss_and_refuses_min_accuracy(
     assert "(its class, from nnplug, defines no accuracy(pred, target))" in err
 
 
+def test_min_accuracy_refused_for_an_in_process_plugins_loss_names_the_plugin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _regression_model(tmp_path)  # its mse swapped for a loss of a module given with -p
+    model.write_text(model.read_text().replace("type: mse", "type: buggy_mse_factor"))
+    run = tmp_path / "run"
+    assert main(["-p", "buggy_layers", "train", str(model), "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["-p", "buggy_layers", "evaluate", str(run), "--min-accuracy", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "(its class, from plugin 'buggy_layers', defines no accuracy" in err, err  # was "from -"
+
+
 @pytest.mark.parametrize(("raised", "message"), [
     (KeyboardInterrupt(), "nnplug: error: interrupted\n"),  # no run directory to speak of
     (MemoryError("Unable to allocate 64.0 GiB"),
