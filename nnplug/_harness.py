@@ -83,7 +83,10 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
         ctx.fail("backward", f"backward returned {type(grads).__name__} as its gradients, expected {{name: gradient}}")
     _unchanged(ctx, "backward", {**before, "dy": dy_before}, {**current, "dy": dy})
     _same_attrs(ctx, "forward/backward", layer, attrs)
-    dxs = tuple(dx) if multi and isinstance(dx, (tuple, list)) else (dx,)
+    if multi and not isinstance(dx, (tuple, list)):  # a stacked array is not split row by row
+        ctx.fail("input gradients", f"backward returned {type(dx).__name__} as dx, expected a tuple of "
+                 f"{len(x_arrays)} input gradients, one per input")
+    dxs = tuple(dx) if multi else (dx,)
     if len(dxs) != len(x_arrays):
         ctx.fail("input gradients", f"backward returned {len(dxs)} input gradients for {len(x_arrays)} inputs")
     if set(grads) != set(p):

@@ -253,8 +253,8 @@ def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = Non
     r = streams(seed)[0].standard_normal(y.shape).astype(dtype)
     dx, grads = returns.pair(subject, "backward", layer.backward(p, cache, r.copy()), "(dx, {name: gradient})")
     if multi and not (isinstance(dx, (tuple, list)) and len(dx) == len(names)):
-        raise PluginError(f"{subject}: backward returned {type(dx).__name__} as dx, expected a tuple of "
-                          f"{len(names)} input gradients")
+        got = f"{len(dx)} input gradients" if isinstance(dx, (tuple, list)) else f"{type(dx).__name__} as dx"
+        raise PluginError(f"{subject}: backward returned {got}, expected a tuple of {len(names)} input gradients")
     analytic = {n: returns.array(subject, f"backward's d{n}", g, tensors[n].shape)
                 for n, g in zip(names, tuple(dx) if multi else (dx,))}
     for k, g in returns.gradients(subject, grads, list(params)).items():

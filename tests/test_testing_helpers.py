@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -218,3 +219,43 @@ def test_a_failing_layer_test_offers_no_patch_to_nnplugs_own_source(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Draw 1 (case): Case(" in result.stdout  # the failing case is still shown
     assert "git apply" not in result.stdout and not (tmp_path / ".hypothesis" / "patches").exists()
+
+
+class _SumTwoConfig(nnplug.LayerConfig):
+    type: Literal["sum_two"] = "sum_two"
+
+
+class _StackedDx(nnplug.Layer):
+    """y = a + b, whose backward returns both input gradients stacked in one array."""
+
+    Config = _SumTwoConfig
+    n_inputs = 2
+
+    def output_shape(self, in_shape):
+        return in_shape[0]
+
+    def forward(self, params, x, *, training):
+        return x[0] + x[1], None
+
+    def backward(self, params, cache, dy):
+        return np.stack([dy, dy]), {}
+
+
+def test_a_stacked_array_for_several_input_gradients_is_named_as_such():
+    # len(stack) == 2 == n_inputs, so the message used to read "returned 1 input gradients for 2 inputs"
+    with pytest.raises(testing.ConformanceError, match=r"returned ndarray as dx, expected a tuple of 2 input"):
+        testing.check_layer(_StackedDx, Case({}, ((3,), (3,))), seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    with pytest.raises(nnplug.PluginError, match=r"returned ndarray as dx, expected a tuple of 2 input"):
+        nnplug.gradcheck(_StackedDx(), (x, x.copy()))
+
+
+class _OneDx(_StackedDx):
+    def backward(self, params, cache, dy):
+        return (dy,), {}
+
+
+def test_a_tuple_of_too_few_input_gradients_says_how_many():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    with pytest.raises(nnplug.PluginError, match=r"returned 1 input gradients, expected a tuple of 2"):
+        nnplug.gradcheck(_OneDx(), (x, x.copy()))  # read "returned tuple as dx, expected a tuple"
