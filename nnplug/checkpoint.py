@@ -360,7 +360,12 @@ def load_checkpoint(run_dir: str | Path, registry: Registry, *, optimizer: bool 
         present: list[str] = []  # installed, but blocked or broken
         for t, d in sorted(missing.items()):
             reason = _unavailable(registry, str(d))
-            (present if reason else absent).append(f"{t} (from {d} {versions.get(str(d), '?')}{reason})")
+            version = versions.get(str(d), "?")
+            if version == "-" and not reason:  # a module given with -p, no distribution: say how to get it back
+                source = f"module {d}, given with -p when the run was saved: add -p {d}"
+            else:
+                source = f"{d} {version}{reason}"
+            (present if reason else absent).append(f"{t} (from {source})")
         parts = [f"not installed: {', '.join(absent)}"] if absent else []
         parts += [f"not loaded: {', '.join(present)}"] if present else []
         why = f" ({registry.not_autoloaded})" if registry.not_autoloaded else ""

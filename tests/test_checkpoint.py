@@ -218,6 +218,21 @@ def test_manifest_naming_uninstalled_layer_types_is_refused(run: Path) -> None:
     assert main(["-p", "no:nnplug_layers", "evaluate", str(run)]) == 2
 
 
+def test_a_run_whose_loss_came_from_a_module_given_with_p_says_to_add_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tiny_model(tmp_path, epochs=1)
+    model.write_text(model.read_text().replace("softmax_cross_entropy", "buggy_softmax_ce_no_mean"))
+    run = tmp_path / "run"
+    assert main(["-p", "buggy_layers", "train", str(model), "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2  # without -p buggy_layers
+    err = capsys.readouterr().err
+    # it read "(from buggy_layers -)": the module's name and a version it never had
+    assert "buggy_softmax_ce_no_mean (from module buggy_layers, given with -p when the run was saved: " \
+        "add -p buggy_layers)" in err, err
+
+
 def test_not_a_run_directory_is_a_clear_error(tmp_path: Path, registry: nnplug.Registry) -> None:
     with pytest.raises(nnplug.ConfigError, match="no such run directory"):
         load_checkpoint(tmp_path / "absent", registry)
