@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from nnplug.config import INPUT_NAME, ModelSpec, NodeSpec
+from nnplug.config import INPUT_NAME, LossSpec, ModelSpec, NodeSpec
 from nnplug.errors import ConfigError, NnplugError, PluginError, ShapeError, exception_text
-from nnplug.layer import Layer, Shape
+from nnplug.layer import Layer, Loss, Shape
 from nnplug.registry import Registry
 
 MAX_PARAMETERS = 200_000_000  # a budget checked before any weight is allocated
@@ -113,6 +113,28 @@ def _find_cycle(pending: list[NodeSpec], by_name: dict[str, NodeSpec]) -> list[s
 def plugin_label(registry: Registry, type_name: str) -> str:
     info = registry.plugin_of(type_name)
     return f"plugin {info.name!r}" if info.distribution == "-" else f"plugin {info.distribution}"
+
+
+def build_loss(loss_spec: LossSpec, plugin: str, pred_shape: Shape) -> Loss:
+    """The loss, created and asked whether it takes ``pred_shape``; a loss plugin that breaks
+    (raises anything but a ShapeError) is named like a layer's, not left as a traceback."""
+    try:
+        loss = loss_spec.cls(loss_spec.config)
+    except NnplugError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{located(loss_spec.where, plugin)}: creating the loss raised "
+                          f"{exception_text(exc)}") from exc
+    try:
+        loss.check_pred_shape(pred_shape)
+    except ShapeError as exc:
+        raise ShapeError(f"{loss_spec.where}: {exc} (input from node {loss_spec.input!r})") from None
+    except NnplugError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{located(loss_spec.where, plugin)}: check_pred_shape raised {exception_text(exc)}; "
+                          f"received {pred_shape} from {loss_spec.input!r}") from exc
+    return loss
 
 
 def build_nodes(spec: ModelSpec, registry: Registry) -> list[Node]:

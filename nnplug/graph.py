@@ -26,6 +26,7 @@ from nnplug._returns import checked_gradient, checked_param_grads, loss_value, p
 from nnplug.arrays import loss_target, model_input, model_params, read_only, read_only_params
 from nnplug.build import (
     Node,
+    build_loss,
     build_nodes,
     check_activations,
     check_budget,
@@ -36,7 +37,7 @@ from nnplug.build import (
     unused_nodes,
 )
 from nnplug.config import INPUT_NAME, ModelSpec, parse_model
-from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError, exception_text
+from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, exception_text
 from nnplug.layer import Layer, Loss, Shape
 from nnplug.registry import Registry, load_registry
 from nnplug.summary import summary_rows, summary_table
@@ -86,15 +87,9 @@ class Model:
         self.dtype = np.dtype(spec.dtype)
         self.input_shape: Shape = spec.input_shape
         self.nodes: list[Node] = build_nodes(spec, registry)
-        loss_spec = spec.loss
-        self.loss: Loss = loss_spec.cls(loss_spec.config)
-        self.loss_input = loss_spec.input
-        self.loss_plugin = plugin_label(registry, loss_spec.config.type)
-        pred_shape = self.node(self.loss_input).out_shape
-        try:
-            self.loss.check_pred_shape(pred_shape)
-        except ShapeError as exc:
-            raise ShapeError(f"{loss_spec.where}: {exc} (input from node {self.loss_input!r})") from None
+        self.loss_input = spec.loss.input
+        self.loss_plugin = plugin_label(registry, spec.loss.config.type)
+        self.loss: Loss = build_loss(spec.loss, self.loss_plugin, self.node(self.loss_input).out_shape)
         #: nodes the loss does not depend on: initialised, but never run nor trained
         self.unused: tuple[str, ...] = unused_nodes(self.nodes, self.loss_input)
         self._run_nodes = [n for n in self.nodes if n.name not in self.unused]

@@ -3,6 +3,7 @@ value a mean over the batch, example_target required to draw them."""
 
 from __future__ import annotations
 
+import types
 from typing import Literal
 
 import numpy as np
@@ -71,3 +72,36 @@ def test_a_refused_float_target_names_the_dtype_given_as_well_as_the_one_cast_to
     labels = np.array([0.0, 2.0])  # integer-valued float64 labels, as read from a CSV
     with pytest.raises(nnplug.ShapeError, match="given as float64 and cast to the model's float32"):
         model.loss_and_grads(np.ones((2, 4)), labels)
+
+
+class _PickyLossConfig(nnplug.LayerConfig):
+    type: Literal["picky_loss"] = "picky_loss"
+
+
+class _PickyLoss(SummedSquares):
+    """A loss plugin whose checks break with something other than nnplug's errors."""
+
+    Config = _PickyLossConfig  # type: ignore[assignment]
+
+    def check_pred_shape(self, pred_shape):
+        raise ValueError("picky about shapes")
+
+
+class _BrokenInitLoss(_PickyLoss):
+    def __init__(self, config=None):
+        raise KeyError("setting")
+
+
+@pytest.mark.parametrize(("cls", "message"), [
+    (_PickyLoss, r"loss \(picky_loss, plugin 'picky'\): check_pred_shape raised ValueError: picky about "
+                 r"shapes; received \(3,\) from 'dense_0'"),
+    (_BrokenInitLoss, r"loss \(picky_loss, plugin 'picky'\): creating the loss raised KeyError"),
+])
+def test_a_loss_plugin_breaking_while_the_model_is_built_is_named_not_a_traceback(cls, message):
+    # a layer's output_shape or __init__ raising was named; the loss's escaped as a bare ValueError
+    module = types.ModuleType("picky")
+    module.nnplug_register_layers = nnplug.hookimpl(lambda: [cls])  # type: ignore[attr-defined]
+    registry = nnplug.Registry(plugins=["nnplug_layers", module])
+    config = {"input": [4], "layers": [{"type": "dense", "units": 3}], "loss": {"type": "picky_loss"}}
+    with pytest.raises(nnplug.PluginError, match=message):
+        nnplug.Model.from_config(config, registry)
