@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from nnplug.arrays import loss_target
 from nnplug.data import data_digest
-from nnplug.errors import ConfigError, NumericalError, PluginError, ShapeError
+from nnplug.errors import ConfigError, NnplugError, NumericalError, PluginError, ShapeError, exception_text
 from nnplug.optim import Optimizer, OptimizerConfig, make_optimizer
 
 if TYPE_CHECKING:
@@ -59,13 +60,31 @@ def evaluate(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         pred = model.forward(xb)
-        value, _ = model.loss.forward(pred, yb)
-        total += float(value) * len(xb)
-        acc = model.loss.accuracy(pred, yb)
+        # as in training: a float target cast to pred's dtype, the plugin's errors and value checked
+        value, _ = model._loss_forward(pred, yb)
+        total += value * len(xb)
+        acc = _accuracy(model, pred, loss_target(yb, pred.dtype))
         has_accuracy = has_accuracy and acc is not None
         correct += (acc or 0.0) * len(xb)
     n = max(len(x), 1)
     return total / n, (correct / n if has_accuracy else None)
+
+
+def _accuracy(model: Model, pred: np.ndarray, target: Any) -> float | None:
+    """The loss plugin's ``accuracy``: ``None`` or a fraction from 0 to 1, its failures named."""
+    where = f"loss ({model.loss.type_name()}, {model.loss_plugin})"
+    try:
+        acc = model.loss.accuracy(pred, target)
+    except NnplugError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{where}: accuracy raised {exception_text(exc)}") from exc
+    if acc is None:
+        return None
+    if (isinstance(acc, (bool, np.bool_)) or not isinstance(acc, (int, float, np.integer, np.floating))
+            or not 0 <= acc <= 1):
+        raise PluginError(f"{where}: accuracy returned {acc!r}, expected a fraction from 0 to 1 (or None)")
+    return float(acc)
 
 
 @dataclass
@@ -274,8 +293,10 @@ class Trainer:
 
     def _where_training_stands(self) -> str:
         p = self.position
-        return (f"at epoch {p.epoch + 1}, batch {p.batch + 1}; the last good checkpoint "
-                f"(after {p.epoch} epoch(s)) is in {self.run_dir}")
+        # past the epoch's last batch, the epoch's end is being scored (its accuracy, val_loss)
+        done = p.batch >= math.ceil(len(self.data.x) / self.config.batch_size)
+        at = f"scoring the end of epoch {p.epoch + 1}" if done else f"at epoch {p.epoch + 1}, batch {p.batch + 1}"
+        return f"{at}; the last good checkpoint (after {p.epoch} epoch(s)) is in {self.run_dir}"
 
     def _loop(self, flag: dict[str, str | None]) -> str:
         x, y = self.data.x, self.data.y
