@@ -73,11 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.add_argument("--plot", action="store_true", help="write curves.png (needs matplotlib)")
     p.add_argument("--resume", metavar="RUN", help="continue the run saved in RUN")
+    _threads_option(p)
     p = command("evaluate", "loss and accuracy of a saved run on its validation data")
     p.add_argument("run", metavar="RUN", help="a run directory written by nnplug train")
     p.add_argument("--min-accuracy", type=float, metavar="A",
                    help="exit with status 1 when the accuracy is below A (a fraction, 0-1: "
                         "0.98 for 98%%)")
+    _threads_option(p)
     p = command("gradcheck", "property-based gradient checks of installed layer types")
     p.add_argument("types", metavar="TYPE", nargs="*", help="layer or loss types (default: all)")
     p.add_argument("--examples", type=int, default=20, help="hypothesis examples per type (1 to 100,000)")
@@ -294,7 +296,8 @@ def _run(args: argparse.Namespace) -> int:
             return status
         _check_requested(registry, options)
         _warn_failed_plugins(registry)
-        return COMMANDS[args.command](args, registry)
+        with _blas_threads(getattr(args, "threads", None)):
+            return COMMANDS[args.command](args, registry)
     except ConfigError as exc:  # every problem of a file, each on its own line with its path
         _error("\n".join(exc.problems) if len(exc.problems) > 1 else str(exc))
         return EXIT_USAGE
@@ -315,6 +318,27 @@ def _run(args: argparse.Namespace) -> int:
         detail = f" ({exc})" if str(exc) else ""
         _error(f"{args.command}: out of memory{detail}; the model or data is too large for this machine")
         return EXIT_USAGE
+
+
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for numpy's BLAS and nnplug's batch splitting (default: BLAS's own "
+                        "setting); 1 on a machine whose cores are busy with other work")
+
+
+@contextmanager
+def _blas_threads(threads: int | None) -> Iterator[None]:
+    """numpy's BLAS held to ``threads`` threads for the command (the layers split a batch over
+    no more threads than BLAS may use); BLAS's own setting when None."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads: expected a positive number of threads, got {threads}")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
 
 
 def _error(message: str) -> None:
