@@ -87,6 +87,58 @@ def test_softmax_cross_entropy_is_finite_when_non_target_classes_are_minus_inf(z
         assert value == pytest.approx(expected, abs=1e-12) and np.isfinite(loss.backward(cache)).all()
 
 
+def test_softmax_cross_entropy_shifts_each_row_by_its_own_max():
+    # rows 200 apart: a shift by the batch's max would underflow exp() of the low row in float32
+    z = np.array([[0.0, 1.0], [200.0, 201.0]], dtype=np.float32)
+    value, cache = layer("softmax_cross_entropy").forward(z, np.array([1, 1]))
+    assert value == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-6)
+    p = 1 / (1 + np.exp(1.0))  # softmax of the wrong class in both rows
+    np.testing.assert_allclose(layer("softmax_cross_entropy").backward(cache),
+                               np.array([[p, -p], [p, -p]]) / 2, rtol=1e-5)
+
+
+def test_accuracy_is_the_same_for_labels_and_their_one_hot_rows():
+    loss = layer("softmax_cross_entropy")
+    pred = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0], [1.0, 0.0, 4.0], [5.0, 1.0, 0.0], [0.0, 1.0, 0.5]])
+    labels = np.array([0, 1, 1, 0, 2])  # 3 of 5 right
+    assert loss.accuracy(pred, labels) == pytest.approx(0.6)
+    assert loss.accuracy(pred, np.eye(3)[labels]) == pytest.approx(0.6)
+
+
+def test_leaky_relu_gradient_at_zero_is_alpha_as_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.array([-2.0, -0.0, 0.0, 3.0])
+    leaky = layer("leaky_relu", alpha=0.2)
+    _, cache = leaky.forward({}, x, training=True)
+    dx, _ = leaky.backward({}, cache, np.ones(4))
+    t = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.leaky_relu(t, 0.2).sum().backward()
+    np.testing.assert_allclose(dx, t.grad.numpy())
+    np.testing.assert_allclose(dx, [0.2, 0.2, 0.2, 1.0])
+
+
+@pytest.mark.parametrize(("type_name", "x"), [
+    ("add", (np.ones((2, 3)), np.ones((2, 3)))),
+    ("concat", (np.ones((2, 3)), np.ones((2, 2)))),
+    ("flatten", np.ones((2, 3, 2))),
+])
+def test_moving_layers_hand_back_input_gradients_of_their_own(type_name, x):
+    # each input gradient is a new array: editing one changes neither δ nor the other input's
+    obj = layer(type_name)
+    y, cache = obj.forward({}, x, training=True)
+    dy = np.arange(float(y.size)).reshape(y.shape)
+    dxs, _ = obj.backward({}, cache, dy)
+    dxs = dxs if isinstance(dxs, tuple) else (dxs,)
+    for k, dx in enumerate(dxs):
+        assert not np.shares_memory(dx, dy)
+        assert not any(np.shares_memory(dx, other) for other in dxs[k + 1:])
+
+
+def test_concat_along_an_axis_past_the_inputs_rank_is_a_shape_error():
+    with pytest.raises(nnplug.ShapeError, match="concat along axis 3 expects two inputs of one rank with that axis"):
+        layer("concat", axis=3).output_shape(((3, 4), (5, 4)))
+
+
 def test_relu_passes_the_gradient_through_nan_as_pytorch_does():
     relu = layer("relu")
     _, cache = relu.forward({}, np.array([np.nan, -1.0, -0.0, 0.0, 2.0]), training=True)
@@ -100,6 +152,7 @@ def test_sigmoid_stays_finite_and_exact_at_extremes():
 
 @pytest.mark.parametrize("bad,phrase", [
     (np.array([0, 5]), "label 5 is outside the 3 classes"),
+    (np.array([0, 3]), "label 3 is outside the 3 classes"),  # K itself: one past the last class
     (np.array([0, -1]), "label -1 is outside"),
     (np.array([0.0, 1.0]), "labels must be integers"),
     (np.zeros((2, 2)), "does not fit logits"),
