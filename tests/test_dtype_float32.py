@@ -242,3 +242,21 @@ def test_a_float64_target_reaches_a_float32_models_loss_as_float32() -> None:
     _, grads, dx = model.loss_and_all_grads(x, target)
     assert {g.dtype.name for gs in grads.values() for g in gs.values()} == {"float32"} and dx.dtype == np.float32
     assert nnplug.gradcheck(model.astype("float64"), x, target).ok
+
+
+@pytest.mark.parametrize("type_name", ["relu", "leaky_relu", "sigmoid", "tanh", "flatten"])
+def test_elementwise_layers_called_directly_keep_float32(type_name: str) -> None:
+    # the models above hold relu only: each activation's own forward and backward are checked
+    layer = nnplug.load_registry().get(type_name)({})
+    x = np.linspace(-2, 2, 24, dtype=np.float32).reshape(2, 3, 4)
+    y, cache = layer.forward({}, x, training=True)
+    dx, grads = layer.backward({}, cache, np.ones_like(y))
+    assert (y.dtype, dx.dtype, grads) == (np.float32, np.float32, {})
+    assert all(a.dtype == np.float32 for a in _float_arrays(cache))
+
+
+def test_mse_keeps_float32() -> None:
+    loss = nnplug.load_registry().get("mse")({})
+    pred = np.ones((2, 3), dtype=np.float32)
+    value, cache = loss.forward(pred, np.zeros((2, 3)))  # a float64 target, as a caller hands it
+    assert loss.backward(cache).dtype == np.float32 and isinstance(value, float)
