@@ -1,5 +1,5 @@
 """How a training run stops, and what it says and leaves: signals at epoch ends, a second
-Ctrl-C at once, a save the disk refuses."""
+Ctrl-C at once, a save the disk refuses, a gradient gone non-finite."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pytest
 from runkit import tiny_model
 
+import nnplug
 from nnplug.cli import main
+from nnplug.data import Dataset
+from nnplug.train import TrainConfig, Trainer
 
 # tiny_model: 72 training examples in batches of 16, so 5 batches (optimizer steps) an epoch
 
@@ -159,3 +163,46 @@ def test_a_save_the_full_disk_refuses_leaves_no_partial_checkpoint_nor_metrics_a
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert (run / "metrics.jsonl").read_bytes() == (tmp_path / "whole" / "metrics.jsonl").read_bytes()
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+
+
+class _PoisonConfig(nnplug.LayerConfig):
+    type: Literal["test_poison"] = "test_poison"
+
+
+class _Poison(nnplug.Layer):
+    """Identity whose backward goes NaN, in its parameter's gradient and in dx alike: every
+    node before it then gets NaN gradients too."""
+
+    Config = _PoisonConfig
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def init_params(self, in_shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"s": np.zeros(1)}
+
+    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+        return x, None
+
+    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[Any, Any]:
+        return np.full_like(dy, np.nan), {"s": np.full(1, np.nan, dtype=dy.dtype)}
+
+
+class _PoisonPlugin:
+    @nnplug.hookimpl
+    def nnplug_register_layers(self) -> list[type]:
+        return [_Poison]
+
+
+def test_a_non_finite_gradient_is_blamed_on_the_node_where_backward_went_bad(tmp_path: Path) -> None:
+    # 'hidden' (before the poison in the file) has NaN gradients too, from the poison's dx:
+    # backward order names the poison, where they started
+    model = nnplug.Model.from_config({
+        "input": [4], "loss": {"type": "softmax_cross_entropy"},
+        "layers": [{"type": "dense", "name": "hidden", "units": 4}, {"type": "test_poison", "name": "poison"},
+                   {"type": "dense", "name": "logits", "units": 3}],
+    }, registry=nnplug.Registry(plugins=[_PoisonPlugin(), "nnplug_layers"]))
+    data = Dataset(np.ones((6, 4)), np.arange(6) % 3, None, None, "test arrays")
+    trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=6), tmp_path / "run", 0)
+    with pytest.raises(nnplug.NumericalError, match=r"the gradient of s at node 'poison' \(test_poison"):
+        trainer.run()
