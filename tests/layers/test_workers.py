@@ -126,7 +126,8 @@ def test_conv2d_split_over_threads_agrees_with_one_thread_and_repeats_exactly(dt
     monkeypatch.setattr(conv_engines, "MIN_CHUNK_COLUMNS", 40)
     monkeypatch.setattr(conv_engines, "MIN_OP_ELEMENTS", 16)
     rng = np.random.default_rng(1)
-    for layer in (Conv2D(config),):
+    # cache_columns: backward reads each part's kept columns by the part's offset in the batch
+    for layer in (Conv2D(config), Conv2D({**config, "cache_columns": True})):
         with threadpool_limits(2, user_api="blas"):
             x_shape = (11, *in_shape)
             geom = layer.geometry(in_shape)
