@@ -260,3 +260,10 @@ def test_mse_keeps_float32() -> None:
     pred = np.ones((2, 3), dtype=np.float32)
     value, cache = loss.forward(pred, np.zeros((2, 3)))  # a float64 target, as a caller hands it
     assert loss.backward(cache).dtype == np.float32 and isinstance(value, float)
+
+
+def test_softmax_cross_entropy_keeps_float32_for_float64_one_hot_rows() -> None:
+    loss = nnplug.load_registry().get("softmax_cross_entropy")({})
+    pred = np.zeros((2, 3), dtype=np.float32)
+    _, cache = loss.forward(pred, np.eye(3)[[0, 2]])  # float64 rows, as np.eye makes them
+    assert loss.backward(cache).dtype == np.float32
