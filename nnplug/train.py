@@ -129,6 +129,8 @@ def _stop_signals() -> Iterator[dict[str, str | None]]:
 
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is signal.SIG_IGN:  # ignored by whoever started us (a shell's
+                continue  # background job, nohup): it stays ignored, as Python leaves it too
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: signals stay as they are
         pass

@@ -24,8 +24,8 @@ from nnplug.train import TrainConfig, Trainer
 @pytest.fixture(autouse=True)
 def _ctrl_c_as_in_a_terminal() -> Any:
     """SIGINT as an interactive Python starts with it: a process started in the background of
-    a script (or under some CI runners) inherits SIGINT ignored, which nnplug then restores on
-    a second Ctrl-C, so the tests of the second Ctrl-C failed there."""
+    a script (or under some CI runners) inherits SIGINT ignored, which nnplug leaves ignored,
+    so the tests of Ctrl-C failed there."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
@@ -216,3 +216,15 @@ def test_a_non_finite_gradient_is_blamed_on_the_node_where_backward_went_bad(tmp
     trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=6), tmp_path / "run", 0)
     with pytest.raises(nnplug.NumericalError, match=r"the gradient of s at node 'poison' \(test_poison"):
         trainer.run()
+
+
+def test_a_sigint_ignored_by_whoever_started_the_run_stays_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a shell's background job and nohup start with SIGINT ignored; Python leaves it so, and
+    # so does nnplug: the run trains to its end (SIGTERM still stops it)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _signals_at_step(monkeypatch, 3, signal.SIGINT)
+    assert _train(tiny_model(tmp_path, epochs=2), tmp_path / "run") == 0
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["optimizer"]["step"] == 10
