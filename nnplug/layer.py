@@ -3,12 +3,14 @@
 A layer holds its validated configuration and nothing else. Parameters belong to the graph
 and are passed in; whatever ``backward`` needs travels in the cache that ``forward``
 returns. Shapes given to ``output_shape``/``init_params`` exclude the batch axis; arrays
-given to ``forward``/``backward`` carry it first.
+given to ``forward``/``backward`` carry it first. :func:`contract_problem` says why a class
+cannot be registered (the registry asks it of every class a plugin hands over).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Mapping
 from functools import lru_cache
@@ -305,3 +307,40 @@ class Loss(_Configured):
 
     def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float | None:
         return None
+
+
+#: What a registered type name may be (an identifier; dots and dashes allowed after the first).
+TYPE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+def contract_problem(cls: Any) -> str | None:
+    """Why ``cls`` cannot be registered, or ``None`` when it keeps the layer contract."""
+    if not isinstance(cls, type):
+        return f"{cls!r} is not a class (expected a Layer or Loss subclass)"
+    label = f"class {cls.__module__}.{cls.__qualname__}"
+    if not issubclass(cls, (Layer, Loss)):
+        return f"{label} is not a subclass of nnplug.Layer or nnplug.Loss"
+    if issubclass(cls, Layer) and issubclass(cls, Loss):
+        return f"{label} subclasses both nnplug.Layer and nnplug.Loss; a type is one or the other"
+
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, LayerConfig)):
+        return f"{label} has no Config subclassing nnplug.LayerConfig"
+    name = type_name_of(config)
+    if name is None:
+        return f"{label}: Config.type must be Literal['name'] with that name as its default"
+    if not TYPE_NAME_PATTERN.match(name):
+        return f"{label}: type name {name!r} is not an identifier"
+    loosened = loosened_config(config)
+    if loosened:
+        return f"{label}: {loosened}"
+    for key in ("name", "inputs"):  # the graph's keys: a layer field of that name would hide them
+        own, base = config.model_fields.get(key), LayerConfig.model_fields[key]
+        if own is None or (own.annotation, own.default, own.metadata) != (base.annotation, base.default, base.metadata):
+            return (f"{label}: Config redefines {key!r}, which every node uses to place the layer "
+                    "in the graph; give the layer's own setting another name")
+    if issubclass(cls, Layer):
+        n_inputs = getattr(cls, "n_inputs", 1)
+        if not isinstance(n_inputs, int) or isinstance(n_inputs, bool) or n_inputs < 1:
+            return f"{label}: n_inputs must be a positive int, got {n_inputs!r}"
+    return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ import pluggy
 
 from nnplug import hookspecs
 from nnplug.errors import ConfigError, PluginError, exception_text
-from nnplug.layer import Layer, LayerConfig, Loss, loosened_config, type_name_of
+from nnplug.layer import Layer, Loss, contract_problem
 
 DISABLE_AUTOLOAD_ENV = "NNPLUG_DISABLE_PLUGIN_AUTOLOAD"
-TYPE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 LayerClass = type[Layer] | type[Loss]
 
@@ -357,39 +355,6 @@ def _sequence(option: str, value: Any) -> tuple[Any, ...]:
         raise ConfigError(f"{option}: expected a list, got {type(value).__name__} {value!r}"
                           f"{f'; write [{value!r}]' if isinstance(value, str) else ''}")
     return tuple(value)
-
-
-def contract_problem(cls: Any) -> str | None:
-    """Why ``cls`` cannot be registered, or ``None`` when it keeps the layer contract."""
-    if not isinstance(cls, type):
-        return f"{cls!r} is not a class (expected a Layer or Loss subclass)"
-    label = f"class {cls.__module__}.{cls.__qualname__}"
-    if not issubclass(cls, (Layer, Loss)):
-        return f"{label} is not a subclass of nnplug.Layer or nnplug.Loss"
-    if issubclass(cls, Layer) and issubclass(cls, Loss):
-        return f"{label} subclasses both nnplug.Layer and nnplug.Loss; a type is one or the other"
-
-    config = getattr(cls, "Config", None)
-    if not (isinstance(config, type) and issubclass(config, LayerConfig)):
-        return f"{label} has no Config subclassing nnplug.LayerConfig"
-    name = type_name_of(config)
-    if name is None:
-        return f"{label}: Config.type must be Literal['name'] with that name as its default"
-    if not TYPE_NAME_PATTERN.match(name):
-        return f"{label}: type name {name!r} is not an identifier"
-    loosened = loosened_config(config)
-    if loosened:
-        return f"{label}: {loosened}"
-    for key in ("name", "inputs"):  # the graph's keys: a layer field of that name would hide them
-        own, base = config.model_fields.get(key), LayerConfig.model_fields[key]
-        if own is None or (own.annotation, own.default, own.metadata) != (base.annotation, base.default, base.metadata):
-            return (f"{label}: Config redefines {key!r}, which every node uses to place the layer "
-                    "in the graph; give the layer's own setting another name")
-    if issubclass(cls, Layer):
-        n_inputs = getattr(cls, "n_inputs", 1)
-        if not isinstance(n_inputs, int) or isinstance(n_inputs, bool) or n_inputs < 1:
-            return f"{label}: n_inputs must be a positive int, got {n_inputs!r}"
-    return None
 
 
 def _info_for(ep: metadata.EntryPoint) -> PluginInfo:
