@@ -245,8 +245,11 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: Problems
                              f"{where} -> inputs: {unknown_node(ref, own, known, unknown <= 20)}")
                 ok = False
         if draft.cls is not None and len(inputs) != draft.cls.n_inputs:
+            # without `inputs` a node reads the one before it: say so, or "got 1" puzzles
+            got = (f"none listed, so only the node before it ({inputs[0]!r}); name them in inputs: [...]"
+                   if draft.inputs == () else str(len(inputs)))
             problems.add(("layers", draft.index), f"{where} -> inputs: {draft.type_name} takes "
-                                                  f"{draft.cls.n_inputs} input(s), got {len(inputs)}")
+                                                  f"{draft.cls.n_inputs} input(s), got {got}")
             ok = False
         if draft.config is not None:
             nodes.append(NodeSpec(draft.name, draft.cls, draft.config, inputs, where))  # type: ignore[arg-type]
