@@ -213,6 +213,24 @@ def _first_duplicate(data: Any, path: str = "") -> str | None:
     return None
 
 
+def _check_depth(data: Any, source: str) -> None:
+    """Refuse JSON or TOML data nested deeper than ``MAX_DEPTH``, as YAML is refused while scanning.
+
+    Without this a value nested ~200 levels deep reaches pydantic's JSON parser, whose recursion
+    limit then reads as "Invalid JSON ... at line 1 column C" of a text the user never wrote.
+    Iterative, so it cannot exhaust the stack itself.
+    """
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; "
+                                  "too deep to be a model file")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+
+
 def _load_json(text: str, source: str) -> Any:
     def no_constant(name: str) -> Any:
         raise ConfigError(f"{source}: {name} is not a JSON number; write a finite number")
@@ -278,9 +296,9 @@ def read_document(path: str | Path) -> tuple[Any, Any]:
         if kind == "yaml":
             data, loader = _load_yaml(text, source)
             return data, loader.locate
-        if kind == "json":
-            return _load_json(text, source), None
-        return _load_toml(text, source), None
+        data = _load_json(text, source) if kind == "json" else _load_toml(text, source)
+        _check_depth(data, source)
+        return data, None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply to be a model file") from None
     except ConfigError:
