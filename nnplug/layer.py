@@ -55,6 +55,8 @@ class LayerConfig(BaseModel):
     def _inputs_listed(cls, value: Any) -> Any:
         if isinstance(value, str):  # pydantic would say only "Input should be a valid array"
             raise ValueError(f"expected a list of node names, such as [{value}], not a string")
+        if isinstance(value, (list, tuple)) and not value:  # pydantic would say "Tuple ... (got ())"
+            raise ValueError("expected at least one node name; leave inputs out to read the node before")
         return tuple(value) if isinstance(value, list) else value  # a JSON array, as strict mode takes it
 
 

@@ -131,3 +131,11 @@ def test_a_default_failing_only_beside_the_users_other_field_is_the_users_mistak
     # margin's default 1 fails because the user wrote size: 1, not because the plugin is broken
     with pytest.raises(nnplug.ConfigError, match=r"-> margin: margin must be below size"):
         nnplug.parse_config(_CropConfig, {"size": 1}, "m.yaml: layers[0] (crop)")
+
+
+def test_empty_inputs_list_says_a_node_name_is_needed_not_pydantics_tuple_wording():
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.parse_config(DENSE.Config, {"type": "dense", "units": 3, "inputs": []}, "layers[1] (dense)")
+    message = str(err.value)
+    assert message.startswith("layers[1] (dense) -> inputs: expected at least one node name")
+    assert "Tuple" not in message and "()" not in message
