@@ -156,8 +156,11 @@ def _load_yaml(text: str, source: str) -> tuple[Any, LineLoader]:
     try:
         loader = LineLoader(text, source)
     except yaml.reader.ReaderError as exc:  # the reader refuses control characters at once
+        # position indexes the text; line and column, as every other YAML error gives them
+        before = text[:exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
         raise ConfigError(f"{source}: invalid YAML: {exc.reason} (character #x{exc.character:04x} "
-                          f"at offset {exc.position})") from None
+                          f"at line {line}, column {column})") from None
     try:
         root = loader.get_single_node()
         if root is None:
