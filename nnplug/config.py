@@ -87,6 +87,9 @@ def _section(
     return None
 
 
+_ABSENT: Any = object()  # a section the file does not have
+
+
 def _input_shape(value: Any, problems: Problems) -> tuple[int, ...] | None:
     ok = (
         isinstance(value, (list, tuple))
@@ -139,7 +142,7 @@ def parse_model(
     if not isinstance(name, str) or not name or len(name) > 128 or NAME_FORBIDDEN.search(name):
         problems.add(("name",), f"name: expected a non-empty string of at most 128 characters without "
                                 f"control characters or line separators, got {name!r}")
-    nodes, names = _parse_nodes(data.get("layers"), registry, problems)
+    nodes, names = _parse_nodes(data.get("layers", _ABSENT), registry, problems)
     loss = _parse_loss(data.get("loss"), names, registry, problems, written="loss" in data)
     data_section = _section(DataConfig, data.get("data"), "data", problems)
     train_section = _section(TrainConfig, data.get("train"), "train", problems)
@@ -197,6 +200,9 @@ def _parse_nodes(raw_layers: Any, registry: Registry, problems: Problems
     """The nodes (``None`` if any has a problem) and every node name that could be read. A node
     whose type or fields are wrong still lends its name and inputs to the checks of the
     others, so that one run reports every problem of the file."""
+    if raw_layers is _ABSENT:  # not "got None": the file has no layers key at all
+        problems.add((), "layers: missing (the list of nodes, e.g. [{type: flatten}, {type: dense, units: 10}])")
+        return None, []
     if not isinstance(raw_layers, list) or not raw_layers:
         problems.add(("layers",), f"layers: expected a non-empty list of nodes, got {raw_layers!r}")
         return None, []
