@@ -15,11 +15,13 @@ import tracemalloc
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import yaml
 from fakedist import good_plugin_source, install_fake_dist
 from hypothesis import strategies as st
+from pydantic import create_model
 
 import nnplug
 from nnplug.modelfile import build_model
@@ -265,3 +267,33 @@ def build_bounded(path: Path, registry: nnplug.Registry) -> Outcome:
     finally:
         tracemalloc.stop()
     return Outcome(kind, message, seconds, peak)
+
+
+def non_finite_gradient_plugin(type_name: str, value: float, *, dx_too: bool) -> Any:
+    """A plugin object registering ``type_name``: an identity layer holding one parameter ``s``
+    whose backward returns ``value`` (NaN, inf) as the gradient of ``s``, and as every entry of
+    dx too when ``dx_too`` (the nodes before it then get non-finite gradients as well)."""
+    config = create_model(f"{class_name(type_name)}Config", __base__=nnplug.LayerConfig,
+                          type=(Literal[type_name], type_name))
+
+    class Layer(nnplug.Layer):
+        Config = config
+
+        def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+            return in_shape
+
+        def init_params(self, in_shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+            return {"s": np.zeros(1)}
+
+        def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+            return x, None
+
+        def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[Any, Any]:
+            return (np.full_like(dy, value) if dx_too else dy), {"s": np.full(1, value, dtype=dy.dtype)}
+
+    class Plugin:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self) -> list[type]:
+            return [Layer]
+
+    return Plugin()

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pytest
 import yaml
+from faultkit import non_finite_gradient_plugin
 from runkit import tiny_model, weights_of
 
 import nnplug
@@ -286,34 +287,6 @@ def test_an_update_that_leaves_weights_non_finite_is_never_saved(
     assert all(np.isfinite(w).all() for w in weights_of(tmp_path / "run").values())
 
 
-class _BlowUpConfig(nnplug.LayerConfig):
-    type: Literal["test_blow_up"] = "test_blow_up"
-
-
-class _BlowUp(nnplug.Layer):
-    """Identity with a parameter whose gradient is infinite: only the gradient check sees it."""
-
-    Config = _BlowUpConfig
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
-
-    def init_params(self, in_shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"s": np.zeros(1)}
-
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
-        return x, None
-
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[Any, Any]:
-        return dy, {"s": np.full(1, np.inf, dtype=dy.dtype)}
-
-
-class _BlowUpPlugin:
-    @nnplug.hookimpl
-    def nnplug_register_layers(self) -> list[type]:
-        return [_BlowUp]
-
-
 def test_non_finite_gradient_stops_before_the_update_naming_the_node(tmp_path: Path) -> None:
     from nnplug.data import load_dataset
     from nnplug.modelfile import build_model
@@ -322,7 +295,7 @@ def test_non_finite_gradient_stops_before_the_update_naming_the_node(tmp_path: P
     model_file = tiny_model(tmp_path)
     model_file.write_text(model_file.read_text().replace(
         "- type: relu", "- type: test_blow_up\n  name: boom\n- type: relu"))
-    registry = nnplug.Registry(plugins=[_BlowUpPlugin()])
+    registry = nnplug.Registry(plugins=[non_finite_gradient_plugin("test_blow_up", np.inf, dx_too=False)])
     model = build_model(model_file, registry)
     before = {n: {k: v.copy() for k, v in g.items()} for n, g in model.params.items()}
     data = load_dataset(model.spec.data, model, base_dir=tmp_path)  # type: ignore[arg-type]

@@ -7,10 +7,11 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytest
+from faultkit import non_finite_gradient_plugin
 from runkit import tiny_model
 
 import nnplug
@@ -175,43 +176,15 @@ def test_a_save_the_full_disk_refuses_leaves_no_partial_checkpoint_nor_metrics_a
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
 
 
-class _PoisonConfig(nnplug.LayerConfig):
-    type: Literal["test_poison"] = "test_poison"
-
-
-class _Poison(nnplug.Layer):
-    """Identity whose backward goes NaN, in its parameter's gradient and in dx alike: every
-    node before it then gets NaN gradients too."""
-
-    Config = _PoisonConfig
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
-
-    def init_params(self, in_shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"s": np.zeros(1)}
-
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
-        return x, None
-
-    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[Any, Any]:
-        return np.full_like(dy, np.nan), {"s": np.full(1, np.nan, dtype=dy.dtype)}
-
-
-class _PoisonPlugin:
-    @nnplug.hookimpl
-    def nnplug_register_layers(self) -> list[type]:
-        return [_Poison]
-
-
 def test_a_non_finite_gradient_is_blamed_on_the_node_where_backward_went_bad(tmp_path: Path) -> None:
     # 'hidden' (before the poison in the file) has NaN gradients too, from the poison's dx:
     # backward order names the poison, where they started
+    poison = non_finite_gradient_plugin("test_poison", np.nan, dx_too=True)
     model = nnplug.Model.from_config({
         "input": [4], "loss": {"type": "softmax_cross_entropy"},
         "layers": [{"type": "dense", "name": "hidden", "units": 4}, {"type": "test_poison", "name": "poison"},
                    {"type": "dense", "name": "logits", "units": 3}],
-    }, registry=nnplug.Registry(plugins=[_PoisonPlugin(), "nnplug_layers"]))
+    }, registry=nnplug.Registry(plugins=[poison, "nnplug_layers"]))
     data = Dataset(np.ones((6, 4)), np.arange(6) % 3, None, None, "test arrays")
     trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=6), tmp_path / "run", 0)
     with pytest.raises(nnplug.NumericalError, match=r"the gradient of s at node 'poison' \(test_poison"):
