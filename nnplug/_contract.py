@@ -146,7 +146,7 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
     return [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
 
 
-def batch_innermost(a: np.ndarray) -> np.ndarray:
+def as_batch_innermost(a: np.ndarray) -> np.ndarray:
     """``a``'s values and shape over batch-innermost memory, ``(N, C, H, W)`` behind
     ``(C, H, W, N)``: the order conv2d hands its output on in a model, on small images."""
     return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
@@ -158,11 +158,11 @@ def _layout_agrees(layer: Any, ctx: _Context, p: dict[str, np.ndarray], xs: tupl
     gradients and gradients) to rounding: a layer whose strides or buffers assume C order
     passes every C-ordered check and still computes wrong numbers behind a conv2d."""
     multi = layer.n_inputs > 1
-    moved = tuple(frozen(batch_innermost(a)) for a in xs)
+    moved = tuple(frozen(as_batch_innermost(a)) for a in xs)
     y, cache = _pair(ctx, "forward", _call(ctx, "forward", layer.forward, p, moved if multi else moved[0],
                                            training=True), "(y, cache)")
     dx, grads = _pair(ctx, "backward", _call(ctx, "backward", layer.backward, p, cache,
-                                             frozen(batch_innermost(dy))), "(dx, {name: gradient})")
+                                             frozen(as_batch_innermost(dy))), "(dx, {name: gradient})")
     dxs = tuple(dx) if multi and isinstance(dx, (tuple, list)) else (dx,)
     got = {"y": y, **dict(zip(dx_names, dxs))}
     got |= {f"gradient {k!r}": grads[k] for k in p if isinstance(grads, dict) and k in grads}

@@ -310,9 +310,11 @@ def _changed_versions(manifest: dict[str, Any], registry: Registry) -> str:
         return ""
     installed = {_dist_key(i.distribution): (i.distribution, i.version) for i in registry.plugins
                  if i.distribution != "-"}
-    clauses = [f"{dist} {old}; {installed[_dist_key(dist)][0]} {installed[_dist_key(dist)][1]} is installed"
-               for dist, old in sorted(saved.items())
-               if _dist_key(str(dist)) in installed and installed[_dist_key(str(dist))][1] != str(old)]
+    clauses = []
+    for dist, old in sorted(saved.items()):
+        now = installed.get(_dist_key(str(dist)))
+        if now is not None and now[1] != str(old):
+            clauses.append(f"{dist} {old}; {now[0]} {now[1]} is installed")
     return "; ".join(clauses)
 
 
