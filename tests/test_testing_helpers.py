@@ -3,6 +3,7 @@ the opt-in pytest plugin."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,19 +206,26 @@ def test_pytest_plugin_node_ids_name_the_checks_module_outside_the_rootdir(tmp_p
     assert "nnplug/_pytest_checks.py::test_layer_keeps_the_contract[relu]" in result.stdout.splitlines()
 
 
-def test_a_failing_layer_test_offers_no_patch_to_nnplugs_own_source(tmp_path):
+@pytest.mark.parametrize("on_ci", [False, True], ids=["local", "ci"])
+def test_a_failing_layer_test_offers_no_patch_to_nnplugs_own_source(tmp_path, on_ci):
     # hypothesis's pytest plugin offers `git apply` of a patch adding @example to the failing
-    # test function: for layer_test that function is nnplug's, not the user's file
+    # test function: for layer_test that function is nnplug's, not the user's file. On CI
+    # (CI=true) hypothesis loads its own ci profile, whose explain phase prints the draws its own way.
     tests_dir = Path(__file__).parent
     (tmp_path / "test_bug.py").write_text(
         f"import sys\nsys.path.insert(0, {str(tests_dir)!r})\n"
         "import buggy_layers\nimport nnplug.testing\n"
         "test_bug = nnplug.testing.layer_test('buggy_relu_mask_ge', plugins=[buggy_layers])\n"
     )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "HYPOTHESIS_PROFILE")}
+    if on_ci:
+        env["CI"] = "true"
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_bug.py"],
-                            capture_output=True, text=True, cwd=tmp_path)
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Draw 1 (case): Case(" in result.stdout  # the failing case is still shown
+    # the failing case is still shown: in the error, and as hypothesis's draw
+    assert "config {}, input shapes ((1,),)" in result.stdout
+    assert "Draw 1 (case): " in result.stdout
     assert "git apply" not in result.stdout and not (tmp_path / ".hypothesis" / "patches").exists()
 
 
