@@ -25,21 +25,67 @@ def nested_models(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in typing.get_args(annotation) for m in nested_models(arg)]
 
 
+def input_names(model: type[BaseModel]) -> dict[str, str]:
+    """``{key: field name}``: the keys a document gives ``model``'s fields by, which for a field
+    with an alias is the alias (and its own name only where the model sets
+    ``populate_by_name``/``validate_by_name``), for every other field its name."""
+    settings = model.model_config
+    by_name = bool(settings.get("populate_by_name") or settings.get("validate_by_name"))
+    names: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias if field.validation_alias is not None else field.alias
+        choices = getattr(alias, "choices", [alias])  # AliasChoices, or one alias (or None)
+        keys = [c for c in choices if isinstance(c, str)]
+        for key in keys if keys and alias is not None else [name]:
+            names[key] = name
+        if by_name or alias is None:
+            names[name] = name
+    return names
+
+
+def ignored_names(model: type[BaseModel], data: Mapping[Any, Any], loc: tuple[str | int, ...] = ()
+                  ) -> list[dict[str, Any]]:
+    """The keys of ``data`` that name a field of ``model`` by its own name where the model reads
+    it by its alias, at any depth, as pydantic's ``extra_forbidden`` errors. pydantic's JSON
+    validation ignores such a key without a word even with ``extra="forbid"`` (its Python mode
+    refuses it), so a model file writing ``slope: 0.5`` for a field aliased ``slope-factor``
+    would train with the default."""
+    names = input_names(model)
+    found: list[dict[str, Any]] = []
+    for key, value in data.items():
+        if not isinstance(key, str):
+            continue
+        if key not in names:
+            if key in model.model_fields:
+                found.append({"type": "extra_forbidden", "loc": (*loc, key), "input": value})
+            continue
+        nested = nested_models(model.model_fields[names[key]].annotation)
+        if len(nested) != 1:
+            continue
+        items = [((*loc, key), value)] if isinstance(value, Mapping) else [
+            ((*loc, key, i), v) for i, v in enumerate(value) if isinstance(v, Mapping)
+        ] if isinstance(value, (list, tuple)) else []
+        for where, item in items:
+            found.extend(ignored_names(nested[0], item, where))
+    return found
+
+
 #: What pydantic puts before the message of a validator's ValueError or AssertionError.
 _PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
 
 
-def _fields_at(model: type[BaseModel] | None, parts: list[str]) -> list[str]:
-    """The field names of the model found at ``parts`` inside ``model`` (list indices
-    skipped); ``[]`` when the path leads to no single model."""
+def _model_at(model: type[BaseModel] | None, parts: list[str]) -> type[BaseModel] | None:
+    """The model found at ``parts`` (the keys a document uses, list indices skipped) inside
+    ``model``; None when the path leads to no single model."""
     for part in parts:
-        field = model.model_fields.get(part) if model is not None else None
+        name = input_names(model).get(part) if model is not None else None
+        field = model.model_fields.get(name) if model is not None and name is not None else None
         if field is None and not part.isdigit():
-            return []
+            return None
         if field is not None:
             nested = nested_models(field.annotation)
             model = nested[0] if len(nested) == 1 else None
-    return list(model.model_fields) if model is not None else []
+    return model
 
 
 def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[BaseModel] | None,
@@ -53,8 +99,16 @@ def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[Bas
     unknown = [f for f, (msgs, _) in by_field.items() if "unknown field" in msgs]
     for path in unknown[:MAX_FIELD_LINES]:
         *parent, key = path.split(".")
-        fields = _fields_at(model, parent)
+        here = _model_at(model, parent)
+        fields = list(input_names(here)) if here is not None else []
         if not fields:
+            continue
+        aliased: dict[str, str] = {}
+        for k, name in (input_names(here) if here else {}).items():
+            if k != name:
+                aliased.setdefault(name, k)  # the first of several aliases
+        if key in aliased:  # a field's own name, where a document gives it by its alias
+            hints[path] = f"did you mean {aliased[key]!r}? (the field's name in a model file)"
             continue
         at = ".".join(parent) + "." if parent else ""
         left_out = [f for f in fields if at + f in missing]
@@ -66,24 +120,27 @@ def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[Bas
     return hints
 
 
-def format_validation_error(error: ValidationError, prefix: str = "",
-                            model: type[BaseModel] | None = None, given: Collection[str] = ()) -> list[str]:
+def format_validation_error(error: ValidationError | None, prefix: str = "",
+                            model: type[BaseModel] | None = None, given: Collection[str] = (),
+                            also: list[dict[str, Any]] | None = None) -> list[str]:
     """One line per invalid field: ``prefix -> field: what was expected (got X)``, at most
     :data:`MAX_FIELD_LINES` of them and then a count of the rest.
 
     pydantic reports each branch of a union separately; they are folded into one line. Given
     the ``model`` validated, an unknown field is told the nearest field name it does not
     already have (``given``: its keys), or the fields there are, and a required field left out
-    the unknown one that nearly spells it.
+    the unknown one that nearly spells it. ``also``: further errors in pydantic's form
+    (:func:`ignored_names`), told with the rest.
     """
     by_field: dict[str, tuple[list[str], Any]] = {}
-    for item in error.errors(include_url=False):
+    items = [*(error.errors(include_url=False) if error is not None else []), *(also or [])]
+    for item in items:
         loc = [str(part) for part in item["loc"]]
         # A union branch appears as a location part naming the branch type; drop it.
         field_parts = [p for p in loc if not _looks_like_branch(p)]
         field = ".".join(field_parts) or "(config)"
         msgs, received = by_field.setdefault(field, ([], item.get("input")))
-        msg = item["msg"]
+        msg = item.get("msg", "")
         if item["type"] == "extra_forbidden":
             msg = "unknown field"
         elif item["type"] in ("value_error", "assertion_error"):  # a validator's own words

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nnplug._config_errors import format_validation_error, nested_models
+from nnplug._config_errors import format_validation_error, ignored_names, nested_models
 from nnplug.errors import ConfigError, PluginError, exception_text
 
 Shape = tuple[int, ...]
@@ -180,8 +180,9 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
         text = json.dumps(dict(data), default=_jsonable, allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or config_cls.__name__}: {exc}") from None
+    ignored = ignored_names(config_cls, data)  # refused here: JSON validation would drop them
     try:
-        return config_cls.model_validate_json(text, strict=True)  # models nested in fields too
+        config = config_cls.model_validate_json(text, strict=True)  # models nested in fields too
     except ValidationError as exc:
         broken_defaults = _broken_defaults(config_cls, data, exc)
         if broken_defaults:
@@ -189,11 +190,17 @@ def parse_config(config_cls: type[LayerConfig], data: Mapping[str, Any], where: 
                 f"{where or config_cls.__name__}: {config_cls.__module__}.{config_cls.__qualname__}'s own default "
                 f"for {', '.join(broken_defaults)} fails its validation (a bug in the plugin, not in the config "
                 f"given): {'; '.join(format_validation_error(exc, ''))}") from None
-        problems = format_validation_error(exc, where or config_cls.__name__, config_cls, given=list(data))
+        problems = format_validation_error(exc, where or config_cls.__name__, config_cls, given=list(data),
+                                           also=ignored)
         raise ConfigError("\n".join(problems), problems) from None
     except Exception as exc:  # pydantic lets a validator's non-ValueError through: the plugin's bug
         raise PluginError(f"{where or config_cls.__name__}: validating it with {config_cls.__module__}."
                           f"{config_cls.__qualname__} raised {exception_text(exc)}") from exc
+    if ignored:
+        problems = format_validation_error(None, where or config_cls.__name__, config_cls, given=list(data),
+                                           also=ignored)
+        raise ConfigError("\n".join(problems), problems)
+    return config
 
 
 class _Configured:
