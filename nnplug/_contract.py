@@ -85,7 +85,8 @@ def _build(cls: Any, name: str, ctx: _Context) -> Any:
     except ConfigError as exc:
         ctx.fail("case config", f"gradcheck_cases() drew a config the layer refuses: {exc}")
     try:
-        text = json.dumps(config.model_dump(mode="json"))
+        # by alias: a model file gives an aliased field by its alias, and only so
+        text = json.dumps(config.model_dump(mode="json", by_alias=True))
         again = parse_config(cls.Config, json.loads(text))
     except (ConfigError, TypeError, ValueError) as exc:
         ctx.fail("config round trip", f"model_dump -> parse_config failed: {exc}")

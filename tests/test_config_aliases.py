@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 import nnplug
 from nnplug.layer import parse_config
 from nnplug.modelfile import load_model_file
+from nnplug.testing import Case, check_layer
 
 
 class _Bounds(BaseModel):
@@ -103,3 +105,8 @@ def test_a_model_file_giving_an_aliased_field_by_its_own_name_is_refused(tmp_pat
     with pytest.raises(nnplug.ConfigError, match=r"slope: unknown field; did you mean 'slope-factor'"):
         load_model_file(path, registry)
 
+
+def test_the_harness_passes_a_layer_whose_config_has_an_alias() -> None:
+    result = check_layer(Slope, Case({"slope-factor": 0.5, "bounds": {"low-end": 0.0}}, ((3,),)), seed=0)
+    assert result.report.ok
+    assert np.isfinite(result.report.max_rel_error)
