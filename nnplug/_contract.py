@@ -133,13 +133,20 @@ def _same_attrs(ctx: _Context, stage: str, layer: Any, before: dict[str, Any]) -
                                 "whatever backward needs belongs in the returned cache")
 
 
-def _no_aliasing(ctx: _Context, grads: dict[str, np.ndarray], dy: np.ndarray | None) -> None:
+def _no_aliasing(ctx: _Context, grads: dict[str, np.ndarray], dy: np.ndarray | None,
+                 input_grads: frozenset[str] = frozenset()) -> None:
+    """Parameter gradients share memory with nothing else backward returned, nor with ``dy``:
+    the executor hands them to the caller as they are, to edit in place (clipping, an
+    optimizer). Input gradients (``input_grads``) may be ``dy`` itself or share memory with each
+    other (an identity, an add returning ``(dy, dy)``): the contract forbids editing, not
+    returning, what a layer was given, and the executor never adds into such an array nor
+    hands it back uncopied."""
     items = list(grads.items())
     for i, (name, g) in enumerate(items):
-        if dy is not None and np.shares_memory(g, dy):
+        if dy is not None and name not in input_grads and np.shares_memory(g, dy):
             ctx.fail("aliasing", f"{name} shares memory with dy; return a new array")
         for other, h in items[i + 1:]:
-            if np.shares_memory(g, h):
+            if not (name in input_grads and other in input_grads) and np.shares_memory(g, h):
                 ctx.fail("aliasing", f"{name} and {other} share memory")
 
 

@@ -101,7 +101,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
             ctx.fail("gradient shapes", f"{name} has shape {g.shape}, expected {shape}")
         if g.dtype != dtype:
             ctx.fail("dtype", f"{label} in gave {name} of dtype {g.dtype}")
-    _no_aliasing(ctx, named, dy)
+    _no_aliasing(ctx, named, dy, frozenset(dx_names))
 
     # The same cache twice, and a fresh forward pass, give the same numbers. (Compared with
     # copies: a backward that edits its cache in place may have returned views of it.)

@@ -103,11 +103,6 @@ def _mutates_params(self, params, cache, dy):
     return out
 
 
-def _returns_dy(self, params, cache, dy):
-    _, grads = Scale.backward(self, params, cache, dy)
-    return dy.reshape(dy.shape), grads  # a view of the caller's array, not a new one
-
-
 def _aliased_grads(self, params, cache, dy):
     dx, grads = Scale.backward(self, params, cache, dy)
     return dx, {"w": dx[0]} if dx.shape[1:] == grads["w"].shape else grads
@@ -147,7 +142,7 @@ BROKEN = {
     "gradient names": broken("MissingGrad", backward=_missing_grad),
     "gradient shapes": broken("WrongGradShape", backward=_wrong_grad_shape),
     "mutation": broken("MutatesDy", backward=_mutates_dy),
-    "aliasing": broken("ReturnsDy", backward=_returns_dy),
+    "aliasing": broken("AliasedGrads", backward=_aliased_grads),  # (dy itself as dx is allowed)
     "determinism": broken("Nondeterministic", backward=_nondeterministic),
     "layer state": broken("StoresCache", forward=_stores_cache_on_self),
     "dtype": broken("PromotesFloat32", forward=_promotes_float32),
