@@ -58,9 +58,11 @@ def gradients(who: str, grads: Any, names: Collection[str]) -> Mapping[str, Any]
 def checked_gradient(who: Callable[[], str], method: str, what: str, g: Any, shape: tuple[int, ...],
                      dtype: np.dtype) -> None:
     """One gradient a layer handed the executor: an array of ``shape`` in the model's ``dtype``."""
-    if not isinstance(g, np.ndarray) or g.shape != tuple(shape):
-        got = g.shape if isinstance(g, np.ndarray) else type(g).__name__
-        raise PluginError(f"{who()}: {method} returned {what} of shape {got}, expected {tuple(shape)}")
+    if not isinstance(g, np.ndarray):  # a numpy scalar too: what a sum over a 0-d array gives
+        raise PluginError(f"{who()}: {method} returned {what} as {type(g).__name__}, expected an array "
+                          f"of shape {tuple(shape)}" + (" (np.asarray makes one of a scalar)" if not shape else ""))
+    if g.shape != tuple(shape):
+        raise PluginError(f"{who()}: {method} returned {what} of shape {g.shape}, expected {tuple(shape)}")
     if g.dtype != dtype:
         raise PluginError(f"{who()}: {method} returned {what} as {g.dtype} in a {dtype} model")
 
