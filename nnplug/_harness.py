@@ -35,7 +35,7 @@ from nnplug._strategies import MAX_CASE_VALUES, Case, case_params, draw_values
 from nnplug.arrays import frozen, loss_target
 from nnplug.errors import ConfigError, PluginError, ShapeError, exception_text
 from nnplug.gradcheck import GradcheckReport, Mode, gradcheck_layer, gradcheck_loss
-from nnplug.layer import Layer, Loss
+from nnplug.layer import Layer, Loss, as_output_shape
 from nnplug.registry import Registry
 
 __all__ = ["MAX_REDRAWS", "CheckResult", "ConformanceError", "check", "check_layer", "check_loss", "resolve"]
@@ -238,8 +238,11 @@ def check_layer(cls_or_type: Any, case: Case, *, seed: int = 0, mode: Mode = "fu
         ctx.fail("case shapes", f"{name} refuses the case's input shapes {in_shape}: {exc}")
     except Exception as exc:
         ctx.fail("output_shape", f"output_shape raised {exception_text(exc)}")
-    if not (isinstance(out_shape, tuple) and all(isinstance(d, int) and d >= 0 for d in out_shape)):
-        ctx.fail("output_shape", f"output_shape returned {out_shape!r}, expected a tuple of ints")
+    shape = as_output_shape(out_shape)  # as a model takes it: a list or numpy ints too, never () or 0
+    if shape is None:
+        ctx.fail("output_shape", f"output_shape returned {out_shape!r}, expected a non-empty tuple of positive "
+                                 "ints (a model refuses any other)")
+    out_shape = shape
     declared = _call(ctx, "param_shapes", layer.param_shapes, in_shape)
     # a case's config may build a layer too large to check (units 3e8): refused before any
     # weight is drawn where param_shapes says, else as soon as init_params returns

@@ -18,7 +18,7 @@ import numpy as np
 
 from nnplug.config import INPUT_NAME, LossSpec, ModelSpec, NodeSpec
 from nnplug.errors import ConfigError, NnplugError, PluginError, ShapeError, exception_text
-from nnplug.layer import Layer, Loss, Shape
+from nnplug.layer import Layer, Loss, Shape, as_output_shape
 from nnplug.registry import Registry
 
 MAX_PARAMETERS = 200_000_000  # a budget checked before any weight is allocated
@@ -191,14 +191,13 @@ def _infer(order: list[NodeSpec], registry: Registry, shapes: dict[str, Shape], 
                 f"{located(node_spec.where, plugin)}: output_shape raised "
                 f"{exception_text(exc)}; received {received}"
             ) from exc
-        if not (isinstance(out, (tuple, list)) and out and all(  # a list is taken as the tuple it means
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in out
-        )):
+        shape = as_output_shape(out)  # a list is taken as the tuple it means
+        if shape is None:
             raise ShapeError(
                 f"{located(node_spec.where, plugin)}: output_shape returned {out!r} for {received}; "
                 "expected a non-empty tuple of positive ints"
             )
-        shapes[node_spec.name] = tuple(int(d) for d in out)
+        shapes[node_spec.name] = shape
         nodes.append(Node(node_spec.name, layer, node_spec.inputs, in_shapes,
                           shapes[node_spec.name], node_spec.where, plugin))
 

@@ -318,6 +318,18 @@ class Loss(_Configured):
         return None
 
 
+def as_output_shape(out: Any) -> Shape | None:
+    """What ``output_shape`` returned as the shape it means: a non-empty tuple (or list) of
+    positive ints, numpy ints too; ``None`` for anything else (``()``, a zero or negative
+    dimension, floats, bools), which no model takes. The executor and the conformance harness
+    both ask it, so a layer that passes the harness builds."""
+    if not (isinstance(out, (tuple, list)) and out and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 1 for d in out
+    )):
+        return None
+    return tuple(int(d) for d in out)
+
+
 #: What a registered type name may be (an identifier; dots and dashes allowed after the first).
 TYPE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 

@@ -1,6 +1,7 @@
 """What a plugin's ``output_shape`` may return: a non-empty tuple (or list) of positive ints.
 Anything else is refused at build naming the node, its plugin and what it returned, before a
-zero-sized or malformed activation reaches a layer."""
+zero-sized or malformed activation reaches a layer; and the conformance harness takes and
+refuses the same, so a layer that passes it builds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import nnplug
+import nnplug.testing
 
 
 class _ShapedConfig(nnplug.LayerConfig):
@@ -61,3 +63,28 @@ def test_a_tuple_list_or_numpy_ints_are_taken_as_the_shape_they_mean(
     monkeypatch.setattr(_Shaped, "returns", returned)
     node = _build().node("odd")
     assert node.out_shape == (3,) and all(type(d) is int for d in node.out_shape)
+
+
+class _Copy(_Shaped):
+    """y = x for inputs of shape (3,), whatever form of (3,) ``returns`` gives."""
+
+    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, *, training: bool) -> tuple[np.ndarray, Any]:
+        return x.copy(), None
+
+    def backward(self, params: dict[str, np.ndarray], cache: Any, dy: np.ndarray) -> tuple[Any, Any]:
+        return dy.copy(), {}
+
+
+@pytest.mark.parametrize("returned", [(0,), (3, 0), (), (-1,), (2.0,), (True,), "3", None])
+def test_the_conformance_harness_refuses_what_a_model_refuses(returned: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a layer passing layer_test with output_shape () would be refused by every model it is put in
+    monkeypatch.setattr(_Shaped, "returns", returned)
+    with pytest.raises(nnplug.testing.ConformanceError, match="output_shape broken") as info:
+        nnplug.testing.check_layer(_Copy, nnplug.testing.Case({}, ((3,),)))
+    assert "expected a non-empty tuple of positive ints" in str(info.value)
+
+
+@pytest.mark.parametrize("returned", [(3,), [3], (np.int64(3),)])
+def test_the_conformance_harness_takes_what_a_model_takes(returned: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_Shaped, "returns", returned)
+    assert nnplug.testing.check_layer(_Copy, nnplug.testing.Case({}, ((3,),))).report.ok
