@@ -59,6 +59,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     x = x_arrays if multi else x_arrays[0]
     inputs = {f"input {k}" if multi else "the input": a for k, a in enumerate(x_arrays)}
     before = {**_snapshot({f"param {k}": v for k, v in p.items()}), **_snapshot(inputs)}
+    names = sorted(p)
     attrs = dict(vars(layer))
     current = {**{f"param {k}": v for k, v in p.items()}, **inputs}
     label = np.dtype(dtype).name
@@ -75,6 +76,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
             "as drawn, for parameters that must stay in a domain)" if p and ctx.case.params == "perturbed" else ""
         ctx.fail("forward", f"forward returned non-finite values on finite inputs{moved}")
     _unchanged(ctx, "forward", before, current)
+    _same_names(ctx, "forward", p, names)
 
     dy = frozen(np.asarray(np.random.default_rng(dy_seed).standard_normal(y.shape), dtype=dtype))
     dy_before = dy.copy()
@@ -82,6 +84,7 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     if not isinstance(grads, dict):
         ctx.fail("backward", f"backward returned {type(grads).__name__} as its gradients, expected {{name: gradient}}")
     _unchanged(ctx, "backward", {**before, "dy": dy_before}, {**current, "dy": dy})
+    _same_names(ctx, "backward", p, names)
     _same_attrs(ctx, "forward/backward", layer, attrs)
     if multi and not isinstance(dx, (tuple, list)):  # a stacked array is not split row by row
         ctx.fail("input gradients", f"backward returned {type(dx).__name__} as dx, expected a tuple of "
@@ -132,6 +135,15 @@ def _layer_contract(layer: Any, ctx: _Context, params: dict[str, np.ndarray], xs
     if dtype == np.float64:  # float64 alone: its rounding leaves no doubt about a difference
         _layout_agrees(layer, ctx, p, x_arrays, dy, {"y": y, **first}, dx_names)
     return {"y": y, **first}, max(_largest(a) for a in [*current.values(), dy])
+
+
+def _same_names(ctx: _Context, stage: str, p: dict[str, np.ndarray], names: list[str]) -> None:
+    """The params dict keeps its names: a layer adding or removing one would otherwise be told
+    its gradient names are wrong (the executor hands each call a fresh dict, where the edit
+    goes unseen, but the contract forbids it)."""
+    if sorted(p) != names:
+        ctx.fail("mutation", f"{stage} changed the names in the params dict it was given, from {names} to "
+                             f"{sorted(p)}; the contract forbids editing params: copy the dict to change it")
 
 
 def _largest(a: np.ndarray) -> float:
