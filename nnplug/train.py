@@ -50,7 +50,9 @@ class TrainConfig(BaseModel):
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=1_000_000)
     shuffle: bool = True
-    optimizer: OptimizerConfig = OptimizerConfig()
+    # The schema states the default as the section a user would write: pydantic would dump every
+    # resolved field, adam with sgd's momentum and nesterov, which the section's own rules refuse
+    optimizer: OptimizerConfig = Field(OptimizerConfig(), json_schema_extra={"default": {"type": "adam"}})
 
 
 def evaluate(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512

@@ -139,3 +139,28 @@ def test_schema_with_autoload_off_and_nothing_named_says_why_nothing_is_register
     monkeypatch.setenv("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert main(["schema"]) == 2
     assert "NNPLUG_DISABLE_PLUGIN_AUTOLOAD='1' is set" in capsys.readouterr().err
+
+
+def _defaults(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """(path, subschema) of every subschema of ``node`` that states a ``default``."""
+    found = [(path, node)] if isinstance(node, dict) and "default" in node else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found += _defaults(child, (*path, key))
+    return found
+
+
+def test_every_default_the_schema_states_is_valid_under_its_own_subschema() -> None:
+    # An editor offers a stated default as the value to write: one its own schema refuses would
+    # put an invalid section in the file (train.optimizer's default once listed adam with sgd's
+    # momentum and nesterov, refused by the schema and by nnplug alike)
+    schema = model_json_schema(REGISTRY)
+    for path, subschema in _defaults(schema):
+        alone = {**{k: v for k, v in subschema.items() if k != "default"}, "$defs": schema["$defs"]}
+        errors = [e.message for e in jsonschema.Draft202012Validator(alone).iter_errors(subschema["default"])]
+        assert not errors, f"{'/'.join(map(str, path))}: default {subschema['default']!r}: {errors}"
+
+
+def test_the_optimizer_default_the_schema_states_is_accepted_by_the_loader() -> None:
+    stated = model_json_schema(REGISTRY)["$defs"]["TrainConfig"]["properties"]["optimizer"]["default"]
+    assert loader_accepts(with_change(("train", "optimizer"), stated))
