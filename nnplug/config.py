@@ -361,16 +361,18 @@ def model_json_schema(registry: Registry) -> dict[str, Any]:
     schema = TypeAdapter(model).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     arity = {t: cast(type[Layer], registry.get(t)).n_inputs for t in layer_types} | {t: 1 for t in loss_types}
-    _pin_type_and_inputs(schema, schema["properties"]["layers"]["items"], layer_types, arity)
+    _pin_type_and_inputs(schema, schema["properties"]["layers"]["items"], layer_types, arity,
+                         reserved=(INPUT_NAME, LOSS_NAME))
     _pin_type_and_inputs(schema, schema["properties"]["loss"], loss_types, arity)
     return schema
 
 
 def _pin_type_and_inputs(schema: dict[str, Any], union: dict[str, Any], types: list[str],
-                         arity: dict[str, int]) -> None:
+                         arity: dict[str, int], *, reserved: tuple[str, ...] = ()) -> None:
     """Make each node schema of ``union`` say what the loader checks: ``type`` is required (its
-    default only names the class; a node without one is refused) and ``inputs`` names exactly
-    as many nodes as the type takes (the loss: one); a type taking several must name them."""
+    default only names the class; a node without one is refused), ``inputs`` names exactly
+    as many nodes as the type takes (the loss: one; a type taking several must name them), and
+    ``name`` is none of ``reserved`` (the model input's and the loss's names)."""
     refs = union["discriminator"]["mapping"] if "discriminator" in union else {types[0]: union["$ref"]}
     for type_name, ref in refs.items():
         node, n = schema["$defs"][ref.rsplit("/", 1)[-1]], arity[type_name]
@@ -381,3 +383,7 @@ def _pin_type_and_inputs(schema: dict[str, Any], union: dict[str, Any], types: l
         if n > 1:  # the default, the node before, is one input: too few
             node["properties"]["inputs"] = {**names, "title": inputs.get("title", "Inputs")}
         node["required"] = ["type", *(["inputs"] if n > 1 else []), *required]
+        name = node["properties"].get("name", {})
+        for option in name.get("anyOf", [name]) if reserved else []:  # (a plugin may retype name)
+            if option.get("type") == "string":
+                option["not"] = {"enum": list(reserved)}

@@ -164,3 +164,10 @@ def test_every_default_the_schema_states_is_valid_under_its_own_subschema() -> N
 def test_the_optimizer_default_the_schema_states_is_accepted_by_the_loader() -> None:
     stated = model_json_schema(REGISTRY)["$defs"]["TrainConfig"]["properties"]["optimizer"]["default"]
     assert loader_accepts(with_change(("train", "optimizer"), stated))
+
+
+@pytest.mark.parametrize("reserved", ["input", "loss"])
+def test_the_schema_refuses_a_node_named_as_the_model_input_or_its_loss(reserved: str) -> None:
+    document = with_change(("layers", 1, "name"), reserved)
+    assert not loader_accepts(document)
+    assert not VALIDATOR.is_valid(document), f"the schema accepts a node named {reserved!r}"
