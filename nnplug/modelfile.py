@@ -69,10 +69,11 @@ class LineLoader(yaml.SafeLoader):
         Iterative, so deep nesting cannot exhaust the stack; every visit of a node reached
         through an alias counts, which is what a consumer of the data would pay.
         """
-        stack: list[tuple[yaml.Node, Path_, tuple[int, ...]]] = [(root, (), ())]
+        # where: the path as every other message writes it (layers[1] -> kernel_size), as JSON's too
+        stack: list[tuple[yaml.Node, Path_, tuple[int, ...], str]] = [(root, (), (), "")]
         visits = 0
         while stack:
-            node, path, ancestors = stack.pop()
+            node, path, ancestors, where = stack.pop()
             visits += 1
             if visits > MAX_NODES:
                 raise ConfigError(
@@ -86,21 +87,21 @@ class LineLoader(yaml.SafeLoader):
             inner = (*ancestors, id(node))
             if isinstance(node, yaml.SequenceNode):
                 for i, item in enumerate(node.value):
-                    stack.append((item, (*path, str(i)), inner))
+                    stack.append((item, (*path, str(i)), inner, f"{where}[{i}]"))
             elif isinstance(node, yaml.MappingNode):
                 seen: dict[str, int] = {}
                 for key, value in node.value:
                     line = key.start_mark.line + 1
                     if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
                         if key.value in seen:
-                            where = ".".join(path) or "the top level"
                             self.problems.append(
-                                f"duplicate key {key.value!r} in {where} (line {line}); "
+                                f"duplicate key {key.value!r} in {where or 'the top level'} (line {line}); "
                                 f"first given on line {seen[key.value]}"
                             )
                         seen.setdefault(key.value, line)
                         self.lines.setdefault((*path, key.value), line)
-                    stack.append((value, (*path, str(getattr(key, "value", "?"))), inner))
+                    name = str(getattr(key, "value", "?"))
+                    stack.append((value, (*path, name), inner, f"{where} -> {name}" if where else name))
 
     def locate(self, path: tuple[Any, ...]) -> int | None:
         return self.lines.get(tuple(str(p) for p in path)) if path else None
