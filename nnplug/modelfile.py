@@ -257,8 +257,13 @@ def _load_toml(text: str, source: str) -> Any:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        # The message carries "(at line L, column C)".
-        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+        # The message carries "(at line L, column C)" and, for a key given twice, not the key
+        # ("Cannot overwrite a value"): the line itself names it
+        at = re.search(r"at line (\d+)", str(exc))
+        lines = text.split("\n")  # as tomllib counts lines (splitlines would split on U+2028 too)
+        shown = lines[int(at[1]) - 1].strip() if at and 0 < int(at[1]) <= len(lines) else ""
+        quoted = f": {shown[:80]!r}" if shown else ""
+        raise ConfigError(f"{source}: TOML syntax error: {exc}{quoted}") from None
 
 
 def read_document(path: str | Path) -> tuple[Any, Any]:

@@ -38,3 +38,13 @@ def test_a_duplicate_key_in_a_nested_section_is_named_by_its_arrowed_path(tmp_pa
     with pytest.raises(nnplug.ConfigError) as info:
         read_document(path)
     assert "train -> optimizer" in str(info.value) and "duplicate key 'lr'" in str(info.value)
+
+
+def test_a_toml_key_given_twice_is_shown_with_the_line_that_repeats_it(tmp_path: Path) -> None:
+    # tomllib says only "Cannot overwrite a value (at line 8, column 10)": the line names the key
+    path = tmp_path / "m.toml"
+    path.write_text('input = [4]\nloss = {type = "mse"}\n[[layers]]\ntype = "relu"\n[[layers]]\n'
+                    'type = "dense"\nunits = 2\nunits = 3\n')
+    with pytest.raises(nnplug.ConfigError) as info:
+        read_document(path)
+    assert "line 8" in str(info.value) and "units = 3" in str(info.value)
