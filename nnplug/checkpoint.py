@@ -80,7 +80,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> str:
     buffer = io.BytesIO()
     write(buffer)
     data = buffer.getvalue()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # no inode left, a read-only or vanished directory: the file to save is the subject
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _FILE_MODE)
