@@ -221,6 +221,8 @@ class Checkpoint:
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """A run directory's manifest, checked to be one nnplug wrote (a ConfigError otherwise)."""
     path = run_dir / MANIFEST
+    if run_dir.exists() and not run_dir.is_dir():  # a model file given where its run is wanted
+        raise ConfigError(f"{run_dir}: not a run directory (a file; give the directory nnplug train saved to)")
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run directory")
     if not path.is_file():

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from nnplug import checkpoint
+from nnplug.cli import main
 
 
 def test_a_save_refused_a_temporary_file_names_the_file_it_was_saving(
@@ -23,3 +24,15 @@ def test_a_save_refused_a_temporary_file_names_the_file_it_was_saving(
         checkpoint.atomic_write(tmp_path / "weights-1.npz", lambda f: f.write(b"x"))
     assert info.value.filename == str(tmp_path / "weights-1.npz")  # not a temporary that never existed
     assert info.value.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["train", "--resume"]])
+def test_a_file_given_as_the_run_is_named_as_a_file_not_as_missing(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model.yaml"  # what a user types for evaluate when they mean the run
+    model.write_text("input: [4]\n")
+    assert main([*command, str(model)]) == 2
+    err = capsys.readouterr().err
+    assert f"{model}: not a run directory (a file" in err
+    assert "no such" not in err

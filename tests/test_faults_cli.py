@@ -146,7 +146,7 @@ HOSTILE: dict[str, Callable[[Path, Path], Case]] = {
     "npz_lying_header": lambda t, r: _npz_replaced_by(t, _npz_with_a_lying_header, "'x' declares shape"),
     "npz_path_is_a_directory": lambda t, r: _npz_replaced_by(t, Path.mkdir, "not a regular file"),
     "evaluate_random_directory": lambda t, r: _random_directory(t, ["evaluate"]),
-    "evaluate_a_model_file": lambda t, r: Case(["evaluate", str(tiny_model(t))], "no such run directory"),
+    "evaluate_a_model_file": lambda t, r: Case(["evaluate", str(tiny_model(t))], "not a run directory (a file"),
     "resume_random_directory": lambda t, r: _random_directory(t, ["train", "--resume"]),
     "manifest_invalid_json": lambda t, r: _tampered(t, r, "evaluate", lambda m: "{not json", "not a valid manifest"),
     "manifest_a_list": lambda t, r: _tampered(t, r, "resume", lambda m: "[1, 2]", "not an nnplug manifest"),
