@@ -200,10 +200,11 @@ def _write_manifest(path: Path, model: Model, weights_name: str, weights_sha: st
     atomic_write(path, _json_bytes(manifest))  # the commit point
 
 
-#: The names save_checkpoint writes (and atomic_write's temporaries of them): the only files
-#: it ever deletes, so a user's own copies (weights-best.npz) in a run directory stay.
+#: The names save_checkpoint writes (and atomic_write's temporaries of them, and of the
+#: metrics.jsonl a resume rewrites): the only files it ever deletes, so a user's own copies
+#: (weights-best.npz) in a run directory stay.
 _OWN_FILE = re.compile(r"(?:weights|optim)-\d{8}\.npz"
-                       r"|\.(?:(?:weights|optim)-\d{8}\.npz|manifest\.json|model\.json)\.[^/]*\.tmp")
+                       r"|\.(?:(?:weights|optim)-\d{8}\.npz|manifest\.json|model\.json|metrics\.jsonl)\.[^/]*\.tmp")
 
 
 @dataclass

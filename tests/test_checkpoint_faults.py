@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runkit import tiny_model
 
 from nnplug import checkpoint
 from nnplug.cli import main
@@ -36,3 +37,14 @@ def test_a_file_given_as_the_run_is_named_as_a_file_not_as_missing(
     err = capsys.readouterr().err
     assert f"{model}: not a run directory (a file" in err
     assert "no such" not in err
+
+
+def test_the_temporary_of_a_metrics_rewrite_killed_on_resume_goes_with_the_next_save(tmp_path: Path) -> None:
+    assert main(["train", str(tiny_model(tmp_path, epochs=1)), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    run = tmp_path / "run"
+    # what a kill -9 leaves while a resume rewrites metrics.jsonl (atomic_write's temporary)
+    left = run / ".metrics.jsonl.k9x2ab.tmp"
+    left.write_text('{"epoch": 1}\n')
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert not left.exists()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
