@@ -239,7 +239,13 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     ok = isinstance(manifest, dict) and all(
         isinstance(manifest.get(k), dict) for k in ("layer_types", "model", "weights", "optimizer", "progress")
     )
-    if not ok or manifest.get("format") != FORMAT:
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if ok and isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT:  # saved by a later nnplug
+        by = manifest.get("nnplug")
+        saver = f"nnplug {by}" if isinstance(by, str) else "a later nnplug"
+        raise ConfigError(f"{path}: the run was saved by {saver} in manifest format {fmt}; nnplug "
+                          f"{nnplug_version()} reads format {FORMAT}: upgrade nnplug to load it")
+    if not ok or fmt != FORMAT:
         raise ConfigError(f"{path}: not an nnplug manifest of format {FORMAT}")
     problem = _progress_problem(manifest["progress"])
     if problem:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,18 @@ def test_the_temporary_of_a_metrics_rewrite_killed_on_resume_goes_with_the_next_
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
     assert not left.exists()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["train", "--resume"]])
+def test_a_run_saved_by_a_later_nnplug_says_so_and_to_upgrade(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(tiny_model(tmp_path, epochs=1)), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "format": 2, "nnplug": "9.0"}))
+    capsys.readouterr()
+    assert main([*command, str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "saved by nnplug 9.0 in manifest format 2" in err and "upgrade nnplug" in err
+    assert "not an nnplug manifest" not in err
