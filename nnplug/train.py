@@ -143,6 +143,19 @@ def _stop_signals() -> Iterator[dict[str, str | None]]:
             signal.signal(sig, old)
 
 
+def _identity(directory: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``directory``; ``None`` when it is not there."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _stopped_at(epoch: int, batch: int) -> str:
+    return f"after batch {batch} of epoch {epoch + 1}" if batch else f"after epoch {epoch}"
+
+
 class Trainer:
     """Trains ``model`` on ``data`` and saves checkpoints into ``run_dir``.
 
@@ -169,6 +182,7 @@ class Trainer:
         self.optimizer: Optimizer = make_optimizer(config.optimizer, model.params)
         self.position = _Position()
         self.data_sha256 = data_digest(data)  # kept in every checkpoint, checked on resume
+        self._dir_identity: tuple[int, int] | None = None  # the run directory's, once it holds a checkpoint
 
     # -- state -----------------------------------------------------------------------------
 
@@ -197,6 +211,7 @@ class Trainer:
         if progress.get("seed") != self.seed:
             raise ConfigError(f"{self.run_dir}: saved with seed {progress.get('seed')}, resumed with {self.seed}")
         self._rewrite_metrics()
+        self._dir_identity = _identity(self.run_dir)
 
     def _progress_dict(self) -> dict[str, Any]:
         p = self.position
@@ -207,8 +222,21 @@ class Trainer:
     def save(self) -> Path:
         from nnplug.checkpoint import save_checkpoint
 
+        # Deleted or replaced under a running train: recreating it would save a run without its
+        # earlier epochs, unlocked, so that a second train of it could write there too.
+        self._check_run_dir()
         arrays, scalars = self.optimizer.state_dict()
-        return save_checkpoint(self.run_dir, self.model, arrays, scalars, self._progress_dict())
+        path = save_checkpoint(self.run_dir, self.model, arrays, scalars, self._progress_dict())
+        if self._dir_identity is None:
+            self._dir_identity = _identity(self.run_dir)
+        return path
+
+    def _check_run_dir(self) -> None:
+        """Refuse to go on in a run directory deleted or replaced since it held a checkpoint."""
+        if self._dir_identity is not None and _identity(self.run_dir) != self._dir_identity:
+            p = self.position
+            raise ConfigError(f"{self.run_dir}: the run directory was deleted or replaced while training; "
+                              f"stopped {_stopped_at(p.epoch, p.batch)} without saving into it")
 
     def _rewrite_metrics(self) -> None:
         """metrics.jsonl holds exactly the epochs of the checkpoint (a resumed run's file
@@ -282,6 +310,7 @@ class Trainer:
                     f"`{self.resume_command}` once fixed, or delete it"
                 ) from None
             except OSError as exc:  # the disk filled while saving: the previous checkpoint stands
+                self._check_run_dir()  # ...unless the directory itself went during the save
                 raise OSError(exc.errno, f"{exc.strerror or exc}\nthe last checkpoint saved before it, "
                               f"in {self.run_dir}, is intact", exc.filename) from None
         return TrainResult(self.run_dir, self.position.history, status, flag["signal"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,11 @@ from typing import Any
 import pytest
 from runkit import tiny_model
 
+import nnplug
 from nnplug import checkpoint
 from nnplug.cli import main
+from nnplug.data import load_dataset
+from nnplug.train import Trainer
 
 
 def test_a_save_refused_a_temporary_file_names_the_file_it_was_saving(
@@ -64,3 +68,39 @@ def test_a_run_saved_by_a_later_nnplug_says_so_and_to_upgrade(
     err = capsys.readouterr().err
     assert "saved by nnplug 9.0 in manifest format 2" in err and "upgrade nnplug" in err
     assert "not an nnplug manifest" not in err
+
+
+def test_a_run_directory_deleted_while_training_stops_the_run_instead_of_being_recreated(tmp_path: Path) -> None:
+    model = nnplug.Model.from_file(tiny_model(tmp_path, epochs=3))
+    data = load_dataset(model.spec.data, model, base_dir=tmp_path)
+    run = tmp_path / "run"
+
+    def delete_the_run(metrics: dict[str, Any]) -> None:  # a user's rm -rf after the first epoch
+        if metrics["epoch"] == 1:
+            shutil.rmtree(run)
+
+    trainer = Trainer(model, data, model.spec.train, run, 0, on_epoch=delete_the_run)
+    with pytest.raises(nnplug.ConfigError, match=r"deleted or replaced while training; stopped after epoch 2"):
+        trainer.run()
+    # recreated, it would hold a run without its first epoch and without the lock that keeps a
+    # second train of it out
+    assert not run.exists()
+
+
+def test_a_run_directory_deleted_during_a_save_is_not_called_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = nnplug.Model.from_file(tiny_model(tmp_path, epochs=3))
+    data = load_dataset(model.spec.data, model, base_dir=tmp_path)
+    run = tmp_path / "run"
+    real_write, calls = checkpoint.atomic_write, {"n": 0}
+
+    def deleted_midway(path: Path, write: Any) -> str:
+        calls["n"] += 1
+        if calls["n"] == 5:  # the first epoch's save, its weights file: the rm -rf lands mid-save
+            shutil.rmtree(run)
+        return real_write(path, write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", deleted_midway)
+    with pytest.raises(nnplug.ConfigError, match="deleted or replaced while training"):
+        Trainer(model, data, model.spec.train, run, 0).run()
