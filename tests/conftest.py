@@ -1,5 +1,6 @@
 """Hypothesis profiles: ``ci`` (bounded, derandomized, no deadline) and a faster ``dev``;
-and the ``site`` fixture the plugin-discovery tests install fake distributions into.
+the ``site`` fixture the plugin-discovery tests install fake distributions into; and Ctrl-C
+as a terminal delivers it, whatever the shell that started pytest did with SIGINT.
 
 CI sets ``CI=true``; ``HYPOTHESIS_PROFILE`` overrides the choice.
 """
@@ -7,6 +8,7 @@ CI sets ``CI=true``; ``HYPOTHESIS_PROFILE`` overrides the choice.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,3 +31,14 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path
     modules: list[str] = []
     yield root, modules
     forget_modules(*modules)
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """SIGINT as an interactive Python starts with it. A process started in the background of
+    a non-interactive shell (`pytest &` in a script, some CI runners) inherits SIGINT ignored,
+    which nnplug leaves ignored, so every test that sends itself SIGINT (test_train,
+    test_cli_messages, test_train_stops) failed there."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

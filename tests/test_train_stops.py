@@ -22,16 +22,6 @@ from nnplug.train import TrainConfig, Trainer
 # tiny_model: 72 training examples in batches of 16, so 5 batches (optimizer steps) an epoch
 
 
-@pytest.fixture(autouse=True)
-def _ctrl_c_as_in_a_terminal() -> Any:
-    """SIGINT as an interactive Python starts with it: a process started in the background of
-    a script (or under some CI runners) inherits SIGINT ignored, which nnplug leaves ignored,
-    so the tests of Ctrl-C failed there."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def _train(model_file: Path, run_dir: Path) -> int:
     return main(["train", str(model_file), "--out", str(run_dir), "--quiet"])
 
