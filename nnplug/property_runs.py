@@ -147,7 +147,10 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
         named type without cases, a bad mode or number of examples).
     """
     out = Console(highlight=False, soft_wrap=True)  # reproducers must not be wrapped
-    if not out.is_terminal:
+    # rich takes FORCE_COLOR (set by many CI configurations) to mean a terminal, 80 columns
+    # wide when it cannot ask one: the real stream decides, so a log's table is not cut to
+    # "pass…" and gets no progress bar's cursor moves, colours or not
+    if not _isatty(sys.stdout):
         out.width = max(out.width, 160)  # the table fits a log or a pipe
     err = Console(stderr=True, highlight=False)
     if mode not in MODES:
@@ -178,7 +181,7 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
         return _usage_error("no installed type offers gradcheck_cases(); nothing to check")
 
     runs: list[TypeRun] = []
-    with _progress(err, enabled=not quiet and err.is_terminal) as progress:
+    with _progress(err, enabled=not quiet and err.is_terminal and _isatty(sys.stderr)) as progress:
         for name in names:
             task = progress.add_task(name, total=examples) if progress is not None else None
 
@@ -205,6 +208,14 @@ def gradcheck_main(registry: Registry, types: list[str], *, examples: int, seed:
               f"{sum(r.examples for r in runs)} examples, {total_forward} forward evaluations",
               markup=False)
     return 1 if failed else 0
+
+
+def _isatty(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (not a pipe, a file or pytest's capture)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):  # None, or closed
+        return False
 
 
 def _usage_error(message: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import buggy_layers
@@ -54,6 +55,20 @@ def test_every_builtin_type_passes_in_fast_mode_with_a_table(capsys):
         assert name in out
     n = len(REGISTRY.types)
     assert f"{n} types checked, {n} passed, 0 failed; {10 * n} examples" in out
+
+
+def test_force_color_in_a_log_keeps_the_table_whole_and_shows_no_progress_bar(capsys, monkeypatch):
+    # many CI configurations set FORCE_COLOR, which rich takes for a terminal 80 columns wide:
+    # the status column read "pass…" and the progress bar's cursor moves went into the log
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert gradcheck_main(REGISTRY, ["relu", "softmax_cross_entropy"], examples=2, seed=0, mode="fast",
+                          quiet=False) == 0
+    out, err = capsys.readouterr()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    rows = [line.split("│") for line in plain.splitlines() if "softmax_cross_entropy" in line]
+    assert len(rows) == 1 and rows[0][-2].strip() == "passed" and "…" not in plain, plain
+    assert err == ""
 
 
 def test_named_types_only_are_checked_in_full_mode(capsys):
