@@ -13,9 +13,12 @@ from test_conv2d import naive_conv, naive_conv_backward
 
 
 @pytest.fixture(autouse=True)
-def _fresh_scratch():
+def others_bytes():
+    """Bytes held by other threads: held_bytes counts every live thread, and the batch-splitting
+    pool's threads (nnplug_layers.workers) keep theirs from whichever test ran a large layer
+    before this one, so the tests below count the calling thread's bytes beyond these."""
     scratch.release()
-    yield
+    yield scratch.held_bytes()
     scratch.release()
 
 
@@ -48,22 +51,22 @@ def test_each_thread_has_its_own_buffers():
     assert not np.shares_memory(mine, theirs[0])
 
 
-def test_least_recently_used_buffers_are_dropped_past_the_limit(monkeypatch):
+def test_least_recently_used_buffers_are_dropped_past_the_limit(monkeypatch, others_bytes):
     monkeypatch.setattr(scratch, "SCRATCH_LIMIT", 1000)
     first = scratch.scratch("a", 100, np.float32)  # 400 bytes
     scratch.scratch("b", 100, np.float32)
     scratch.scratch("a", 100, np.float32)  # "a" is now the most recent
     scratch.scratch("c", 100, np.float32)  # 1200 bytes: "b" goes
     assert scratch.scratch("a", 100, np.float32) is first
-    assert scratch.held_bytes() <= 1000
+    assert scratch.held_bytes() - others_bytes <= 1000
     huge = scratch.scratch("huge", 1000, np.float32)  # over the limit alone: never kept
     assert scratch.scratch("huge", 1000, np.float32) is not huge
 
 
-def test_release_drops_the_calling_threads_buffers():
+def test_release_drops_the_calling_threads_buffers(others_bytes):
     a = scratch.scratch("r", 8, np.float32)
     scratch.release()
-    assert scratch.held_bytes() == 0
+    assert scratch.held_bytes() - others_bytes <= 0  # less when an idle worker thread ended meanwhile
     assert scratch.scratch("r", 8, np.float32) is not a
 
 
