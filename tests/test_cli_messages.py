@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -79,6 +80,11 @@ PLUGIN_OPTIONS = ["-p", "nnplug_layers", "-p", "no:nnplug_test_absent"]
 RESUME = "nnplug -p nnplug_layers -p no:nnplug_test_absent train --resume {}"
 
 
+def _resume(run: Path) -> str:
+    """The resume command nnplug prints for ``run``: the path shell-quoted (a TMPDIR may hold spaces)."""
+    return RESUME.format(shlex.quote(str(run)))
+
+
 def _train_with_plugin_options(model: Path, run: Path) -> int:
     return main([*PLUGIN_OPTIONS[:2], "train", str(model), "--out", str(run), "--quiet", *PLUGIN_OPTIONS[2:]])
 
@@ -94,7 +100,7 @@ def test_a_layer_failure_tells_the_resume_command_with_the_runs_plugin_options(
 
     monkeypatch.setattr(Trainer, "_step", broken_step)
     assert _train_with_plugin_options(tiny_model(tmp_path), tmp_path / "run") == 2
-    assert f"continue it with `{RESUME.format(tmp_path / 'run')}` once fixed" in capsys.readouterr().err
+    assert f"continue it with `{_resume(tmp_path / 'run')}` once fixed" in capsys.readouterr().err
 
 
 def test_an_interrupted_run_tells_the_resume_command_with_its_plugin_options(
@@ -111,11 +117,11 @@ def test_an_interrupted_run_tells_the_resume_command_with_its_plugin_options(
 
     monkeypatch.setattr(optim.Optimizer, "step", step_then_interrupt)
     assert _train_with_plugin_options(tiny_model(tmp_path), tmp_path / "run") == 130
-    assert f"continue with: {RESUME.format(tmp_path / 'run')}\n" in capsys.readouterr().err
+    assert f"continue with: {_resume(tmp_path / 'run')}\n" in capsys.readouterr().err
     monkeypatch.undo()
     assert _train_with_plugin_options(tiny_model(tmp_path), tmp_path / "run") == 2  # --out of a saved run
-    assert f"continue it with `{RESUME.format(tmp_path / 'run')}`" in capsys.readouterr().err
-    assert main([*RESUME.format(tmp_path / "run").split()[1:], "--quiet"]) == 0  # the hint, pasted
+    assert f"continue it with `{_resume(tmp_path / 'run')}`" in capsys.readouterr().err
+    assert main([*shlex.split(_resume(tmp_path / "run"))[1:], "--quiet"]) == 0  # the hint, pasted
 
 
 def test_evaluate_without_validation_data_says_so_after_the_examples(
@@ -127,5 +133,5 @@ def test_evaluate_without_validation_data_says_so_after_the_examples(
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"accuracy \d+\.\d\d% on 96 training examples \(\S+blobs\.npz; the run holds no "
-                     r"validation data\)$", out.strip()), out
+    assert re.search(rf"accuracy \d+\.\d\d% on 96 training examples \({re.escape(str(tmp_path / 'blobs.npz'))}; "
+                     r"the run holds no validation data\)$", out.strip()), out

@@ -3,6 +3,7 @@ the way a script, a CI runner or a user's shell may start it."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -21,3 +22,19 @@ def test_the_ctrl_c_tests_pass_when_pytest_starts_with_sigint_ignored() -> None:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_the_tests_that_echo_a_run_directory_pass_under_a_temporary_folder_with_a_space(tmp_path: Path) -> None:
+    # nnplug shell-quotes the path in the resume command it prints; the tests compared it with
+    # the bare path, so they failed wherever TMPDIR (so tmp_path) holds a space
+    spaced = tmp_path / "a folder"
+    spaced.mkdir()
+    tests = ["tests/test_faults.py::test_layer_misbehaving_during_train_is_named_with_node_type_and_plugin",
+             "tests/test_train_stops.py::test_a_second_ctrl_c_names_the_run_directory_its_checkpoint_and_the_resume_command",
+             "tests/test_cli_messages.py::test_an_interrupted_run_tells_the_resume_command_with_its_plugin_options",
+             "tests/test_cli_messages.py::test_evaluate_without_validation_data_says_so_after_the_examples"]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+                             "-q", *tests], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "TMPDIR": str(spaced)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " failed" not in result.stdout and "10 passed" in result.stdout

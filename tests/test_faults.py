@@ -8,6 +8,7 @@ Hostile command lines (empty, binary, tampered files...) are in ``test_faults_cl
 
 from __future__ import annotations
 
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def test_layer_misbehaving_during_train_is_named_with_node_type_and_plugin(
     assert RUNTIME_FAULTS[kind][2] in err
     # ...and says where training stands and how to go on
     assert f"at epoch 1, batch 1; the last good checkpoint (after 0 epoch(s)) is in {tmp_path / 'run'}" in err
-    assert f"nnplug train --resume {tmp_path / 'run'}` once fixed" in err
+    assert f"nnplug train --resume {shlex.quote(str(tmp_path / 'run'))}` once fixed" in err
     ckpt = load_checkpoint(tmp_path / "run", nnplug.load_registry())  # the initial checkpoint stays
     assert ckpt.progress["epoch"] == 0 and ckpt.optim_scalars["step"] == 0
 

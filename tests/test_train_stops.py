@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def test_a_second_ctrl_c_names_the_run_directory_its_checkpoint_and_the_resume_c
         assert _train(tiny_model(tmp_path, epochs=3), run) == 130
     err = capsys.readouterr().err
     assert err == (f"nnplug: interrupted; {run} keeps its last complete checkpoint (after epoch 1)\n"
-                   f"  continue with: nnplug train --resume {run}\n"), err
+                   f"  continue with: nnplug train --resume {shlex.quote(str(run))}\n"), err
     assert json.loads((run / "manifest.json").read_text())["optimizer"]["step"] == 5
     assert main(["train", "--resume", str(run), "--quiet"]) == 0  # the command, pasted
 
@@ -111,8 +112,8 @@ def test_a_ctrl_c_while_loading_the_data_names_the_run_directory_when_there_is_o
     assert capsys.readouterr().err == "nnplug: error: interrupted before training started; nothing was saved\n"
     assert not (tmp_path / "fresh").exists()
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 130
-    assert capsys.readouterr().err == (f"nnplug: interrupted; {run} keeps its last complete checkpoint "
-                                       f"(after epoch 1)\n  continue with: nnplug train --resume {run}\n")
+    assert capsys.readouterr().err == (f"nnplug: interrupted; {run} keeps its last complete checkpoint (after epoch 1)"
+                                       f"\n  continue with: nnplug train --resume {shlex.quote(str(run))}\n")
 
 
 def _full_disk_at(monkeypatch: pytest.MonkeyPatch, run: Path, kind: str, step: int) -> None:
