@@ -162,7 +162,7 @@ def build_fault_source(kind: str, type_name: str) -> str:
     old, new, _ = BUILD_FAULTS[kind]
     source = good_plugin_source(type_name)
     old, new = old.replace("{type}", type_name), new.replace("{type}", type_name)
-    assert old in source  # the fault must really be injected
+    _check_injected(old, source)
     return source.replace(old, new)
 
 
@@ -174,8 +174,15 @@ def runtime_fault_source(kind: str, type_name: str) -> str:
         source = (source.replace("return 2 * x, None", _SCALER_FORWARD)
                   .replace("return 2 * dy, {}", _SCALER_BACKWARD)
                   .replace("    def forward", _SCALER_INIT + "    def forward"))
-    assert old in source  # the fault must really be injected
+    _check_injected(old, source)
     return source.replace(old, new)
+
+
+def _check_injected(old: str, source: str) -> None:
+    """The fault must really be injected. Not an ``assert``: this helper module is not
+    rewritten by pytest, so ``python -O`` would drop the check."""
+    if old not in source:
+        raise AssertionError(f"the fault's target {old!r} is not in the plugin's source")
 
 
 # -- random model documents ------------------------------------------------------------
@@ -262,10 +269,13 @@ def build_bounded(path: Path, registry: nnplug.Registry) -> Outcome:
     seconds = time.perf_counter() - started
     tracemalloc.start()
     try:
-        assert attempt() == (kind, message)  # the same file gives the same outcome
+        # not inside an assert: `python -O` would skip the traced build and measure 0 bytes
+        again = attempt()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    if again != (kind, message):  # the same file gives the same outcome
+        raise AssertionError(f"building {path} twice gave {(kind, message)!r}, then {again!r}")
     return Outcome(kind, message, seconds, peak)
 
 

@@ -38,3 +38,16 @@ def test_the_tests_that_echo_a_run_directory_pass_under_a_temporary_folder_with_
                             env={**os.environ, "TMPDIR": str(spaced)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert " failed" not in result.stdout and "10 passed" in result.stdout
+
+
+def test_the_traced_build_of_faultkit_runs_under_python_O(tmp_path: Path) -> None:
+    # build_bounded measured the second, traced build inside an assert: `python -O` skipped it,
+    # so every peak-memory bound of test_faults passed on 0 bytes
+    model = tmp_path / "m.yaml"
+    model.write_text("input: [64]\nlayers: [{type: dense, units: 64}]\nloss: {type: mse}\n")
+    code = ("import faultkit, nnplug, sys\n"
+            "print(faultkit.build_bounded(__import__('pathlib').Path(sys.argv[1]), nnplug.load_registry()).peak_bytes)")
+    result = subprocess.run([sys.executable, "-O", "-c", code, str(model)], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 64 * 64 * 4  # the weights of the dense layer, at least
