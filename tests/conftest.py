@@ -16,6 +16,11 @@ import pytest
 from fakedist import forget_modules
 from hypothesis import settings
 
+# A user may keep NNPLUG_DISABLE_PLUGIN_AUTOLOAD=1 in their shell, as PYTEST_DISABLE_PLUGIN_AUTOLOAD:
+# then no built-in layer loads and most tests fail. The suite runs without it, subprocesses
+# included; a test that wants it sets it. Popped at import: test modules build registries then.
+os.environ.pop("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", None)
+
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("dev", max_examples=8, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))

@@ -51,3 +51,15 @@ def test_the_traced_build_of_faultkit_runs_under_python_O(tmp_path: Path) -> Non
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) > 64 * 64 * 4  # the weights of the dense layer, at least
+
+
+def test_the_suite_runs_when_the_shell_disables_plugin_autoload() -> None:
+    # a user who keeps NNPLUG_DISABLE_PLUGIN_AUTOLOAD=1 in their shell saw most CLI tests fail:
+    # no built-in layer was loaded
+    tests = ["tests/test_cli.py::test_plugins_lists_distribution_version_types_and_status",
+             "tests/test_property_runs.py::test_every_builtin_type_passes_in_fast_mode_with_a_table"]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+                             "-q", *tests], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "NNPLUG_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " failed" not in result.stdout
