@@ -20,6 +20,9 @@ from hypothesis import settings
 # then no built-in layer loads and most tests fail. The suite runs without it, subprocesses
 # included; a test that wants it sets it. Popped at import: test modules build registries then.
 os.environ.pop("NNPLUG_DISABLE_PLUGIN_AUTOLOAD", None)
+# PYTEST_ADDOPTS (-v, say) is this run's, already read: the pytest runs the tests start in
+# subprocesses, whose output they read, get only their own options
+os.environ.pop("PYTEST_ADDOPTS", None)
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("dev", max_examples=8, deadline=None)

@@ -63,3 +63,10 @@ def test_the_suite_runs_when_the_shell_disables_plugin_autoload() -> None:
                             env={**os.environ, "NNPLUG_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert " failed" not in result.stdout
+
+
+def test_the_pytest_runs_in_subprocesses_ignore_the_callers_pytest_addopts() -> None:
+    test = "tests/test_testing_helpers.py::test_pytest_plugin_node_ids_name_the_checks_module_outside_the_rootdir"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", test],
+                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTEST_ADDOPTS": "-v"})
+    assert result.returncode == 0, result.stdout + result.stderr
