@@ -20,12 +20,8 @@ model before reading its data, and never unpickles (``allow_pickle=False``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
-import os
 import re
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable
@@ -36,6 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from nnplug._atomic import atomic_write, json_bytes, sha256_of
 from nnplug.errors import ConfigError, ShapeError
 from nnplug.graph import Model
 from nnplug.npzfile import npz_headers
@@ -46,73 +43,6 @@ MODEL_FILE = "model.json"
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 FORMAT = 1
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-#: mkstemp creates files readable by their owner only; saved runs get the usual mode.
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms that cannot open directories (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> str:
-    """Write ``path`` through ``write(file)`` atomically; return the SHA-256 of its bytes.
-
-    The bytes go to a temporary file in the same directory, are fsynced, and replace
-    ``path`` with one rename, so readers see the old file or the new one, never a part.
-    """
-    buffer = io.BytesIO()
-    write(buffer)
-    data = buffer.getvalue()
-    try:  # no inode left, a read-only or vanished directory: the file to save is the subject
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), _FILE_MODE)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full, quota: name the file the save was writing
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return hashlib.sha256(data).hexdigest()
-
-
-def _json_bytes(value: Any) -> Callable[[IO[bytes]], object]:
-    return lambda f: f.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions(model: Model) -> tuple[dict[str, str], dict[str, str]]:
@@ -136,7 +66,7 @@ def nnplug_version() -> str:
 def write_model_file(run_dir: Path, resolved: dict[str, Any]) -> str:
     """Write the resolved model description; return its SHA-256."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    return atomic_write(run_dir / MODEL_FILE, _json_bytes(resolved))
+    return atomic_write(run_dir / MODEL_FILE, json_bytes(resolved))
 
 
 def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
@@ -197,7 +127,7 @@ def _write_manifest(path: Path, model: Model, weights_name: str, weights_sha: st
         "progress": progress,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write(path, _json_bytes(manifest))  # the commit point
+    atomic_write(path, json_bytes(manifest))  # the commit point
 
 
 #: The names save_checkpoint writes (and atomic_write's temporaries of them, and of the

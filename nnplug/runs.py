@@ -226,7 +226,8 @@ def _interrupted_at_once(run_dir: Path, resume: str) -> str:
 def _train(args: argparse.Namespace, registry: Registry, locks: contextlib.ExitStack, chosen: list[Path]) -> int:
     from nnplug.checkpoint import load_checkpoint, write_model_file
     from nnplug.data import load_dataset
-    from nnplug.train import MAX_EPOCHS, TrainConfig, Trainer, plot_curves
+    from nnplug.plots import plot_curves
+    from nnplug.train import MAX_EPOCHS, TrainConfig, Trainer
 
     if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:  # --resume --epochs meets no model file
         raise ConfigError(f"--epochs: expected a number from 1 to {MAX_EPOCHS:,}, got {args.epochs}")

@@ -256,7 +256,7 @@ def test_fault_between_write_and_rename_leaves_the_previous_checkpoint(
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError):
         checkpoint.save_checkpoint(run, ckpt.model, arrays, scalars, ckpt.progress)
     monkeypatch.undo()

@@ -120,7 +120,6 @@ def _full_disk_at(monkeypatch: pytest.MonkeyPatch, run: Path, kind: str, step: i
     """ENOSPC for the checkpoint of optimizer step ``step``: renaming its ``kind`` file
     (weights, optim or manifest) into place fails, as the last step of writing it, or
     (``metrics``) syncing the epoch's line of metrics.jsonl does."""
-    from nnplug import checkpoint
 
     real_replace, real_fsync = os.replace, os.fsync
     name = {"weights": f"weights-{step:08d}.npz", "optim": f"optim-{step:08d}.npz"}.get(kind, "manifest.json")
@@ -137,7 +136,7 @@ def _full_disk_at(monkeypatch: pytest.MonkeyPatch, run: Path, kind: str, step: i
             raise OSError(28, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(os, "fsync", fsync)
 
 
