@@ -120,7 +120,6 @@ def _full_disk_at(monkeypatch: pytest.MonkeyPatch, run: Path, kind: str, step: i
     """ENOSPC for the checkpoint of optimizer step ``step``: renaming its ``kind`` file
     (weights, optim or manifest) into place fails, as the last step of writing it, or
     (``metrics``) syncing the epoch's line of metrics.jsonl does."""
-
     real_replace, real_fsync = os.replace, os.fsync
     name = {"weights": f"weights-{step:08d}.npz", "optim": f"optim-{step:08d}.npz"}.get(kind, "manifest.json")
 
