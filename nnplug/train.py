@@ -316,13 +316,25 @@ class Trainer:
         return TrainResult(self.run_dir, self.position.history, status, flag["signal"])
 
     def _weights_finite(self) -> None:
-        """Finite gradients can still make non-finite weights (a weight decay of 1e40): checked
-        before each save, so that the last good checkpoint stays the last one written. (Between
-        saves, broken weights make the next loss or gradient non-finite, which stops the run.)"""
+        """Finite gradients can still make non-finite weights (a weight decay of 1e40) or
+        optimizer state (Adam's g² of a gradient of 1e20 in float32): checked before each save,
+        so that the last good checkpoint stays the last one written. (Between saves, broken
+        weights make the next loss or gradient non-finite, which stops the run.)"""
         bad = _first_non_finite(self.model.nodes, self.model.params)
         if bad:
             raise NumericalError(f"the update after this batch left {bad[0]} of {bad[1]} non-finite (too large "
                                  "a learning rate or weight_decay?); the weights were not saved")
+        # Adam's v holds g²: gradients past ~1e19 overflow it in float32, and m / √v then
+        # leaves the weights where they are, a run that trains nothing and says nothing.
+        for key, state in self.optimizer.state.items():
+            if not np.isfinite(state).all():
+                node_name, rest = key.split("/", 1)  # node names hold no '/'
+                name, slot = rest.rsplit("/", 1)
+                node = next(n for n in self.model.nodes if n.name == node_name)
+                raise NumericalError(
+                    f"the optimizer's {slot} for {name} of {node.describe()} is not finite: its gradients "
+                    f"are too large for {self.model.dtype} (scale the inputs or targets down); "
+                    "the weights were not saved")
 
     def _where_training_stands(self) -> str:
         p = self.position
