@@ -160,6 +160,9 @@ def _lock_run_dir(locks: contextlib.ExitStack, run_dir: Path, subject: str) -> N
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if run_dir.is_symlink() and not run_dir.exists():  # mkdir's own word is "File exists"
+            raise ConfigError(f"{subject}: cannot create the run directory: it is a symbolic link to "
+                              f"{os.readlink(run_dir)}, which does not exist") from None
         raise ConfigError(f"{subject}: cannot create the run directory: {exc.strerror or exc}") from None
     try:
         locks.enter_context(_run_lock(run_dir))

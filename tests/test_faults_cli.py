@@ -291,6 +291,7 @@ def _refuse(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, code: int, 
 @pytest.mark.parametrize(("where", "wording"), [
     ("proc", "cannot create the run directory: No such file or directory"),
     ("under_a_file", "cannot create the run directory: Not a directory"),
+    ("dangling_link", "cannot create the run directory: it is a symbolic link to gone, which does not exist"),
     ("read_only", "cannot create the run directory: Read-only file system"),
     ("read_only_empty_dir", "cannot write in the run directory: Read-only file system"),
 ], ids=lambda v: v if " " not in v else "")
@@ -302,6 +303,9 @@ def test_an_out_the_file_system_refuses_is_named_with_the_option_before_training
     out = places.get(where, tmp_path / "ro" / "run")
     if where == "proc" and not Path("/proc/self").is_dir():
         pytest.skip("needs Linux's /proc")
+    if where == "dangling_link":
+        out.parent.mkdir()
+        out.symlink_to("gone")
     if where == "read_only":  # (chmod would not stop root, who may run the tests)
         _refuse(monkeypatch, Path, "mkdir", errno.EROFS, lambda path: Path(path) == out)
     if where == "read_only_empty_dir":
