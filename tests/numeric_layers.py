@@ -1,5 +1,5 @@
 """Small layers for the checker's numeric tests: curves with offsets and mistakes, a layer
-norm, a tiny gate, a mask, a two-input gate and a positive parameter."""
+norm, a tiny gate, a mask, a two-input gate, a positive parameter and a bias."""
 
 from __future__ import annotations
 
@@ -154,3 +154,22 @@ class SoftSign(nnplug.Layer):
     def backward(self, params, cache, dy):
         x, d = cache
         return dy * params["eps"] / d**3, {"eps": (dy * -0.5 * x / d**3).sum(0)}
+
+
+class Bias(nnplug.Layer):
+    """y = x + b, b: (d,) for x: (N, d); dx a fresh copy of dy."""
+
+    class Config(nnplug.LayerConfig):
+        type: Literal["bias_for_tests"] = "bias_for_tests"
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def init_params(self, in_shape, rng):
+        return {"b": rng.standard_normal(in_shape)}
+
+    def forward(self, params, x, *, training):
+        return x + params["b"], None
+
+    def backward(self, params, cache, dy):
+        return dy.copy(), {"b": dy.sum(0)}

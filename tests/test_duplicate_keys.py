@@ -22,22 +22,20 @@ SECTION_TWICE = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(NODE_TWICE))
-def test_a_duplicate_key_in_a_node_is_named_by_the_nodes_index_in_brackets(tmp_path: Path, name: str) -> None:
-    path = tmp_path / name
-    path.write_text(NODE_TWICE[name])
-    with pytest.raises(nnplug.ConfigError) as info:
-        read_document(path)
-    assert "layers[1]" in str(info.value) and "duplicate key 'units'" in str(info.value)
+CASES = [(text, "layers[1]", "units", name) for name, text in NODE_TWICE.items()] + \
+        [(text, "train -> optimizer", "lr", name) for name, text in SECTION_TWICE.items()]
 
 
-@pytest.mark.parametrize("name", sorted(SECTION_TWICE))
-def test_a_duplicate_key_in_a_nested_section_is_named_by_its_arrowed_path(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(("text", "where", "key", "name"), CASES, ids=[f"{w}-{n}" for _, w, _, n in CASES])
+def test_a_duplicate_key_is_named_by_its_path_as_every_message_writes_it(
+    tmp_path: Path, text: str, where: str, key: str, name: str
+) -> None:
+    # a node by its index in brackets, a nested section by its arrowed path, in every format
     path = tmp_path / name
-    path.write_text(SECTION_TWICE[name])
+    path.write_text(text)
     with pytest.raises(nnplug.ConfigError) as info:
         read_document(path)
-    assert "train -> optimizer" in str(info.value) and "duplicate key 'lr'" in str(info.value)
+    assert where in str(info.value) and f"duplicate key '{key}'" in str(info.value)
 
 
 def test_a_toml_key_given_twice_is_shown_with_the_line_that_repeats_it(tmp_path: Path) -> None:
