@@ -75,6 +75,8 @@ class GradcheckReport:
     failures: list[Entry] = field(default_factory=list)
     kinks: list[Kink] = field(default_factory=list)
     worst_by_tensor: dict[str, float] = field(default_factory=dict)
+    #: tensors whose gradients are all small, checked at an atol lowered to their scale
+    tensor_atols: dict[str, float] = field(default_factory=dict)
     # How ``worst`` was ranked: (out of tolerance, entry rather than direction, |diff| / tolerance).
     worst_key: tuple[bool, bool, float] = field(default=(False, False, -1.0), repr=False)
 
@@ -110,6 +112,9 @@ class GradcheckReport:
                  f"step {self.eps:g}; {self.n_forward} forward evaluations"]
         if self.max_noise > 0.1 * self.atol:  # large outputs: the differences' own rounding was allowed for
             lines[-1] += f"; up to {self.max_noise:.3g} more allowed for rounding in the differences"
+        if self.tensor_atols:
+            lowered = ", ".join(f"{name} {value:.3g}" for name, value in self.tensor_atols.items())
+            lines.append(f"  atol lowered to the scale of tensors whose gradients are all small: {lowered}")
         if self.worst:
             lines.append(f"  worst entry: {self.worst}")
         if self.failures:

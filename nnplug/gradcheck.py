@@ -25,9 +25,10 @@ is measured again at steps 10 to 10,000 times larger, and if it stays unresolved
 such, never passed; so does an entry whose function is not finite within one step. An entry
 that moves no term is flat where the analytic gradient is within ``atol`` of 0. Where every
 analytic gradient is small, the default ``atol`` is lowered to their scale
-(:func:`_scaled_atol`). The steps are those actually taken: ``t + h`` rounded to ``t``'s
-dtype, minus ``t``. ``R``, the entries sampled and the directions come from streams of their
-own (:func:`streams`).
+(:func:`_scaled_atol`), and in float64 so is each tensor's whose gradients are all small.
+The steps are those actually taken: ``t + h`` rounded to ``t``'s dtype, minus ``t``.
+``R``, the entries sampled and the directions come from streams of their own
+(:func:`streams`).
 """
 
 from __future__ import annotations
@@ -152,26 +153,36 @@ def _run(subject: str, f: Terms, tensors: dict[str, np.ndarray],
     scaled = atol is None and scaled_atol < default_atol
     report = _check_all(subject, counter, at_rest, tensors, analytic, mode, dtype, step, rtol,
                         scaled_atol if scaled else default_atol if atol is None else atol, scaled,
-                        max_entries, n_directions, seed)
+                        max_entries, n_directions, seed, per_tensor=atol is None and dtype == "float64")
     if atol is None and largest == 0 and report.ok:
         # An analytic gradient of all zeros has no scale of its own: if the derivatives are
         # small, check again at theirs (a backward returning zeros for outputs of 1e-6).
         again = _scaled_atol(report.largest_numeric, rtol, at_rest, tensors, step)
         if again < default_atol:  # (the counter goes on: n_forward counts both passes)
             report = _check_all(subject, counter, at_rest, tensors, analytic, mode, dtype, step, rtol,
-                                again, True, max_entries, n_directions, seed)
+                                again, True, max_entries, n_directions, seed, per_tensor=dtype == "float64")
     return report
 
 
 def _check_all(subject: str, counter: _Counter, at_rest: Point, tensors: dict[str, np.ndarray],
                analytic: Mapping[str, np.ndarray], mode: Mode, dtype: str, step: float, rtol: float,
                atol: float, scaled: bool, max_entries: int, n_directions: int,
-               seed: int | None) -> GradcheckReport:
-    """One pass of :func:`_run` over every tensor at the given tolerances."""
+               seed: int | None, *, per_tensor: bool = False) -> GradcheckReport:
+    """One pass of :func:`_run` over every tensor at the given tolerances. With ``per_tensor``
+    (the default atol, in float64), a tensor whose gradients are all small is checked at an atol lowered
+    to their scale (:func:`_scaled_atol`), whatever the other tensors' gradients."""
     report = GradcheckReport(subject, mode, dtype, step, rtol, atol, atol_scaled=scaled)
     _, rng, aside = streams(seed)  # the samples and fast mode's directions; full mode's and bisections
     for name in tensors:
         grad = np.asarray(analytic[name], dtype=np.float64)  # of the tensor's shape: the callers checked
+        # One atol for every tensor is set by the largest gradient anywhere: an early layer of a
+        # model behind vanishing gradients (1e-7 beside a last layer's 0.1) would pass any mistake.
+        # float64 only: float32's step of 1e-2 carries ReLU inputs across 0, and its coarse atol
+        # is what keeps the central differences bent by them from reading as wrong gradients.
+        own = _scaled_atol(_largest([grad]), rtol, at_rest, tensors, step) if per_tensor else np.inf
+        report.atol = min(atol, own)
+        if report.atol < atol:
+            report.tensor_atols[name] = report.atol
         # the tensor's own magnitude: what its steps' rounding is charged for (see _gradcheck_probe)
         point = replace(at_rest, largest_value=float(np.max(np.abs(tensors[name]), initial=0.0)))
         sampled = tensors[name].size > max_entries
@@ -198,6 +209,7 @@ def _check_all(subject: str, counter: _Counter, at_rest: Point, tensors: dict[st
             directions = []  # a kink in this tensor, reported as such, explains their miss
         for direction in directions:
             direction.record(report)
+    report.atol = atol
     report.n_forward = counter.calls
     return report
 
