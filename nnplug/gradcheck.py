@@ -33,6 +33,7 @@ The steps are those actually taken: ``t + h`` rounded to ``t``'s dtype, minus ``
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -169,10 +170,12 @@ def _check_all(subject: str, counter: _Counter, at_rest: Point, tensors: dict[st
                atol: float, scaled: bool, max_entries: int, n_directions: int,
                seed: int | None, *, per_tensor: bool = False) -> GradcheckReport:
     """One pass of :func:`_run` over every tensor at the given tolerances. With ``per_tensor``
-    (the default atol, in float64), a tensor whose gradients are all small is checked at an atol lowered
-    to their scale (:func:`_scaled_atol`), whatever the other tensors' gradients."""
+    (the default atol, in float64), a tensor whose gradients are all small is checked at an
+    atol lowered to their scale (:func:`_scaled_atol`), whatever the other tensors' gradients;
+    one whose gradients are all zero, at the scale of its derivatives measured."""
     report = GradcheckReport(subject, mode, dtype, step, rtol, atol, atol_scaled=scaled)
     _, rng, aside = streams(seed)  # the samples and fast mode's directions; full mode's and bisections
+    nonzero = _largest(analytic.values()) > 0  # else _run scales the whole check at once
     for name in tensors:
         grad = np.asarray(analytic[name], dtype=np.float64)  # of the tensor's shape: the callers checked
         # One atol for every tensor is set by the largest gradient anywhere: an early layer of a
@@ -183,35 +186,57 @@ def _check_all(subject: str, counter: _Counter, at_rest: Point, tensors: dict[st
         report.atol = min(atol, own)
         if report.atol < atol:
             report.tensor_atols[name] = report.atol
-        # the tensor's own magnitude: what its steps' rounding is charged for (see _gradcheck_probe)
-        point = replace(at_rest, largest_value=float(np.max(np.abs(tensors[name]), initial=0.0)))
-        sampled = tensors[name].size > max_entries
-        kinks = len(report.kinks)
-        directions: list[Compared] = []
-        entries, entries_failed = np.zeros(0, dtype=np.int64), False
-        if mode == "fast":
-            directions, doubtful = directional(point, tensors, name, grad, report, rng, n_directions)
-            if doubtful:
-                entries = _sample(grad.size, rng, max_entries)
-                entries_failed = _elementwise(point, tensors, name, grad, report, entries)
-                if not entries_failed and not sampled:
-                    directions = []  # every entry checked and passed: the directions' doubt was noise
+        if per_tensor and own == np.inf and nonzero:
+            # An analytic gradient of all zeros has no scale of its own (a forgotten bias gradient
+            # behind vanishing gradients): checked, then, if it passed, again at the scale of the
+            # derivatives measured, as _run does where every tensor's gradient is zero.
+            saved = copy.deepcopy((report, rng, aside))
+            previous, report.largest_numeric = report.largest_numeric, 0.0
+            counts = len(report.failures), len(report.kinks)
+            _check_tensor(report, at_rest, tensors, name, grad, mode, max_entries, n_directions, rng, aside)
+            measured, report.largest_numeric = report.largest_numeric, max(previous, report.largest_numeric)
+            again = _scaled_atol(measured, rtol, at_rest, tensors, step)
+            if (len(report.failures), len(report.kinks)) == counts and again < atol:
+                report, rng, aside = saved
+                report.atol = report.tensor_atols[name] = again
+                _check_tensor(report, at_rest, tensors, name, grad, mode, max_entries, n_directions, rng, aside)
         else:
-            entries = _sample(grad.size, rng, max_entries)
-            entries_failed = _elementwise(point, tensors, name, grad, report, entries)
-            if sampled and not entries_failed:
-                directions, _ = directional(point, tensors, name, grad, report, aside, n_directions)
-        if sampled and not entries_failed and any(d.bad for d in directions):
-            found = locate(point, tensors, name, grad, report, aside)
-            if found is not None and found not in entries:
-                entries_failed = _elementwise(point, tensors, name, grad, report, np.array([found]))
-        if len(report.kinks) > kinks and not entries_failed:
-            directions = []  # a kink in this tensor, reported as such, explains their miss
-        for direction in directions:
-            direction.record(report)
+            _check_tensor(report, at_rest, tensors, name, grad, mode, max_entries, n_directions, rng, aside)
     report.atol = atol
     report.n_forward = counter.calls
     return report
+
+
+def _check_tensor(report: GradcheckReport, at_rest: Point, tensors: dict[str, np.ndarray], name: str,
+                  grad: np.ndarray, mode: Mode, max_entries: int, n_directions: int,
+                  rng: np.random.Generator, aside: np.random.Generator) -> None:
+    """Check one tensor at ``report``'s tolerances, recording into it (see :func:`_run`)."""
+    # the tensor's own magnitude: what its steps' rounding is charged for (see _gradcheck_probe)
+    point = replace(at_rest, largest_value=float(np.max(np.abs(tensors[name]), initial=0.0)))
+    sampled = tensors[name].size > max_entries
+    kinks = len(report.kinks)
+    directions: list[Compared] = []
+    entries, entries_failed = np.zeros(0, dtype=np.int64), False
+    if mode == "fast":
+        directions, doubtful = directional(point, tensors, name, grad, report, rng, n_directions)
+        if doubtful:
+            entries = _sample(grad.size, rng, max_entries)
+            entries_failed = _elementwise(point, tensors, name, grad, report, entries)
+            if not entries_failed and not sampled:
+                directions = []  # every entry checked and passed: the directions' doubt was noise
+    else:
+        entries = _sample(grad.size, rng, max_entries)
+        entries_failed = _elementwise(point, tensors, name, grad, report, entries)
+        if sampled and not entries_failed:
+            directions, _ = directional(point, tensors, name, grad, report, aside, n_directions)
+    if sampled and not entries_failed and any(d.bad for d in directions):
+        found = locate(point, tensors, name, grad, report, aside)
+        if found is not None and found not in entries:
+            entries_failed = _elementwise(point, tensors, name, grad, report, np.array([found]))
+    if len(report.kinks) > kinks and not entries_failed:
+        directions = []  # a kink in this tensor, reported as such, explains their miss
+    for direction in directions:
+        direction.record(report)
 
 
 def gradcheck_layer(layer: Layer, x: Any, params: Mapping[str, Any] | None = None, *,

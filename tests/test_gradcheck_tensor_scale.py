@@ -19,7 +19,7 @@ class SquareDense(nnplug.Layer):
     class Config(nnplug.LayerConfig):
         type: Literal["square_dense_for_tests"] = "square_dense_for_tests"
         scale: float = 1.0
-        bug: Literal["", "w_transposed", "b_doubled"] = ""
+        bug: Literal["", "w_transposed", "b_doubled", "b_forgotten"] = ""
 
     def output_shape(self, in_shape):
         return in_shape
@@ -37,6 +37,8 @@ class SquareDense(nnplug.Layer):
             dw = dw.T.copy()
         if self.config.bug == "b_doubled":
             db = 2 * db
+        if self.config.bug == "b_forgotten":
+            db = np.zeros_like(db)
         return dy @ params["w"], {"w": dw, "b": db}
 
 
@@ -57,7 +59,7 @@ def _model(bug: str) -> nnplug.Model:
 
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
-@pytest.mark.parametrize("bug", ["w_transposed", "b_doubled"])
+@pytest.mark.parametrize("bug", ["w_transposed", "b_doubled", "b_forgotten"])
 def test_a_wrong_gradient_of_an_early_layer_behind_vanishing_gradients_fails(mode, bug):
     rng = np.random.default_rng(0)
     x, target = rng.standard_normal((4, 4)), rng.integers(0, 3, 4)
