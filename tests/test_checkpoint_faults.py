@@ -104,3 +104,25 @@ def test_a_run_directory_deleted_during_a_save_is_not_called_intact(
     monkeypatch.setattr(checkpoint, "atomic_write", deleted_midway)
     with pytest.raises(nnplug.ConfigError, match="deleted or replaced while training"):
         Trainer(model, data, model.spec.train, run, 0).run()
+
+
+def test_every_temporary_a_killed_save_can_leave_goes_with_the_next_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        fd, name = real_mkstemp(*args, **kwargs)
+        made.append(Path(name).name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording)
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_model(tmp_path, epochs=1)), "--out", str(run), "--quiet"]) == 0
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+    assert {name.split(".")[1] for name in made} >= {"model", "weights-00000000", "manifest"}
+    for name in made:  # what a kill -9 between the write and the rename leaves, of each file
+        (run / name).write_bytes(b"partial")
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert [name for name in made if (run / name).exists()] == []
