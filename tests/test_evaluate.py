@@ -76,3 +76,15 @@ def _rewrite_model_file(run: Path, resolved: dict[str, Any]) -> None:
     manifest = json.loads((run / MANIFEST).read_text())
     manifest["model"]["sha256"] = hashlib.sha256(text).hexdigest()
     atomic_write(run / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
+
+
+def test_min_accuracy_passes_at_exactly_the_score_and_fails_just_above_it(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = (saved_run / "metrics.jsonl").read_text().splitlines()
+    score = json.loads(lines[-1])["val_accuracy"]  # what evaluate scores: the validation examples
+    assert main(["evaluate", str(saved_run), "--min-accuracy", repr(score)]) == 0
+    above = float(np.nextafter(score, 2.0))
+    capsys.readouterr()
+    assert main(["evaluate", str(saved_run), "--min-accuracy", repr(above)]) == 1  # a failed check, not a usage error
+    assert "is below --min-accuracy" in capsys.readouterr().err
