@@ -156,8 +156,11 @@ HOSTILE: dict[str, Callable[[Path, Path], Case]] = {
     "manifest_epoch_a_string": lambda t, r: _tampered(t, r, "resume", _set("progress", "epoch", "three"),
                                                       "progress.epoch"),
     "manifest_seed_a_string": lambda t, r: _tampered(t, r, "resume", _set("progress", "seed", "s"), "progress.seed"),
+    "manifest_seen_a_bool": lambda t, r: _tampered(t, r, "resume", _set("progress", "seen", True), "progress.seen"),
     "manifest_history_of_ints": lambda t, r: _tampered(t, r, "evaluate", _set("progress", "history", [1, 2]),
                                                        "progress.history"),
+    "manifest_history_shorter_than_its_epoch": lambda t, r: _tampered(t, r, "resume", _set("progress", "history", []),
+                                                                      "progress.history holds 0 epoch(s)"),
     "manifest_loss_sum_nan": lambda t, r: _tampered(t, r, "resume", lambda m: json.dumps(m).replace(
         '"loss_sum": 0.0', '"loss_sum": NaN'), "progress.loss_sum"),
     "manifest_epochs_past_the_cap": lambda t, r: _tampered(t, r, "evaluate", _set("progress", "epochs", 10**12),
