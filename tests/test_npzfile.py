@@ -38,7 +38,7 @@ def test_declared_shapes_and_dtypes_match_what_np_load_reads(tmp_path: Path) -> 
             assert declared[name].nbytes == loaded[name].nbytes
 
 
-@pytest.mark.parametrize("shape", [(2**40,), (2**40, 2**40), (2**62, 4)])  # the last two overflow int64
+@pytest.mark.parametrize("shape", [(100,), (2**40,), (2**40, 2**40), (2**62, 4)])  # the last two overflow int64
 def test_a_header_declaring_more_than_its_member_holds_is_refused(tmp_path: Path, shape: tuple[int, ...]) -> None:
     path = _archive(tmp_path / "lie.npz", {"x.npy": _header(shape) + b"\0" * 64})
     with pytest.raises(ValueError, match=r"array 'x' declares shape .* holds only \d+ bytes"):

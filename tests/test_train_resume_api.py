@@ -35,3 +35,9 @@ def test_restore_refuses_a_checkpoint_saved_with_another_seed(tmp_path: Path) ->
     trainer, saved = _trainer(tmp_path, 1)
     with pytest.raises(nnplug.ConfigError, match="saved with seed 0, resumed with 1"):
         trainer.restore(saved["arrays"], saved["scalars"], saved["progress"])
+
+
+def test_a_loaded_checkpoints_optimizer_scalars_are_what_the_optimizer_saved(tmp_path: Path) -> None:
+    trainer, saved = _trainer(tmp_path, 0)
+    # not the manifest's bookkeeping (file name, checksum) around them
+    assert saved["scalars"] == trainer.optimizer.state_dict()[1] | {"step": 5}
