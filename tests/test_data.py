@@ -252,7 +252,9 @@ def test_a_validation_fraction_beside_x_val_is_refused_not_ignored(tmp_path: Pat
     assert data.x_val is not None and len(data.x_val) == 5
 
 
-@pytest.mark.parametrize(("validation", "held_out"), [(0.001, None), (0.025, 1), (0.0, 0), (None, 8)])
+# 0.8 and 3.6 examples round up: round(), not int()
+@pytest.mark.parametrize(("validation", "held_out"),
+                         [(0.001, None), (0.025, 1), (0.02, 1), (0.09, 4), (0.0, 0), (None, 8)])
 def test_a_validation_fraction_that_rounds_to_no_example_is_refused(
         tmp_path: Path, validation: float | None, held_out: int | None) -> None:
     m = _npz_model(tmp_path, validation)
@@ -267,3 +269,25 @@ def test_a_validation_fraction_that_rounds_to_no_example_is_refused(
 def test_a_bad_x_val_is_named_x_val(model: nnplug.Model) -> None:
     with pytest.raises(nnplug.ConfigError, match=r"x_val has examples of shape \(16,\)"):
         check_arrays(np.zeros((8, 16)), np.arange(8) % 3, model, "d.npz (x_val, y_val)", names=("x_val", "y_val"))
+
+
+def test_the_held_out_examples_are_the_same_in_every_nnplug_version() -> None:
+    # a run evaluated or resumed by a later nnplug must hold out the examples it was trained
+    # without: the split's seed is part of the run format (numpy keeps default_rng's streams)
+    x = np.arange(20.0)
+    train_x, _, val_x, val_y = data_module.split(x, x, 0.25)
+    assert val_x is not None and val_y is not None
+    assert sorted(val_x.astype(int).tolist()) == [4, 8, 10, 15, 16]
+    np.testing.assert_array_equal(val_x, val_y)  # x and y split alike
+    assert sorted([*train_x.astype(int).tolist(), 4, 8, 10, 15, 16]) == list(range(20))
+
+
+def test_compressed_data_of_exactly_the_limit_load_one_byte_more_is_refused(
+    model: nnplug.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    npz = _zeros_npz(tmp_path / "bomb.npz", 2**16)  # x and y decompress to 8,913,152 bytes together
+    monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", "8913152")
+    assert len(load_dataset(DataConfig(source="npz", path=str(npz), validation=0.0), model).x) == 2**16
+    monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", "8913151")
+    with pytest.raises(nnplug.ConfigError, match="more than the 8,913,151 bytes"):
+        load_dataset(DataConfig(source="npz", path=str(npz), validation=0.0), model)
