@@ -291,3 +291,13 @@ def test_compressed_data_of_exactly_the_limit_load_one_byte_more_is_refused(
     monkeypatch.setenv("NNPLUG_MAX_DATA_BYTES", "8913151")
     with pytest.raises(nnplug.ConfigError, match="more than the 8,913,151 bytes"):
         load_dataset(DataConfig(source="npz", path=str(npz), validation=0.0), model)
+
+
+@pytest.mark.parametrize("edited", ["x", "y", "x_val", "y_val"])
+def test_the_data_digest_changes_with_any_one_array(edited: str) -> None:
+    # what resume refuses and evaluate warns about: a relabelled validation set too
+    arrays = {"x": np.zeros((4, 2)), "y": np.arange(4), "x_val": np.zeros((2, 2)), "y_val": np.arange(2)}
+    before = data_module.data_digest(data_module.Dataset(**arrays, origin="d.npz"))
+    arrays[edited] = arrays[edited].copy()
+    arrays[edited][-1] += 1
+    assert data_module.data_digest(data_module.Dataset(**arrays, origin="d.npz")) != before  # type: ignore[arg-type]
