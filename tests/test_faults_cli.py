@@ -169,6 +169,8 @@ HOSTILE: dict[str, Callable[[Path, Path], Case]] = {
     "manifest_epochs_zero": lambda t, r: _tampered(t, r, "resume", _set("progress", "epochs", 0), "progress.epochs"),
     "manifest_batch_past_the_epoch": lambda t, r: _tampered(t, r, "resume", _set("progress", "batch", 10**9),
                                                             "an epoch has"),
+    "manifest_batch_at_the_epochs_end": lambda t, r: _tampered(t, r, "resume", _set("progress", "batch", 5),
+                                                               "at batch 5, but an epoch has 5 batches"),
     "manifest_weights_outside_the_run": lambda t, r: _tampered(t, r, "evaluate",
                                                                _set("weights", "file", "../../etc/passwd"),
                                                                "bad weights file name"),

@@ -151,6 +151,8 @@ def test_a_save_the_full_disk_refuses_leaves_no_partial_checkpoint_nor_metrics_a
         assert _train(model_file, run) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and f"in {run}, is intact" in err
+    named = {"weights": "weights-00000005.npz", "optim": "optim-00000005.npz", "metrics": "metrics.jsonl"}
+    assert f"nnplug: error: {run / named.get(kind, 'manifest.json')}: No space left on device" in err
     manifest = json.loads((run / "manifest.json").read_text())
     saved = 1 if kind == "metrics" else 0  # only syncing metrics.jsonl comes after the checkpoint
     assert manifest["progress"]["epoch"] == saved
