@@ -89,3 +89,10 @@ def test_evaluate_weights_a_last_partial_batch_by_its_size():
     assert in_fours[0] == pytest.approx(whole[0], rel=1e-12)
     assert in_fours[1] == pytest.approx(whole[1], rel=1e-12)
     assert whole[1] == pytest.approx(np.mean(model.forward(x).argmax(axis=1) == y))
+
+
+def test_the_shuffle_of_each_epoch_is_the_same_in_every_nnplug_version(tmp_path):
+    # "same file and seed, same weights" holds across upgrades only if each epoch's order is pinned
+    trainer, steps = spied_trainer(tmp_path, 8, 8, 2)
+    assert trainer.run().status == "completed"
+    assert [i.tolist() for i, _ in steps] == [[3, 2, 1, 0, 6, 4, 7, 5], [4, 3, 6, 1, 7, 2, 5, 0]]
