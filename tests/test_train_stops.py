@@ -46,6 +46,7 @@ def _signals_at_step(monkeypatch: pytest.MonkeyPatch, step: int, *signals: int) 
     (signal.SIGINT, 10, "after epoch 2"),  # the last batch of epoch 2: the epoch ends and saves
     (signal.SIGTERM, 5, "after epoch 1"),
     (signal.SIGINT, 7, "after batch 2 of epoch 2"),
+    (signal.SIGTERM, 4, "after batch 4 of epoch 1"),  # the epoch's last batch but one: no batch more
 ])
 def test_a_stop_signal_names_the_epoch_or_batch_the_run_stopped_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
