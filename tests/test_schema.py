@@ -72,11 +72,15 @@ def test_every_example_and_a_residual_graph_validate_against_the_schema(example:
     (("layers", 6, "type"), ...),  # a node without its type
     (("layers", 2, "inputs"), ["stem"]),  # add takes two inputs
     (("layers", 2, "inputs"), ...),  # ... which it must name
+    (("layers", 2, "inputs"), None),  # ... and null reads the one node before
     (("layers", 3, "inputs"), ["sum", "stem", "act"]),  # concat takes two
     (("layers", 1, "inputs"), ["stem", "stem"]),  # relu takes one
     (("loss", "inputs"), ["logits", "sum"]),  # the loss reads one node
     (("loss", "type"), ...),
     (("seed",), 2**63),
+    (("input",), []),  # one example has at least one axis
+    (("input",), [2, 0, 6]),  # ... each of at least one element
+    (("layers",), []),
     (("name",), "next\u0085line"),
     (("name",), "line\u2028separator"),
     (("train", "optimizer"), {"type": "sgd", "beta1": 0.5}),
@@ -171,3 +175,15 @@ def test_the_schema_refuses_a_node_named_as_the_model_input_or_its_loss(reserved
     document = with_change(("layers", 1, "name"), reserved)
     assert not loader_accepts(document)
     assert not VALIDATOR.is_valid(document), f"the schema accepts a node named {reserved!r}"
+
+
+def test_the_schema_of_a_registry_with_layers_but_no_loss_says_none_is_registered() -> None:
+    relu = REGISTRY.get("relu")
+
+    class LayersOnly:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self) -> list[type]:
+            return [relu]
+
+    with pytest.raises(nnplug.ConfigError, match="no layer or loss types are registered"):
+        model_json_schema(nnplug.Registry(plugins=[LayersOnly()], autoload=False))
