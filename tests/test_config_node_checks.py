@@ -60,3 +60,9 @@ def test_a_duplicate_node_with_an_unknown_input_is_told_the_name_of_the_node_it_
     found = problems({"type": "relu", "name": "abc"}, {"type": "relu", "name": "abc", "inputs": ["abd"]})
     assert found[-1] == ("layers[1] 'abc' (relu) -> inputs: unknown node 'abd' (did you mean 'abc'?); "
                          "nodes: abc, dense_2, input")
+
+
+def test_problems_come_in_file_order_of_their_nodes_whichever_check_found_them() -> None:
+    # a node's unknown input is found after every node's fields are read: it still comes first
+    found = problems({"type": "relu", "inputs": ["nope"]}, {"type": "relu", "bogus": 1})
+    assert [line.split(" ")[0] for line in found] == ["layers[0]", "layers[1]"]
