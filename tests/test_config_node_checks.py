@@ -66,3 +66,17 @@ def test_problems_come_in_file_order_of_their_nodes_whichever_check_found_them()
     # a node's unknown input is found after every node's fields are read: it still comes first
     found = problems({"type": "relu", "inputs": ["nope"]}, {"type": "relu", "bogus": 1})
     assert [line.split(" ")[0] for line in found] == ["layers[0]", "layers[1]"]
+
+
+def test_an_unknown_input_is_told_the_nearest_name_not_a_further_one() -> None:
+    [line] = problems({"type": "relu", "name": "abxd"}, {"type": "relu", "name": "abcde"},
+                      {"type": "relu", "name": "q", "inputs": ["abcd"]})
+    assert "unknown node 'abcd' (did you mean 'abcde'?)" in line
+
+
+def test_an_unknown_input_lists_twenty_node_names_then_how_many_there_are() -> None:
+    # 21 choices: the 19 relus, dense_20 and the model input (the node itself is left out)
+    [line] = problems(*[{"type": "relu"}] * 19, {"type": "relu", "name": "q", "inputs": ["zz"]})
+    listed = line.split("; nodes: ")[1]
+    assert listed.endswith(", ... (21 in all)")
+    assert len(listed.removesuffix(", ... (21 in all)").split(", ")) == 20
