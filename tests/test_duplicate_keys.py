@@ -46,3 +46,19 @@ def test_a_toml_key_given_twice_is_shown_with_the_line_that_repeats_it(tmp_path:
     with pytest.raises(nnplug.ConfigError) as info:
         read_document(path)
     assert "line 8" in str(info.value) and "units = 3" in str(info.value)
+
+
+def test_yaml_merge_keys_are_not_duplicate_keys(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("a: &a {x: 1}\nb: &b {y: 2}\nc:\n  <<: *a\n  <<: *b\n")
+    assert read_document(path)[0]["c"] == {"x": 1, "y": 2}
+
+
+def test_a_yaml_key_given_three_times_points_each_repeat_at_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("input: [4]\ntrain:\n  epochs: 1\n  epochs: 2\n  epochs: 3\n")
+    with pytest.raises(nnplug.ConfigError) as info:
+        read_document(path)
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == [
+        "duplicate key 'epochs' in train (line 4); first given on line 3",
+        "duplicate key 'epochs' in train (line 5); first given on line 3"]
