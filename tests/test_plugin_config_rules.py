@@ -93,3 +93,35 @@ def test_a_type_claimed_twice_within_one_plugin_names_both_classes():
 
     registry = nnplug.Registry(plugins=[Plugin()], autoload=False, strict=False)
     assert "type 'twin' is claimed twice within the plugin, by FirstTwin and SecondTwin" in registry.plugins[-1].error
+
+
+class _NoDefault(nnplug.LayerConfig):
+    type: Literal["no_default"]
+
+
+class _BadName(nnplug.LayerConfig):
+    type: Literal["my layer"] = "my layer"
+
+
+class _ThawedSub(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    k: float = 1.0
+
+
+class _HoldsThawedSub(nnplug.LayerConfig):
+    type: Literal["loose"] = "loose"
+    sub: _ThawedSub = _ThawedSub()
+
+
+@pytest.mark.parametrize(("config", "phrase"), [
+    (_NoDefault, "Config.type must be Literal['name'] with that name as its default"),
+    (_BadName, "type name 'my layer' is not an identifier"),
+    (_HoldsThawedSub, "Config field 'sub' holds _ThawedSub, which must set"),
+])
+def test_a_config_without_a_named_identifier_type_or_with_a_mutable_nested_model_is_refused(config, phrase):
+    assert phrase in contract_problem(type("Odd", (nnplug.Layer,), {"Config": config}))
+
+
+def test_a_layer_whose_n_inputs_is_a_bool_is_refused():
+    layer = type("BoolArity", (nnplug.Layer,), {"Config": _NestedConfig, "n_inputs": True})  # True == 1
+    assert "n_inputs must be a positive int, got True" in contract_problem(layer)
