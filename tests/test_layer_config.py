@@ -139,3 +139,9 @@ def test_empty_inputs_list_says_a_node_name_is_needed_not_pydantics_tuple_wordin
     message = str(err.value)
     assert message.startswith("layers[1] (dense) -> inputs: expected at least one node name")
     assert "Tuple" not in message and "()" not in message
+
+
+def test_text_with_a_lone_surrogate_is_refused_naming_its_field():
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.parse_config(DENSE.Config, {"type": "dense", "units": 2, "name": "a\ud800"}, "layers[0] (dense)")
+    assert str(err.value) == "layers[0] (dense) -> name: text with a lone surrogate ('a\\ud800') is not valid text"
