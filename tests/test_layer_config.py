@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import pytest
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -145,3 +146,13 @@ def test_text_with_a_lone_surrogate_is_refused_naming_its_field():
     with pytest.raises(nnplug.ConfigError) as err:
         nnplug.parse_config(DENSE.Config, {"type": "dense", "units": 2, "name": "a\ud800"}, "layers[0] (dense)")
     assert str(err.value) == "layers[0] (dense) -> name: text with a lone surrogate ('a\\ud800') is not valid text"
+
+
+def test_a_key_that_is_not_text_is_refused_as_a_key():
+    with pytest.raises(nnplug.ConfigError) as err:
+        nnplug.parse_config(DENSE.Config, {"type": "dense", "units": 3, ("a", "b"): 1}, "n")
+    assert str(err.value) == "n -> (key): a tuple key (('a', 'b')) is not a field name"
+
+
+def test_numpy_integers_are_taken_as_the_ints_they_hold():
+    assert nnplug.parse_config(DENSE.Config, {"type": "dense", "units": np.int64(3)}).units == 3
