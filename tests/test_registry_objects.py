@@ -20,3 +20,26 @@ def test_an_installed_plugin_given_as_its_module_and_by_name_loads_once():
     registry = nnplug.load_registry(plugins=[nnplug_layers, "nnplug_layers"])
     assert "conv2d" in registry
     assert not registry.conflicts
+
+
+def _plugin(*classes: object) -> object:
+    class Plugin:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self) -> list[object]:
+            return list(classes)
+
+    return Plugin()
+
+
+def test_a_type_of_a_plugin_refused_for_another_class_is_told_where_it_comes_from():
+    relu = nnplug.load_registry().get("relu")
+    registry = nnplug.Registry(plugins=[_plugin(relu, "not a class")], autoload=False, strict=False)
+    message = registry.unknown_type_message("relu")
+    assert message.startswith("type 'relu' comes from plugin 'Plugin', which failed: ")
+    assert "'not a class' is not a class" in message
+
+
+def test_a_long_plugin_error_is_cut_to_200_characters_where_unknown_types_list_it():
+    registry = nnplug.Registry(plugins=[_plugin("x" * 500)], autoload=False, strict=False)
+    listed = registry.unknown_type_message("nope").split("plugins that failed to load: plugin 'Plugin': ")[1]
+    assert listed.startswith("'xxx") and len(listed.split(";")[0]) == 200 and listed.split(";")[0].endswith("...")
