@@ -43,3 +43,21 @@ def test_a_long_plugin_error_is_cut_to_200_characters_where_unknown_types_list_i
     registry = nnplug.Registry(plugins=[_plugin("x" * 500)], autoload=False, strict=False)
     listed = registry.unknown_type_message("nope").split("plugins that failed to load: plugin 'Plugin': ")[1]
     assert listed.startswith("'xxx") and len(listed.split(";")[0]) == 200 and listed.split(";")[0].endswith("...")
+
+
+def test_a_plugin_both_named_and_blocked_stays_blocked():
+    registry = nnplug.Registry(plugins=["nnplug_layers"], blocked=["nnplug_layers"])
+    assert "dense" not in registry
+
+
+def test_a_hook_returning_a_class_instead_of_a_list_fails_the_plugin_with_a_message():
+    relu = nnplug.load_registry().get("relu")
+
+    class Plugin:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self) -> object:
+            return relu
+
+    registry = nnplug.Registry(plugins=[Plugin()], autoload=False, strict=False)
+    assert registry.plugins[-1].status == "failed"
+    assert "expected a list of classes" in registry.plugins[-1].error
