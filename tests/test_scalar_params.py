@@ -1,6 +1,6 @@
 """A layer whose parameters include a 0-d one (shape ``()``), a zero-size one and names with
 dots and dashes: its gradients check and an optimizer moves it; a numpy scalar given back as the
-0-d gradient is named as such, not as a shape."""
+0-d gradient is named as such, not as a shape; a name holding a slash is refused."""
 
 from __future__ import annotations
 
@@ -75,3 +75,18 @@ def test_a_numpy_scalar_as_the_gradient_of_a_0d_parameter_is_named_as_a_scalar()
     with pytest.raises(nnplug.PluginError, match=r"returned gradient of k as float32, expected an array of "
                                                  r"shape \(\) \(np.asarray makes one of a scalar\)"):
         model.loss_and_grads(x, x)
+
+
+class _SlashedName(_Gain):
+    def param_shapes(self, in_shape: Any) -> Any:
+        return {"k": (), "bias/1": in_shape}
+
+    def init_params(self, in_shape: Any, rng: np.random.Generator) -> Any:
+        return {"k": np.array(1.0), "bias/1": np.zeros(in_shape)}
+
+
+def test_a_parameter_name_holding_a_slash_is_refused_naming_the_node() -> None:
+    # checkpoints key weights as node/param: a '/' in the name would read back as another node's
+    with pytest.raises(nnplug.PluginError,
+                       match=r"'g\.1' \(gain_for_tests, plugin 'Plugin'\): parameter name 'bias/1' is not a plain"):
+        _model(_SlashedName)
