@@ -62,9 +62,12 @@ def ignored_names(model: type[BaseModel], data: Mapping[Any, Any], loc: tuple[st
         nested = nested_models(model.model_fields[names[key]].annotation)
         if len(nested) != 1:
             continue
-        items = [((*loc, key), value)] if isinstance(value, Mapping) else [
-            ((*loc, key, i), v) for i, v in enumerate(value) if isinstance(v, Mapping)
-        ] if isinstance(value, (list, tuple)) else []
+        if isinstance(value, Mapping):  # a nested model, or a list of them
+            items = [((*loc, key), value)]
+        elif isinstance(value, (list, tuple)):
+            items = [((*loc, key, i), v) for i, v in enumerate(value) if isinstance(v, Mapping)]
+        else:
+            continue
         for where, item in items:
             found.extend(ignored_names(nested[0], item, where))
     return found
@@ -100,11 +103,12 @@ def _misspellings(by_field: Mapping[str, tuple[list[str], Any]], model: type[Bas
     for path in unknown[:MAX_FIELD_LINES]:
         *parent, key = path.split(".")
         here = _model_at(model, parent)
-        fields = list(input_names(here)) if here is not None else []
+        keys = input_names(here) if here is not None else {}
+        fields = list(keys)
         if not fields:
             continue
         aliased: dict[str, str] = {}
-        for k, name in (input_names(here) if here else {}).items():
+        for k, name in keys.items():
             if k != name:
                 aliased.setdefault(name, k)  # the first of several aliases
         if key in aliased:  # a field's own name, where a document gives it by its alias
