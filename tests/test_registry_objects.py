@@ -61,3 +61,17 @@ def test_a_hook_returning_a_class_instead_of_a_list_fails_the_plugin_with_a_mess
     registry = nnplug.Registry(plugins=[Plugin()], autoload=False, strict=False)
     assert registry.plugins[-1].status == "failed"
     assert "expected a list of classes" in registry.plugins[-1].error
+
+
+def test_a_hook_taking_arguments_the_spec_lacks_fails_the_plugin_with_one_line():
+    class Plugin:
+        @nnplug.hookimpl
+        def nnplug_register_layers(self, extra: object) -> list[type]:
+            return []
+
+    registry = nnplug.Registry(plugins=[Plugin()], autoload=False, strict=False)
+    error = registry.plugins[-1].error
+    assert registry.plugins[-1].status == "failed"
+    # pluggy's message spans lines: joined, it stays whole wherever an error is quoted by its first line
+    assert error.startswith("invalid hook implementation: ")
+    assert "\n" not in error and "extra" in error
