@@ -98,3 +98,14 @@ def test_a_run_a_plugin_upgrade_no_longer_reads_names_both_versions(site, tmp_pa
     with pytest.raises(nnplug.ConfigError, match=r"gain: unknown field") as caught:
         load_checkpoint(tmp_path / "run", nnplug.Registry())
     assert "the run was saved with nnplug-gain 1.0; nnplug-gain 2.0 is installed" in str(caught.value.problems)
+
+
+@pytest.mark.parametrize("named_by", ["cracked", "nnplug-cracked-too", "nnplug_test_cracked_too"])
+def test_a_broken_plugin_asked_for_by_any_of_its_names_is_an_error_naming_it(site, named_by: str):
+    # -p and plugins=[...] take the entry point's, the distribution's or the module's name alike
+    root, modules = site
+    install_fake_dist(root, "nnplug-cracked-too", "nnplug_test_cracked_too", "raise ImportError('no frobnicate')\n",
+                      entry_name="cracked")
+    modules.append("nnplug_test_cracked_too")
+    with pytest.raises(nnplug.PluginError, match=r"plugin 'cracked' failed to load: import failed: .*no frobnicate"):
+        nnplug.Registry(plugins=[named_by])
