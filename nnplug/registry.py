@@ -94,8 +94,7 @@ class Registry:
         autoload: bool | None = None,
         strict: bool = True,
     ) -> None:
-        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.manager.add_hookspecs(hookspecs)
+        self.manager = _new_manager()
         self.plugins: list[PluginInfo] = []
         self._types: dict[str, LayerClass] = {}
         self._owner: dict[str, PluginInfo] = {}
@@ -248,8 +247,7 @@ class Registry:
     def __setstate__(self, state: dict[str, Any]) -> None:
         registered = state.pop("manager")
         self.__dict__.update(state)
-        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.manager.add_hookspecs(hookspecs)
+        self.manager = _new_manager()
         for name, plugin in registered:
             self.manager.register(importlib.import_module(plugin) if isinstance(plugin, str) else plugin, name=name)
 
@@ -355,6 +353,13 @@ def _sequence(option: str, value: Any) -> tuple[Any, ...]:
         raise ConfigError(f"{option}: expected a list, got {type(value).__name__} {value!r}"
                           f"{f'; write [{value!r}]' if isinstance(value, str) else ''}")
     return tuple(value)
+
+
+def _new_manager() -> pluggy.PluginManager:
+    """An empty pluggy manager that knows nnplug's hook specification."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    return manager
 
 
 def _info_for(ep: metadata.EntryPoint) -> PluginInfo:
